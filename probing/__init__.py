@@ -1,0 +1,3 @@
+"""probing: explain LLM safety through intermediate hidden states."""
+
+__version__ = "0.1.0"
