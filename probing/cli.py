@@ -1,0 +1,77 @@
+"""The `probing` console script: one dispatcher for every stage.
+
+`probing extract|info|weak|...` go to small jsonargparse front ends; `probing fit|validate|test|predict`
+go to the Lightning CLI. User errors (:class:`ProbingError`) print one line and exit 2; bugs keep
+their traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from probing.errors import ProbingError
+
+log = logging.getLogger("probing")
+
+# name -> "module:function"; each function takes the remaining argv and returns an exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "extract": ("probing.features.extract_cli:run", "extract per-layer activations to an HDF5 feature file"),
+    "info": ("probing.features.info:run", "summarise a feature file"),
+    "fit": ("probing.training.cli:run", "train probes on all layers (Lightning CLI)"),
+    "validate": ("probing.training.cli:run", "validate trained probes (Lightning CLI)"),
+    "test": ("probing.training.cli:run", "test trained probes, write per-layer metrics (Lightning CLI)"),
+    "predict": ("probing.training.cli:run", "per-prompt, per-layer probabilities (Lightning CLI)"),
+    "weak": ("probing.probes.weak:run", "the paper's per-layer linear SVM and MLP(100) baselines"),
+}
+TRAINER_COMMANDS = {"fit", "validate", "test", "predict"}
+
+
+def _load(target: str) -> Callable[[list[str]], int | None]:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: probing COMMAND [--config FILE] [options]  (probing COMMAND --help)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger("probing")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `probing` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    setup_logging()
+    if not args or args[0] in {"-h", "--help"}:
+        sys.stdout.write(_usage() + "\n")
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        sys.stderr.write(f"probing: unknown command {name!r}; expected one of {', '.join(COMMANDS)}\n")
+        return 2
+    target = COMMANDS[name][0]
+    try:
+        code = _load(target)([name, *rest] if name in TRAINER_COMMANDS else rest)
+    except ProbingError as err:
+        sys.stderr.write(f"probing {name}: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"probing {name}: interrupted\n")
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Stage 2: per-layer activations in HDF5 feature files (see docs/feature-format.md)."""
+
+from probing.features.store import FeatureFile, FeatureWriter, RowTable, read_meta
+
+__all__ = ["FeatureFile", "FeatureWriter", "RowTable", "read_meta"]
