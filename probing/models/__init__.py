@@ -1,0 +1,16 @@
+"""Stage 1b: causal LMs, their parts (layers, final norm, unembedding) and built-in models."""
+
+from probing.models.builtin import BUILTIN_MODELS
+from probing.models.load import LoadedModel, ModelConfig, from_pretrained_objects, load_model
+from probing.models.lookup import ARCHITECTURES, ModelParts, model_parts
+
+__all__ = [
+    "ARCHITECTURES",
+    "BUILTIN_MODELS",
+    "LoadedModel",
+    "ModelConfig",
+    "ModelParts",
+    "from_pretrained_objects",
+    "load_model",
+    "model_parts",
+]

