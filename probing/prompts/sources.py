@@ -1,0 +1,250 @@
+"""Prompt sources: built-in sets and user files (CSV/TSV, JSON/JSONL, TXT, Parquet, HF datasets)."""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import csv
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from probing.errors import ProbingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COLUMNS = ("prompt", "goal", "text", "instruction")
+BUILTIN_SETS = ("normal", "malicious", "jailbreak")
+SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet")
+
+
+def datasets_dir() -> Path:
+    """The project's built-in prompt sets (``$PROBING_DATASETS`` overrides)."""
+    env = os.environ.get("PROBING_DATASETS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "datasets"
+
+
+@dataclass
+class PromptSource:
+    """One labelled set of prompts.
+
+    Args:
+        path: a file (.csv .tsv .json .jsonl .txt .parquet), a built-in set (``normal``,
+            ``malicious``, ``jailbreak``) or ``hf:NAME`` for a Hugging Face dataset.
+        label: class name of these prompts (default: the built-in name or the file's stem).
+        column: CSV/TSV column, JSON field or dataset column holding the prompt (default: the first of
+            prompt, goal, text, instruction that exists).
+        field: synonym of ``column`` for JSON sources.
+        limit: keep at most this many prompts (after shuffling).
+        shuffle: shuffle before ``limit``, with ``seed``.
+        seed: seed of the shuffle.
+        split: split of a Hugging Face dataset.
+        jailbreak: wrap each prompt in the built-in jailbreak templates (round robin over templates).
+    """
+
+    path: str
+    label: str | None = None
+    column: str | None = None
+    field: str | None = None
+    limit: int | None = None
+    shuffle: bool = False
+    seed: int = 0
+    split: str = "train"
+    jailbreak: bool = False
+
+    @property
+    def label_name(self) -> str:
+        if self.label:
+            return self.label
+        if self.path in BUILTIN_SETS:
+            return self.path
+        return Path(self.path.removeprefix("hf:")).stem
+
+
+def _pick_column(available: list[str], wanted: str | None, where: str) -> str:
+    if wanted:
+        if wanted not in available:
+            raise ProbingError(
+                f"{where} has no column {wanted!r}; it has {available}: set `column` of this prompt source"
+            )
+        return wanted
+    for name in DEFAULT_COLUMNS:
+        if name in available:
+            return name
+    raise ProbingError(
+        f"{where} has none of the default columns {list(DEFAULT_COLUMNS)} (it has {available}); "
+        "set `column` of this prompt source"
+    )
+
+
+def _check_prompts(values: list[Any], where: str, first_row: int = 1) -> list[str]:
+    out = []
+    for i, value in enumerate(values):
+        text = "" if value is None else str(value)
+        if not text.strip():
+            raise ProbingError(
+                f"{where}: row {i + first_row} has an empty prompt; remove it or fix the file"
+            )
+        out.append(text)
+    return out
+
+
+def _read_table(path: Path, column: str | None) -> list[str]:
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        if not reader.fieldnames:
+            raise ProbingError(f"{path} is empty; expected a header row and prompts")
+        col = _pick_column(list(reader.fieldnames), column, str(path))
+        values = [row.get(col) for row in reader]
+    return _check_prompts(values, f"{path} column {col!r}", first_row=2)
+
+
+def _read_json(path: Path, field: str | None) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            data = json.loads(text) if text.strip() else []
+            records = data.get("data", data) if isinstance(data, dict) else data
+    except json.JSONDecodeError as err:
+        raise ProbingError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(records, list):
+        raise ProbingError(f"{path}: expected a list of records or strings, found {type(records).__name__}")
+    if records and all(isinstance(r, str) for r in records):
+        return _check_prompts(records, str(path))
+    if not all(isinstance(r, dict) for r in records):
+        raise ProbingError(f"{path}: expected every record to be an object (or every one a string)")
+    keys = list(records[0]) if records else []
+    key = _pick_column(keys, field, str(path))
+    for i, r in enumerate(records):
+        if key not in r:
+            raise ProbingError(f"{path}: record {i + 1} has no field {key!r}; set `field`")
+    return _check_prompts([r[key] for r in records], f"{path} field {key!r}")
+
+
+def _read_parquet(path: Path, column: str | None) -> list[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ProbingError("reading Parquet needs pyarrow: pip install 'probing[parquet]'") from None
+    table = pq.read_table(path)
+    col = _pick_column(table.column_names, column, str(path))
+    return _check_prompts(table.column(col).to_pylist(), f"{path} column {col!r}")
+
+
+def _read_hf(name: str, column: str | None, split: str) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise ProbingError(f"hf:{name} needs the datasets package: pip install 'probing[hf]'") from None
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as err:  # the datasets library raises many kinds
+        raise ProbingError(f"cannot load Hugging Face dataset {name!r} split {split!r}: {err}") from None
+    col = _pick_column(list(ds.column_names), column, f"hf:{name}")
+    return _check_prompts(ds[col], f"hf:{name} column {col!r}")
+
+
+def read_file(path: Path, column: str | None) -> list[str]:
+    if not path.exists():
+        raise ProbingError(
+            f"prompt file {path} does not exist; fix `path` of the prompt source "
+            f"(or use a built-in set: {', '.join(BUILTIN_SETS)})"
+        )
+    if path.suffix not in SUFFIXES:
+        raise ProbingError(f"{path}: unsupported prompt file type {path.suffix!r}; use one of {SUFFIXES}")
+    if path.stat().st_size == 0:
+        raise ProbingError(f"prompt file {path} is empty")
+    if path.suffix in (".csv", ".tsv"):
+        prompts = _read_table(path, column)
+    elif path.suffix in (".json", ".jsonl"):
+        prompts = _read_json(path, column)
+    elif path.suffix == ".parquet":
+        prompts = _read_parquet(path, column)
+    else:
+        prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ProbingError(f"prompt file {path} holds no prompts")
+    return prompts
+
+
+@lru_cache(maxsize=1)
+def jailbreak_templates() -> tuple[dict[str, str], ...]:
+    path = datasets_dir() / "jailbreak_templates.yaml"
+    items = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return tuple(items)
+
+
+def apply_jailbreak(goal: str, template: str) -> str:
+    words = goal.split()
+    return template.format(
+        goal=goal,
+        goal_base64=base64.b64encode(goal.encode()).decode(),
+        goal_rot13=codecs.encode(goal, "rot13"),
+        goal_reversed=" ".join(reversed(words)),
+    )
+
+
+def wrap_jailbreaks(goals: list[str]) -> list[str]:
+    """Each goal in one template, cycling through all templates in file order."""
+    templates = jailbreak_templates()
+    return [apply_jailbreak(g, templates[i % len(templates)]["template"]) for i, g in enumerate(goals)]
+
+
+def _builtin(name: str) -> list[str]:
+    folder = datasets_dir()
+    if name == "jailbreak":
+        return wrap_jailbreaks(_builtin("malicious"))
+    return read_file(folder / f"{name}.csv", "prompt")
+
+
+def load_source(src: PromptSource) -> list[str]:
+    """The prompts of one source, shuffled/limited as configured."""
+    if src.column and src.field and src.column != src.field:
+        raise ProbingError(f"prompt source {src.path}: `column` and `field` disagree; set only one")
+    column = src.column or src.field
+    if src.limit is not None and src.limit < 1:
+        raise ProbingError(f"prompt source {src.path}: limit must be >= 1, got {src.limit}")
+    if src.path in BUILTIN_SETS:
+        prompts = _builtin(src.path)
+    elif src.path.startswith("hf:"):
+        prompts = _read_hf(src.path[3:], column, src.split)
+    else:
+        prompts = read_file(Path(src.path).expanduser(), column)
+    if src.shuffle:
+        prompts = prompts.copy()
+        random.Random(src.seed).shuffle(prompts)
+    if src.limit is not None:
+        prompts = prompts[: src.limit]
+    if src.jailbreak:
+        prompts = wrap_jailbreaks(prompts)
+    return prompts
+
+
+def load_prompts(sources: list[PromptSource]) -> tuple[list[str], list[int], list[int], list[str]]:
+    """Concatenate sources: (prompts, label index per prompt, source index per prompt, label names)."""
+    if not sources:
+        raise ProbingError("no prompt sources given; set `prompts` (e.g. [{path: normal}, {path: malicious}])")
+    label_names: list[str] = []
+    prompts: list[str] = []
+    labels: list[int] = []
+    source_ids: list[int] = []
+    for i, src in enumerate(sources):
+        items = load_source(src)
+        name = src.label_name
+        if name not in label_names:
+            label_names.append(name)
+        prompts += items
+        labels += [label_names.index(name)] * len(items)
+        source_ids += [i] * len(items)
+        log.info("prompt source %d: %s -> %d prompts labelled %r", i, src.path, len(items), name)
+    return prompts, labels, source_ids, label_names
