@@ -1,7 +1,14 @@
 """Stage 1b: causal LMs, their parts (layers, final norm, unembedding) and built-in models."""
 
 from probing.models.builtin import BUILTIN_MODELS
-from probing.models.load import LoadedModel, ModelConfig, from_pretrained_objects, load_model
+from probing.models.load import (
+    LoadedModel,
+    ModelConfig,
+    from_pretrained_objects,
+    load_model,
+    load_tokenizer,
+    model_identity,
+)
 from probing.models.lookup import ARCHITECTURES, ModelParts, model_parts
 
 __all__ = [
@@ -12,5 +19,7 @@ __all__ = [
     "ModelParts",
     "from_pretrained_objects",
     "load_model",
+    "load_tokenizer",
+    "model_identity",
     "model_parts",
 ]

@@ -78,30 +78,62 @@ def _resolve(cfg: ModelConfig) -> tuple[str, str | None, str]:
     return cfg.name, cfg.gguf_file, "hub"
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
-    """Load model and tokenizer, find their parts, and describe them for provenance."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def model_identity(cfg: ModelConfig) -> dict[str, Any]:
+    """What identifies the model's weights, known without loading them (for fingerprints)."""
+    where, gguf, source = _resolve(cfg)
+    return {
+        "model": cfg.name,
+        "model_source": source,
+        "model_revision": cfg.revision or "",
+        "gguf_sha256": sha256_file(os.path.join(where, gguf)) if gguf and source != "hub" else "",
+        "dtype": cfg.dtype,
+    }
+
+
+def _load_error(cfg: ModelConfig, source: str, err: Exception) -> ProbingError:
+    known = ", ".join(BUILTIN_MODELS)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ProbingError(
+        f"cannot load model {cfg.name!r} ({source}): {first}. Use a built-in name ({known}), "
+        "a local folder, a .gguf file or a reachable hub id in --model.name"
+    )
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
 
     where, gguf, source = _resolve(cfg)
-    common: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if gguf:
-        common["gguf_file"] = gguf
+        kwargs["gguf_file"] = gguf
     if cfg.revision:
-        common["revision"] = cfg.revision
-    kwargs: dict[str, Any] = {**common, "dtype": DTYPES[cfg.dtype]}
+        kwargs["revision"] = cfg.revision
+    try:
+        return AutoTokenizer.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error(cfg, source, err) from None
+
+
+def load_model(cfg: ModelConfig, tokenizer: Any = None) -> LoadedModel:
+    """Load model (and tokenizer unless given), find their parts, describe them for provenance."""
+    from transformers import AutoModelForCausalLM
+
+    identity = model_identity(cfg)
+    where, gguf, source = _resolve(cfg)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg)
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": DTYPES[cfg.dtype]}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if cfg.revision:
+        kwargs["revision"] = cfg.revision
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
     log.info("loading %s (%s%s)", cfg.name, source, f", {gguf}" if gguf else "")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **common)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as err:
-        known = ", ".join(BUILTIN_MODELS)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ProbingError(
-            f"cannot load model {cfg.name!r} ({source}): {first}. Use a built-in name ({known}), "
-            "a local folder, a .gguf file or a reachable hub id in --model.name"
-        ) from None
+        raise _load_error(cfg, source, err) from None
     if not cfg.device_map:
         try:
             model.to(cfg.device)
@@ -110,13 +142,11 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
     parts = model_parts(model)
+    commit = getattr(model.config, "_commit_hash", None)
     meta = {
-        "model": cfg.name,
-        "model_source": source,
-        "model_revision": str(getattr(model.config, "_commit_hash", None) or cfg.revision or ""),
-        "gguf_sha256": sha256_file(os.path.join(where, gguf)) if gguf and source != "hub" else "",
+        **identity,
+        "model_revision": str(commit or identity["model_revision"]),
         "architecture": parts.architecture,
-        "dtype": cfg.dtype,
         "num_decoder_layers": parts.num_decoder_layers,
         "vocab_size": int(parts.unembed.weight.shape[0]),
     }

@@ -1,0 +1,137 @@
+"""Per-layer hidden states at selected positions for a batch, plus the logit lens on them.
+
+Decoder blocks are read with forward hooks that keep only the selected positions, so memory does not
+grow with ``layers × sequence length``, and the unembedding is applied to those positions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from probing.models.load import LoadedModel
+
+Positions = Literal["last", "mean", "last_k"]
+
+
+@dataclass
+class BatchOutput:
+    hidden: torch.Tensor  # [B, L, P, D] float32 on CPU
+    lens_ids: torch.Tensor  # [B, L, P, K] int32
+    lens_logits: torch.Tensor  # [B, L, P, K] float32
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask ``[B, T]``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s) :] = torch.as_tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counting from each row's first real token (0 on padding)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def num_positions(positions: Positions, k: int) -> int:
+    return k if positions == "last_k" else 1
+
+
+class Selector:
+    """Reduces hidden states ``[B, T, D]`` to the selected positions ``[B, P, D]``."""
+
+    def __init__(self, positions: Positions, k: int = 1):
+        self.positions = positions
+        self.k = k
+        self.mask: torch.Tensor | None = None
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        if self.positions == "last":
+            return h[:, -1:, :]
+        if self.positions == "last_k":
+            return h[:, -self.k :, :]
+        mask = self.mask.to(h.device).unsqueeze(-1).bool()
+        total = torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(1, keepdim=True)
+        return total / mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
+
+
+def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _hidden_out(output: torch.Tensor | tuple) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+class ActivationReader:
+    """Runs the decoder backbone on batches and returns selected per-layer states and their lens."""
+
+    def __init__(self, lm: LoadedModel, positions: Positions = "last", k: int = 1, top_k: int = 5):
+        if positions == "last_k" and k < 1:
+            raise ValueError("k must be >= 1 for last_k")
+        self.lm = lm
+        self.parts = lm.parts
+        self.selector = Selector(positions, k)
+        self.top_k = top_k
+        tok = lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+
+    @property
+    def num_layers(self) -> int:
+        return self.parts.num_layers
+
+    @torch.inference_mode()
+    def __call__(self, seqs: Sequence[Sequence[int]]) -> BatchOutput:
+        ids, mask = left_pad(seqs, self.pad_id)
+        self.selector.mask = mask
+        captured: list[torch.Tensor | None] = [None] * self.num_layers
+        layers = self.parts.layers
+        n_blocks = len(layers)
+
+        def keep(index: int, h: torch.Tensor) -> None:
+            captured[index] = self.selector(h).detach()
+
+        handles = [
+            layers[0].register_forward_pre_hook(
+                lambda m, a, kw: keep(0, _hidden_arg(a, kw)), with_kwargs=True
+            )
+        ]
+        for i in range(n_blocks - 1):  # the last block's state is taken after the final norm
+            handles.append(
+                layers[i].register_forward_hook(lambda m, a, out, i=i: keep(i + 1, _hidden_out(out)))
+            )
+        device = self.lm.input_device
+        try:
+            out = self.parts.backbone(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=position_ids_from_mask(mask).to(device),
+                use_cache=False,
+            )
+        finally:
+            for h in handles:
+                h.remove()
+        keep(n_blocks, out[0] if isinstance(out, tuple) else out.last_hidden_state)
+        return self._finish(captured)
+
+    def _finish(self, captured: list[torch.Tensor | None]) -> BatchOutput:
+        dev = self.parts.unembed.weight.device
+        stacked = torch.stack([c.to(dev) for c in captured], dim=1)  # [B, L, P, D]
+        inner = self.parts.lens(stacked[:, :-1], layer=0)  # normalised, every layer but the last
+        last = self.parts.lens(stacked[:, -1:], layer=self.parts.num_decoder_layers)
+        logits = torch.cat([inner, last], dim=1)
+        top = logits.topk(self.top_k, dim=-1)
+        return BatchOutput(
+            hidden=stacked.float().cpu(),
+            lens_ids=top.indices.to(torch.int32).cpu(),
+            lens_logits=top.values.float().cpu(),
+        )

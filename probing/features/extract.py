@@ -1,0 +1,268 @@
+"""Extraction: prompts → rendered tokens → per-layer activations streamed into a feature file."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import probing
+from probing.errors import ProbingError
+from probing.features.activations import ActivationReader, Positions, num_positions
+from probing.features.store import FeatureWriter, RowTable, read_meta
+from probing.models.load import LoadedModel, ModelConfig, load_model, load_tokenizer, model_identity
+from probing.prompts.render import Template, render
+from probing.prompts.sources import PromptSource, load_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractConfig:
+    """What to extract and where to write it.
+
+    Args:
+        model: the model to read activations from.
+        prompts: labelled prompt sources, in order.
+        output: the HDF5 feature file to write.
+        template: ``chat`` (the tokenizer's chat template with the generation prompt), ``raw`` text, or
+            ``auto`` (chat when the tokenizer has a template).
+        system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
+        positions: ``last`` prompt token, ``mean`` over prompt tokens, or the ``last_k`` tokens.
+        k: number of positions for ``last_k``.
+        lens_top_k: logit-lens tokens kept per layer and position.
+        batch_size: prompts per forward pass (batches are length-sorted, left-padded).
+        max_tokens: longest rendered prompt allowed (default: the model's context length).
+        too_long: ``skip`` prompts longer than ``max_tokens`` (counted in the file), or ``truncate``
+            them from the left with a warning.
+        storage_dtype: ``float16`` (half the size; values beyond ±65504 stop the run) or ``float32``.
+        resume: continue an interrupted run of the same config.
+        overwrite: replace an existing file of another model, prompt set or config.
+        progress: show a progress bar.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: list[PromptSource] = field(default_factory=list)
+    output: str = "features/features.h5"
+    template: Template = "auto"
+    system_prompt: str | None = None
+    positions: Positions = "last"
+    k: int = 4
+    lens_top_k: int = 5
+    batch_size: int = 16
+    max_tokens: int | None = None
+    too_long: Literal["skip", "truncate"] = "skip"
+    storage_dtype: Literal["float16", "float32"] = "float16"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Plan:
+    """Prompts in processing order with everything the file records about them."""
+
+    rows: RowTable
+    ids: list[list[int]]
+    label_names: list[str]
+    template: str
+    prompt_hash: str
+    skipped: dict[str, int]
+
+
+def _validate(cfg: ExtractConfig) -> None:
+    checks = [
+        (cfg.batch_size >= 1, f"--batch_size must be >= 1, got {cfg.batch_size}"),
+        (cfg.lens_top_k >= 1, f"--lens_top_k must be >= 1, got {cfg.lens_top_k}"),
+        (cfg.k >= 1, f"--k must be >= 1, got {cfg.k}"),
+        (cfg.max_tokens is None or cfg.max_tokens >= 1, f"--max_tokens must be >= 1, got {cfg.max_tokens}"),
+        (not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other; choose one"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ProbingError(message)
+
+
+def _context_length(tokenizer: Any, lm_config: Any | None) -> int:
+    for value in (
+        getattr(lm_config, "max_position_embeddings", None),
+        getattr(lm_config, "n_positions", None),
+        getattr(tokenizer, "model_max_length", None),
+    ):
+        if isinstance(value, int) and 0 < value < 10**7:
+            return value
+    return 4096
+
+
+def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
+    """Load, render and tokenize the prompts, drop or truncate the unusable ones, sort by length."""
+    prompts, labels, sources, label_names = load_prompts(cfg.prompts)
+    rendered = render(tokenizer, prompts, cfg.template, cfg.system_prompt)
+    limit = min(cfg.max_tokens or context_length, context_length)
+    need = cfg.k if cfg.positions == "last_k" else 1
+    skipped = {"too_long": 0, "too_short": 0}
+    keep: list[int] = []
+    ids = rendered.ids
+    for i, seq in enumerate(ids):
+        if len(seq) > limit:
+            if cfg.too_long == "skip":
+                skipped["too_long"] += 1
+                continue
+            ids[i] = seq[-limit:]
+        if len(ids[i]) < need:
+            skipped["too_short"] += 1
+            continue
+        keep.append(i)
+    truncated = sum(len(s) > limit for s in rendered.ids) if cfg.too_long == "truncate" else 0
+    if skipped["too_long"]:
+        log.warning("skipped %d prompts longer than %d tokens (--too_long truncate keeps them)", skipped["too_long"], limit)
+    if truncated:
+        log.warning("truncated %d prompts from the left to %d tokens", truncated, limit)
+    if skipped["too_short"]:
+        log.warning("skipped %d prompts shorter than --k %d tokens", skipped["too_short"], cfg.k)
+    if not keep:
+        raise ProbingError(f"no prompt is usable (all longer than {limit} tokens or shorter than k); check --max_tokens")
+    digest = hashlib.sha256()
+    for i in range(len(prompts)):
+        digest.update(json.dumps([rendered.text[i], label_names[labels[i]]]).encode())
+        digest.update(b"\n")
+    order = sorted(keep, key=lambda i: -len(ids[i]))  # stable: ties keep prompt order
+    rows = RowTable(
+        prompt=[prompts[i] for i in order],
+        rendered=[rendered.text[i] for i in order],
+        label=np.array([labels[i] for i in order], dtype=np.int64),
+        prompt_index=np.array(order, dtype=np.int64),
+        source=np.array([sources[i] for i in order], dtype=np.int64),
+        n_tokens=np.array([len(ids[i]) for i in order], dtype=np.int64),
+    )
+    return Plan(
+        rows=rows,
+        ids=[ids[i] for i in order],
+        label_names=label_names,
+        template=rendered.template,
+        prompt_hash=digest.hexdigest(),
+        skipped={k: v for k, v in skipped.items() if v},
+    )
+
+
+def fingerprint(cfg: ExtractConfig, identity: dict[str, Any], plan: Plan) -> str:
+    """Hash of everything that determines the file's content (not batch size or progress)."""
+    content = {
+        "identity": identity,
+        "template": plan.template,
+        "system_prompt": cfg.system_prompt or "",
+        "positions": cfg.positions,
+        "k": cfg.k if cfg.positions == "last_k" else None,
+        "lens_top_k": cfg.lens_top_k,
+        "storage_dtype": cfg.storage_dtype,
+        "max_tokens": cfg.max_tokens,
+        "too_long": cfg.too_long,
+        "prompt_hash": plan.prompt_hash,
+        "format_version": 1,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _check_existing(path: Path, cfg: ExtractConfig, identity: dict[str, Any], plan: Plan, fp: str) -> str:
+    """``new``, ``done`` (identical finished file) or ``resume``."""
+    if not path.exists() or cfg.overwrite:
+        return "new"
+    try:
+        meta = read_meta(path)
+    except ProbingError as err:
+        raise ProbingError(f"--output {path} exists and is not a usable feature file ({err}); pass --overwrite to replace it") from None
+    if meta.get("fingerprint") == fp:
+        if meta.get("complete"):
+            return "done"
+        if cfg.resume:
+            return "resume"
+        raise ProbingError(f"--output {path} holds an interrupted run of this config; pass --resume to continue it or --overwrite to start over")
+    if meta.get("model") != identity["model"] or meta.get("gguf_sha256") != identity["gguf_sha256"]:
+        what = f"model {meta.get('model')!r}"
+    elif meta.get("prompt_hash") != plan.prompt_hash:
+        what = "another prompt set"
+    else:
+        what = "other extraction settings"
+    raise ProbingError(f"--output {path} already holds features of {what}; pass --overwrite to replace it or choose another --output")
+
+
+def _metadata(cfg: ExtractConfig, lm: LoadedModel, plan: Plan, fp: str) -> dict[str, Any]:
+    return {
+        **lm.meta,
+        "probing_version": probing.__version__,
+        "num_decoder_layers": lm.parts.num_decoder_layers,
+        "template": plan.template,
+        "system_prompt": cfg.system_prompt or "",
+        "positions": cfg.positions,
+        "label_names": plan.label_names,
+        "sources": [dataclasses.asdict(s) for s in cfg.prompts],
+        "prompt_hash": plan.prompt_hash,
+        "fingerprint": fp,
+        "skipped": plan.skipped,
+        "config": _config_dict(cfg),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _config_dict(cfg: ExtractConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d.pop("resume"), d.pop("overwrite"), d.pop("progress")
+    return d
+
+
+def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
+    """Run an extraction; returns the feature file's path. ``lm`` skips loading (tests, notebooks)."""
+    _validate(cfg)
+    path = Path(cfg.output)
+    tokenizer = lm.tokenizer if lm is not None else load_tokenizer(cfg.model)
+    identity = model_identity(cfg.model) if lm is None else {k: lm.meta[k] for k in ("model", "model_source", "model_revision", "gguf_sha256", "dtype")}
+    lm_config = lm.model.config if lm is not None else None
+    plan = plan_rows(cfg, tokenizer, _context_length(tokenizer, lm_config))
+    fp = fingerprint(cfg, identity, plan)
+    state = _check_existing(path, cfg, identity, plan, fp)
+    if state == "done":
+        log.info("%s is already complete for this config (%d rows); nothing to do", path, len(plan.rows))
+        return path
+    if lm is None:
+        lm = load_model(cfg.model, tokenizer)
+    reader = ActivationReader(lm, cfg.positions, cfg.k, cfg.lens_top_k)
+    if state == "resume":
+        writer = FeatureWriter.reopen(path)
+        log.info("resuming %s at row %d of %d", path, writer.rows_done, writer.num_rows)
+    else:
+        writer = FeatureWriter.create(
+            path,
+            _metadata(cfg, lm, plan, fp),
+            plan.rows,
+            num_layers=lm.parts.num_layers,
+            num_positions=num_positions(cfg.positions, cfg.k),
+            hidden_size=int(lm.model.config.hidden_size),
+            top_k=cfg.lens_top_k,
+            storage_dtype=cfg.storage_dtype,
+        )
+    try:
+        _run(writer, reader, plan, cfg)
+        writer.finish()
+    finally:
+        writer.close()
+    log.info("wrote %s: %d rows × %d layers × %d", path, len(plan.rows), lm.parts.num_layers, lm.model.config.hidden_size)
+    return path
+
+
+def _run(writer: FeatureWriter, reader: ActivationReader, plan: Plan, cfg: ExtractConfig) -> None:
+    start, total = writer.rows_done, len(plan.ids)
+    bar = tqdm(total=total, initial=start, unit="prompt", desc="extract", disable=not cfg.progress, dynamic_ncols=True)
+    with bar:
+        for lo in range(start, total, cfg.batch_size):
+            batch = plan.ids[lo : lo + cfg.batch_size]
+            out = reader(batch)
+            writer.write(out.hidden.numpy(), out.lens_ids.numpy(), out.lens_logits.numpy())
+            bar.update(len(batch))

@@ -1,0 +1,78 @@
+"""`probing info FILE [--json]`: what a feature file holds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import h5py
+from jsonargparse import ArgumentParser
+
+from probing.features.store import read_meta
+
+
+def summarize(path: str | Path) -> dict[str, Any]:
+    """Summary of a feature file (complete or not) as plain JSON-able values."""
+    path = Path(path)
+    meta = read_meta(path)
+    with h5py.File(path, "r") as f:
+        labels = f["label"][:]
+        rows_done = int(f["rows_done"][0])
+        shape = f["hidden"].shape
+    names = meta["label_names"]
+    counts = Counter(int(x) for x in labels)
+    return {
+        "path": str(path),
+        "complete": bool(meta.get("complete")),
+        "rows": int(shape[0]),
+        "rows_done": rows_done,
+        "layers": int(meta["num_layers"]),
+        "decoder_layers": int(meta["num_decoder_layers"]),
+        "hidden_size": int(meta["hidden_size"]),
+        "positions": meta["positions"],
+        "num_positions": int(meta["num_positions"]),
+        "labels": {name: counts.get(i, 0) for i, name in enumerate(names)},
+        "model": meta["model"],
+        "model_source": meta.get("model_source", ""),
+        "architecture": meta.get("architecture", ""),
+        "dtype": meta.get("dtype", ""),
+        "storage_dtype": meta["storage_dtype"],
+        "template": meta.get("template", ""),
+        "lens_top_k": int(meta["lens_top_k"]),
+        "skipped": meta.get("skipped", {}),
+        "prompt_hash": meta.get("prompt_hash", ""),
+        "gguf_sha256": meta.get("gguf_sha256", ""),
+        "probing_version": meta.get("probing_version", ""),
+        "created": meta.get("created", ""),
+        "size_bytes": path.stat().st_size,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    state = "complete" if s["complete"] else f"INCOMPLETE ({s['rows_done']} of {s['rows']} rows written)"
+    labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
+    lines = [
+        f"{s['path']}: {state}",
+        f"  model      {s['model']} ({s['architecture']}, {s['dtype']}, {s['model_source']})",
+        f"  rows       {s['rows']}  [{labels}]",
+        f"  layers     {s['layers']} (0 = embeddings, 1..{s['decoder_layers']} = decoder blocks)",
+        f"  hidden     {s['hidden_size']} × {s['num_positions']} position(s) '{s['positions']}', stored {s['storage_dtype']}",
+        f"  template   {s['template']}; lens top-{s['lens_top_k']}",
+        f"  skipped    {s['skipped'] or 'none'}",
+        f"  size       {s['size_bytes'] / 2**20:.1f} MiB; written by probing {s['probing_version']} at {s['created']}",
+    ]
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="probing info", description="Summarise a feature file.")
+    parser.add_argument("path", type=str, help="feature file (.h5)")
+    parser.add_argument("--json", type=bool, default=False, nargs="?", const=True, help="print JSON")
+    args = parser.parse_args(argv)
+    summary = summarize(args.path)
+    text = json.dumps(summary, indent=2) if args.json else format_summary(summary)
+    sys.stdout.write(text + "\n")
+    return 0
