@@ -18,11 +18,17 @@ log = logging.getLogger("probing")
 
 # name -> "module:function"; each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("probing.features.extract_cli:run", "extract per-layer activations to an HDF5 feature file"),
+    "extract": (
+        "probing.features.extract_cli:run",
+        "extract per-layer activations to an HDF5 feature file",
+    ),
     "info": ("probing.features.info:run", "summarise a feature file"),
     "fit": ("probing.training.cli:run", "train probes on all layers (Lightning CLI)"),
     "validate": ("probing.training.cli:run", "validate trained probes (Lightning CLI)"),
-    "test": ("probing.training.cli:run", "test trained probes, write per-layer metrics (Lightning CLI)"),
+    "test": (
+        "probing.training.cli:run",
+        "test trained probes, write per-layer metrics (Lightning CLI)",
+    ),
     "predict": ("probing.training.cli:run", "per-prompt, per-layer probabilities (Lightning CLI)"),
     "weak": ("probing.probes.weak:run", "the paper's per-layer linear SVM and MLP(100) baselines"),
 }
@@ -36,7 +42,11 @@ def _load(target: str) -> Callable[[list[str]], int | None]:
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: probing COMMAND [--config FILE] [options]  (probing COMMAND --help)", "", "commands:"]
+    lines = [
+        "usage: probing COMMAND [--config FILE] [options]  (probing COMMAND --help)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -59,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
-        sys.stderr.write(f"probing: unknown command {name!r}; expected one of {', '.join(COMMANDS)}\n")
+        sys.stderr.write(
+            f"probing: unknown command {name!r}; expected one of {', '.join(COMMANDS)}\n"
+        )
         return 2
     target = COMMANDS[name][0]
     try:

@@ -59,7 +59,9 @@ class Selector:
         if self.positions == "last_k":
             return h[:, -self.k :, :]
         mask = self.mask.to(h.device).unsqueeze(-1).bool()
-        total = torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(1, keepdim=True)
+        total = torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(
+            1, keepdim=True
+        )
         return total / mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
 
 
@@ -107,7 +109,9 @@ class ActivationReader:
         ]
         for i in range(n_blocks - 1):  # the last block's state is taken after the final norm
             handles.append(
-                layers[i].register_forward_hook(lambda m, a, out, i=i: keep(i + 1, _hidden_out(out)))
+                layers[i].register_forward_hook(
+                    lambda m, a, out, i=i: keep(i + 1, _hidden_out(out))
+                )
             )
         device = self.lm.input_device
         try:

@@ -83,8 +83,14 @@ def _validate(cfg: ExtractConfig) -> None:
         (cfg.batch_size >= 1, f"--batch_size must be >= 1, got {cfg.batch_size}"),
         (cfg.lens_top_k >= 1, f"--lens_top_k must be >= 1, got {cfg.lens_top_k}"),
         (cfg.k >= 1, f"--k must be >= 1, got {cfg.k}"),
-        (cfg.max_tokens is None or cfg.max_tokens >= 1, f"--max_tokens must be >= 1, got {cfg.max_tokens}"),
-        (not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other; choose one"),
+        (
+            cfg.max_tokens is None or cfg.max_tokens >= 1,
+            f"--max_tokens must be >= 1, got {cfg.max_tokens}",
+        ),
+        (
+            not (cfg.resume and cfg.overwrite),
+            "--resume and --overwrite exclude each other; choose one",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -123,13 +129,19 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
         keep.append(i)
     truncated = sum(len(s) > limit for s in rendered.ids) if cfg.too_long == "truncate" else 0
     if skipped["too_long"]:
-        log.warning("skipped %d prompts longer than %d tokens (--too_long truncate keeps them)", skipped["too_long"], limit)
+        log.warning(
+            "skipped %d prompts longer than %d tokens (--too_long truncate keeps them)",
+            skipped["too_long"],
+            limit,
+        )
     if truncated:
         log.warning("truncated %d prompts from the left to %d tokens", truncated, limit)
     if skipped["too_short"]:
         log.warning("skipped %d prompts shorter than --k %d tokens", skipped["too_short"], cfg.k)
     if not keep:
-        raise ProbingError(f"no prompt is usable (all longer than {limit} tokens or shorter than k); check --max_tokens")
+        raise ProbingError(
+            f"no prompt is usable (all longer than {limit} tokens or shorter than k); check --max_tokens"
+        )
     digest = hashlib.sha256()
     for i in range(len(prompts)):
         digest.update(json.dumps([rendered.text[i], label_names[labels[i]]]).encode())
@@ -171,27 +183,35 @@ def fingerprint(cfg: ExtractConfig, identity: dict[str, Any], plan: Plan) -> str
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _check_existing(path: Path, cfg: ExtractConfig, identity: dict[str, Any], plan: Plan, fp: str) -> str:
+def _check_existing(
+    path: Path, cfg: ExtractConfig, identity: dict[str, Any], plan: Plan, fp: str
+) -> str:
     """``new``, ``done`` (identical finished file) or ``resume``."""
     if not path.exists() or cfg.overwrite:
         return "new"
     try:
         meta = read_meta(path)
     except ProbingError as err:
-        raise ProbingError(f"--output {path} exists and is not a usable feature file ({err}); pass --overwrite to replace it") from None
+        raise ProbingError(
+            f"--output {path} exists and is not a usable feature file ({err}); pass --overwrite to replace it"
+        ) from None
     if meta.get("fingerprint") == fp:
         if meta.get("complete"):
             return "done"
         if cfg.resume:
             return "resume"
-        raise ProbingError(f"--output {path} holds an interrupted run of this config; pass --resume to continue it or --overwrite to start over")
+        raise ProbingError(
+            f"--output {path} holds an interrupted run of this config; pass --resume to continue it or --overwrite to start over"
+        )
     if meta.get("model") != identity["model"] or meta.get("gguf_sha256") != identity["gguf_sha256"]:
         what = f"model {meta.get('model')!r}"
     elif meta.get("prompt_hash") != plan.prompt_hash:
         what = "another prompt set"
     else:
         what = "other extraction settings"
-    raise ProbingError(f"--output {path} already holds features of {what}; pass --overwrite to replace it or choose another --output")
+    raise ProbingError(
+        f"--output {path} already holds features of {what}; pass --overwrite to replace it or choose another --output"
+    )
 
 
 def _metadata(cfg: ExtractConfig, lm: LoadedModel, plan: Plan, fp: str) -> dict[str, Any]:
@@ -223,13 +243,22 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
     _validate(cfg)
     path = Path(cfg.output)
     tokenizer = lm.tokenizer if lm is not None else load_tokenizer(cfg.model)
-    identity = model_identity(cfg.model) if lm is None else {k: lm.meta[k] for k in ("model", "model_source", "model_revision", "gguf_sha256", "dtype")}
+    identity = (
+        model_identity(cfg.model)
+        if lm is None
+        else {
+            k: lm.meta[k]
+            for k in ("model", "model_source", "model_revision", "gguf_sha256", "dtype")
+        }
+    )
     lm_config = lm.model.config if lm is not None else None
     plan = plan_rows(cfg, tokenizer, _context_length(tokenizer, lm_config))
     fp = fingerprint(cfg, identity, plan)
     state = _check_existing(path, cfg, identity, plan, fp)
     if state == "done":
-        log.info("%s is already complete for this config (%d rows); nothing to do", path, len(plan.rows))
+        log.info(
+            "%s is already complete for this config (%d rows); nothing to do", path, len(plan.rows)
+        )
         return path
     if lm is None:
         lm = load_model(cfg.model, tokenizer)
@@ -253,13 +282,26 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
         writer.finish()
     finally:
         writer.close()
-    log.info("wrote %s: %d rows × %d layers × %d", path, len(plan.rows), lm.parts.num_layers, lm.model.config.hidden_size)
+    log.info(
+        "wrote %s: %d rows × %d layers × %d",
+        path,
+        len(plan.rows),
+        lm.parts.num_layers,
+        lm.model.config.hidden_size,
+    )
     return path
 
 
 def _run(writer: FeatureWriter, reader: ActivationReader, plan: Plan, cfg: ExtractConfig) -> None:
     start, total = writer.rows_done, len(plan.ids)
-    bar = tqdm(total=total, initial=start, unit="prompt", desc="extract", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        unit="prompt",
+        desc="extract",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
     with bar:
         for lo in range(start, total, cfg.batch_size):
             batch = plan.ids[lo : lo + cfg.batch_size]

@@ -13,7 +13,9 @@ def build_parser() -> ArgumentParser:
         description="Extract per-layer hidden states and logit-lens top-k of prompts into an HDF5 feature file.",
         default_env=False,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML config (options below override it)")
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
+    )
     parser.add_class_arguments(ExtractConfig, None, sub_configs=True)
     return parser
 

@@ -52,7 +52,11 @@ def summarize(path: str | Path) -> dict[str, Any]:
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    state = "complete" if s["complete"] else f"INCOMPLETE ({s['rows_done']} of {s['rows']} rows written)"
+    state = (
+        "complete"
+        if s["complete"]
+        else f"INCOMPLETE ({s['rows_done']} of {s['rows']} rows written)"
+    )
     labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
     lines = [
         f"{s['path']}: {state}",
@@ -70,7 +74,9 @@ def format_summary(s: dict[str, Any]) -> str:
 def run(argv: list[str]) -> int:
     parser = ArgumentParser(prog="probing info", description="Summarise a feature file.")
     parser.add_argument("path", type=str, help="feature file (.h5)")
-    parser.add_argument("--json", type=bool, default=False, nargs="?", const=True, help="print JSON")
+    parser.add_argument(
+        "--json", type=bool, default=False, nargs="?", const=True, help="print JSON"
+    )
     args = parser.parse_args(argv)
     summary = summarize(args.path)
     text = json.dumps(summary, indent=2) if args.json else format_summary(summary)

@@ -109,7 +109,12 @@ class FeatureWriter:
             chunks=(r, 1, num_positions, hidden_size),
         )
         lens_shape = (n, num_layers, num_positions, top_k)
-        lens_chunks = (_chunk_rows(num_layers * num_positions * top_k * 4, n), num_layers, num_positions, top_k)
+        lens_chunks = (
+            _chunk_rows(num_layers * num_positions * top_k * 4, n),
+            num_layers,
+            num_positions,
+            top_k,
+        )
         file.create_dataset("lens_ids", shape=lens_shape, dtype=np.int32, chunks=lens_chunks)
         file.create_dataset("lens_logits", shape=lens_shape, dtype=np.float32, chunks=lens_chunks)
         file.create_dataset("label", data=np.asarray(rows.label, dtype=np.int64))
@@ -194,14 +199,18 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of a feature file, without checking that it is complete."""
     path = Path(path)
     if not path.exists():
-        raise ProbingError(f"feature file {path} does not exist; run `probing extract` first or fix the path")
+        raise ProbingError(
+            f"feature file {path} does not exist; run `probing extract` first or fix the path"
+        )
     try:
         with h5py.File(path, "r") as f:
             meta = decode_attrs(f.attrs)
     except OSError as err:
         raise ProbingError(f"{path} is not a readable HDF5 file ({err}); re-extract it") from None
     if meta.get("format") != FORMAT:
-        raise ProbingError(f"{path} is an HDF5 file but not a probing feature file (no format={FORMAT!r} attribute)")
+        raise ProbingError(
+            f"{path} is an HDF5 file but not a probing feature file (no format={FORMAT!r} attribute)"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
         raise ProbingError(
             f"{path} has feature format version {meta.get('format_version')}, this probing reads "
@@ -280,9 +289,15 @@ class FeatureFile:
         layer = self.check_layer(layer)
         return self.file["hidden"][:, layer, position].astype(dtype, copy=False)
 
-    def layers(self, layers: Sequence[int] | None = None, position: int = -1, rows: Any = slice(None)) -> np.ndarray:
+    def layers(
+        self, layers: Sequence[int] | None = None, position: int = -1, rows: Any = slice(None)
+    ) -> np.ndarray:
         """Activations ``[N, L', D]`` for the chosen layers (all by default), float32."""
-        idx = list(range(self.num_layers)) if layers is None else [self.check_layer(i) for i in layers]
+        idx = (
+            list(range(self.num_layers))
+            if layers is None
+            else [self.check_layer(i) for i in layers]
+        )
         ds = self.file["hidden"]
         out = np.stack([ds[rows, i, position] for i in idx], axis=1)
         return out.astype(np.float32, copy=False)

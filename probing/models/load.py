@@ -71,7 +71,9 @@ def _resolve(cfg: ModelConfig) -> tuple[str, str | None, str]:
         return str(path.parent), path.name, "gguf"
     if path.exists():
         if not path.is_dir():
-            raise ProbingError(f"--model.name {path} is a file but not a .gguf file; give a model folder")
+            raise ProbingError(
+                f"--model.name {path} is a file but not a .gguf file; give a model folder"
+            )
         return str(path), cfg.gguf_file, "local"
     if cfg.name.startswith((".", "/", "~")) or cfg.name.count("/") > 1:
         raise ProbingError(f"model path {cfg.name} does not exist; fix --model.name")
@@ -122,7 +124,10 @@ def load_model(cfg: ModelConfig, tokenizer: Any = None) -> LoadedModel:
     where, gguf, source = _resolve(cfg)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg)
-    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": DTYPES[cfg.dtype]}
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": cfg.trust_remote_code,
+        "dtype": DTYPES[cfg.dtype],
+    }
     if gguf:
         kwargs["gguf_file"] = gguf
     if cfg.revision:
@@ -138,7 +143,9 @@ def load_model(cfg: ModelConfig, tokenizer: Any = None) -> LoadedModel:
         try:
             model.to(cfg.device)
         except (RuntimeError, AssertionError) as err:
-            raise ProbingError(f"cannot move the model to --model.device {cfg.device}: {err}") from None
+            raise ProbingError(
+                f"cannot move the model to --model.device {cfg.device}: {err}"
+            ) from None
     model.eval()
     model.requires_grad_(False)
     parts = model_parts(model)

@@ -26,13 +26,13 @@ def resolve_template(tokenizer: Any, template: Template) -> str:
     if template == "auto":
         return "chat" if has_chat else "raw"
     if template == "chat" and not has_chat:
-        raise ProbingError(
-            "the tokenizer has no chat template (a base model?); use --template raw"
-        )
+        raise ProbingError("the tokenizer has no chat template (a base model?); use --template raw")
     return template
 
 
-def render_text(tokenizer: Any, prompt: str, template: str, system_prompt: str | None = None) -> str:
+def render_text(
+    tokenizer: Any, prompt: str, template: str, system_prompt: str | None = None
+) -> str:
     if template == "raw":
         return prompt
     messages = [{"role": "user", "content": prompt}]
@@ -41,11 +41,16 @@ def render_text(tokenizer: Any, prompt: str, template: str, system_prompt: str |
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as err:  # jinja raises TemplateError for e.g. an unsupported system role
-        raise ProbingError(f"the chat template rejected the prompt ({err}); check --system_prompt") from None
+        raise ProbingError(
+            f"the chat template rejected the prompt ({err}); check --system_prompt"
+        ) from None
 
 
 def render(
-    tokenizer: Any, prompts: list[str], template: Template = "auto", system_prompt: str | None = None
+    tokenizer: Any,
+    prompts: list[str],
+    template: Template = "auto",
+    system_prompt: str | None = None,
 ) -> Rendered:
     """Render and tokenize ``prompts``; a doubled BOS (template text + tokenizer's own) is removed."""
     kind = resolve_template(tokenizer, template)

@@ -118,7 +118,9 @@ def _read_json(path: Path, field: str | None) -> list[str]:
     except json.JSONDecodeError as err:
         raise ProbingError(f"{path} is not valid JSON ({err})") from None
     if not isinstance(records, list):
-        raise ProbingError(f"{path}: expected a list of records or strings, found {type(records).__name__}")
+        raise ProbingError(
+            f"{path}: expected a list of records or strings, found {type(records).__name__}"
+        )
     if records and all(isinstance(r, str) for r in records):
         return _check_prompts(records, str(path))
     if not all(isinstance(r, dict) for r in records):
@@ -135,7 +137,9 @@ def _read_parquet(path: Path, column: str | None) -> list[str]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ProbingError("reading Parquet needs pyarrow: pip install 'probing[parquet]'") from None
+        raise ProbingError(
+            "reading Parquet needs pyarrow: pip install 'probing[parquet]'"
+        ) from None
     table = pq.read_table(path)
     col = _pick_column(table.column_names, column, str(path))
     return _check_prompts(table.column(col).to_pylist(), f"{path} column {col!r}")
@@ -145,11 +149,15 @@ def _read_hf(name: str, column: str | None, split: str) -> list[str]:
     try:
         import datasets
     except ImportError:
-        raise ProbingError(f"hf:{name} needs the datasets package: pip install 'probing[hf]'") from None
+        raise ProbingError(
+            f"hf:{name} needs the datasets package: pip install 'probing[hf]'"
+        ) from None
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as err:  # the datasets library raises many kinds
-        raise ProbingError(f"cannot load Hugging Face dataset {name!r} split {split!r}: {err}") from None
+        raise ProbingError(
+            f"cannot load Hugging Face dataset {name!r} split {split!r}: {err}"
+        ) from None
     col = _pick_column(list(ds.column_names), column, f"hf:{name}")
     return _check_prompts(ds[col], f"hf:{name} column {col!r}")
 
@@ -161,7 +169,9 @@ def read_file(path: Path, column: str | None) -> list[str]:
             f"(or use a built-in set: {', '.join(BUILTIN_SETS)})"
         )
     if path.suffix not in SUFFIXES:
-        raise ProbingError(f"{path}: unsupported prompt file type {path.suffix!r}; use one of {SUFFIXES}")
+        raise ProbingError(
+            f"{path}: unsupported prompt file type {path.suffix!r}; use one of {SUFFIXES}"
+        )
     if path.stat().st_size == 0:
         raise ProbingError(f"prompt file {path} is empty")
     if path.suffix in (".csv", ".tsv"):
@@ -197,7 +207,9 @@ def apply_jailbreak(goal: str, template: str) -> str:
 def wrap_jailbreaks(goals: list[str]) -> list[str]:
     """Each goal in one template, cycling through all templates in file order."""
     templates = jailbreak_templates()
-    return [apply_jailbreak(g, templates[i % len(templates)]["template"]) for i, g in enumerate(goals)]
+    return [
+        apply_jailbreak(g, templates[i % len(templates)]["template"]) for i, g in enumerate(goals)
+    ]
 
 
 def _builtin(name: str) -> list[str]:
@@ -233,7 +245,9 @@ def load_source(src: PromptSource) -> list[str]:
 def load_prompts(sources: list[PromptSource]) -> tuple[list[str], list[int], list[int], list[str]]:
     """Concatenate sources: (prompts, label index per prompt, source index per prompt, label names)."""
     if not sources:
-        raise ProbingError("no prompt sources given; set `prompts` (e.g. [{path: normal}, {path: malicious}])")
+        raise ProbingError(
+            "no prompt sources given; set `prompts` (e.g. [{path: normal}, {path: malicious}])"
+        )
     label_names: list[str] = []
     prompts: list[str] = []
     labels: list[int] = []
