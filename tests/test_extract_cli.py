@@ -1,0 +1,198 @@
+"""`probing extract` / `probing info` end to end: resume after SIGKILL, no-op reruns, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from tiny import save_tiny, tiny_lm
+
+from probing.cli import main
+from probing.errors import ProbingError
+from probing.features import FeatureFile
+from probing.features.extract import ExtractConfig, extract
+from probing.prompts import PromptSource
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("goal\n" + "\n".join(f"request number {i} {'x' * (i % 7)}" for i in range(20)) + "\n")
+    return p
+
+
+def cli(*args: str) -> int:
+    return main(["extract", *args, "--progress", "false"])
+
+
+def test_cli_extract_and_info(tmp_path, model_dir, prompts, capsys):
+    out = tmp_path / "f.h5"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"model:\n  name: {model_dir}\nprompts:\n  - path: {prompts}\n    label: mal\n"
+        f"  - path: {prompts}\n    label: ok\n    limit: 5\noutput: {out}\n"
+    )
+    assert cli("--config", str(cfg), "--batch_size", "4") == 0
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["complete"] and info["rows"] == 25 and info["layers"] == 4
+    assert info["labels"] == {"mal": 20, "ok": 5} and info["hidden_size"] == 32
+    assert info["model"] == str(model_dir)
+    assert main(["info", str(out)]) == 0
+    assert "complete" in capsys.readouterr().out
+    # an identical rerun is a no-op: the file is untouched
+    before = out.stat().st_mtime_ns
+    assert cli("--config", str(cfg)) == 0
+    assert out.stat().st_mtime_ns == before
+    # another prompt set into the same file is refused, then allowed with --overwrite
+    assert cli("--config", str(cfg), "--prompts", f'[{{"path": "{prompts}", "limit": 3}}]') == 2
+    assert "another prompt set" in capsys.readouterr().err
+    assert cli("--config", str(cfg), "--prompts", f'[{{"path": "{prompts}", "limit": 3}}]', "--overwrite", "true") == 0
+    assert FeatureFile(out).num_rows == 3
+
+
+def test_print_config(model_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["extract", "--model.name", str(model_dir), "--print_config"])
+    assert exit_info.value.code == 0
+    assert f"name: {model_dir}" in capsys.readouterr().out
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, prompts):
+    killed = tmp_path / "killed.h5"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "scripts" / "extract_slow.py"), str(prompts), str(killed)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        for line in proc.stdout:
+            if line.startswith("rows") and int(line.split()[1]) >= 6:
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with h5py.File(killed) as f:
+        assert not f.attrs["complete"]
+        assert 6 <= f["rows_done"][0] < 20
+    with pytest.raises(ProbingError, match="incomplete"):
+        FeatureFile(killed)
+
+    lm = tiny_lm("llama")
+    cfg = ExtractConfig(prompts=[PromptSource(path=str(prompts))], output=str(killed), batch_size=2, progress=False)
+    with pytest.raises(ProbingError, match="pass --resume"):
+        extract(cfg, lm=lm)
+    cfg.resume = True
+    extract(cfg, lm=lm)
+    full = ExtractConfig(prompts=[PromptSource(path=str(prompts))], output=str(tmp_path / "full.h5"), batch_size=2, progress=False)
+    extract(full, lm=lm)
+    a, b = FeatureFile(killed), FeatureFile(tmp_path / "full.h5")
+    for name in ("hidden", "lens_ids", "lens_logits", "label", "prompt_index", "n_tokens"):
+        np.testing.assert_array_equal(a.file[name][:], b.file[name][:], err_msg=name)
+    assert a.meta["fingerprint"] == b.meta["fingerprint"]
+
+
+def _one_line_error(capsys, match: str) -> None:
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("probing ") and ": error: " in last, err
+    assert match in last, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--model.name", "/nonexistent/model"], "does not exist; fix --model.name"),
+        (["--model.name", "no-such-org/no-such-model"], "cannot load model"),
+        (["--prompts", '[{"path": "/nonexistent.csv"}]'], "does not exist"),
+        (["--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--max_tokens", "5"], "no prompt is usable"),
+    ],
+)
+def test_cli_bad_input(tmp_path, model_dir, prompts, capsys, args, match):
+    base = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(tmp_path / "o.h5")]
+    assert cli(*base, *args) == 2
+    _one_line_error(capsys, match)
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_unwritable_output(tmp_path, model_dir, prompts, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli("--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(blocker / "o.h5")) == 2
+    _one_line_error(capsys, "choose a writable location with --output")
+
+
+def test_unknown_architecture(tmp_path, prompts, capsys):
+    model = save_tiny(tmp_path / "opt", "opt")
+    assert cli("--model.name", str(model), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(tmp_path / "o.h5")) == 2
+    _one_line_error(capsys, "unsupported architecture 'opt'")
+
+
+def test_output_of_another_model_is_refused(tmp_path, model_dir, prompts, capsys):
+    out = tmp_path / "o.h5"
+    other = save_tiny(tmp_path / "tiny-gpt2", "gpt2")
+    assert cli("--model.name", str(other), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(out)) == 0
+    assert cli("--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(out)) == 2
+    _one_line_error(capsys, f"features of model '{other}'")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = [1]
+    assert cli("--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(foreign)) == 2
+    _one_line_error(capsys, "not a probing feature file")
+    assert main(["info", str(foreign)]) == 2
+
+
+def test_too_long_skip_and_truncate(tmp_path, prompts):
+    lm = tiny_lm("llama")
+    base = {"prompts": [PromptSource(path=str(prompts))], "progress": False, "max_tokens": 40}
+    skip = FeatureFile(extract(ExtractConfig(output=str(tmp_path / "s.h5"), **base), lm=lm))
+    assert skip.num_rows < 20 and skip.meta["skipped"]["too_long"] == 20 - skip.num_rows
+    trunc = FeatureFile(extract(ExtractConfig(output=str(tmp_path / "t.h5"), too_long="truncate", **base), lm=lm))
+    assert trunc.num_rows == 20 and max(trunc.column("n_tokens")) == 40
+
+
+@pytest.mark.slow
+def test_embedded_model_on_paper_data(tmp_path, shared_data):
+    """The real embedded model: a few dozen prompts of the paper's data, checked end to end."""
+    pytest.importorskip("gguf")
+    from probing.models import ModelConfig, load_model
+
+    lm = load_model(ModelConfig())
+    cfg = ExtractConfig(
+        prompts=[
+            PromptSource(path=str(shared_data / "normal_prompts.csv"), label="normal", limit=16),
+            PromptSource(path=str(shared_data / "advbench_plus_malicious.csv"), label="malicious", limit=16),
+        ],
+        output=str(tmp_path / "real.h5"),
+        progress=False,
+    )
+    ff = FeatureFile(extract(cfg, lm=lm))
+    assert ff.num_layers == 31 and ff.hidden_size == 576 and ff.num_rows == 32
+    assert ff.meta["template"] == "chat" and len(ff.meta["gguf_sha256"]) == 64
+    assert np.bincount(ff.labels).tolist() == [16, 16]
+    hidden = ff.file["hidden"][:].astype(np.float32)
+    assert np.isfinite(hidden).all() and hidden.std() > 0
+    import torch
+
+    text = ff.column("rendered")[0]
+    with torch.no_grad():
+        logits = lm.model(**lm.tokenizer(text, return_tensors="pt")).logits[0, -1]
+    assert ff.file["lens_ids"][0, -1, 0, 0] == int(logits.argmax())
