@@ -130,12 +130,12 @@ class ActivationReader:
     def _finish(self, captured: list[torch.Tensor | None]) -> BatchOutput:
         dev = self.parts.unembed.weight.device
         stacked = torch.stack([c.to(dev) for c in captured], dim=1)  # [B, L, P, D]
-        inner = self.parts.lens(stacked[:, :-1], layer=0)  # normalised, every layer but the last
-        last = self.parts.lens(stacked[:, -1:], layer=self.parts.num_decoder_layers)
-        logits = torch.cat([inner, last], dim=1)
-        top = logits.topk(self.top_k, dim=-1)
+        inner = self.parts.lens_topk(stacked[:, :-1], 0, self.top_k)  # every layer but the last
+        last = self.parts.lens_topk(stacked[:, -1:], self.parts.num_decoder_layers, self.top_k)
+        ids = torch.cat([inner[0], last[0]], dim=1)
+        values = torch.cat([inner[1], last[1]], dim=1)
         return BatchOutput(
             hidden=stacked.float().cpu(),
-            lens_ids=top.indices.to(torch.int32).cpu(),
-            lens_logits=top.values.float().cpu(),
+            lens_ids=ids.to(torch.int32).cpu(),
+            lens_logits=values.float().cpu(),
         )

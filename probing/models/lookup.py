@@ -6,12 +6,14 @@ misses e.g. Llama's RMSNorm silently produces a wrong logit lens).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from probing.errors import ProbingError
+
+LENS_CANDIDATES = 27  # rescored candidates beyond k
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ModelParts:
     final_norm: nn.Module
     unembed: nn.Module
     logit_softcap: float | None = None
+    _weight_bf16: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def num_decoder_layers(self) -> int:
@@ -72,14 +75,45 @@ class ModelParts:
         return len(self.layers) + 1
 
     def lens(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
-        """Logit lens of hidden states ``[..., D]`` at ``layer`` (0 = embeddings).
+        """Logit lens of hidden states ``[..., D]`` at ``layer`` (0 = embeddings), float32.
 
         The last layer's stored state is already after the final norm (HF convention), so it is
         not normalised again.
         """
-        if layer < self.num_decoder_layers:
-            hidden = self.final_norm(hidden)
-        logits = self.unembed(hidden).float()
+        return self._cap(self.unembed(self._normed(hidden, layer)).float())
+
+    def lens_topk(
+        self, hidden: torch.Tensor, layer: int, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` (ids, logits) of the logit lens of ``hidden`` ``[..., D]`` at ``layer``.
+
+        On CPU with a float32 model, candidates come from a bfloat16 matmul (2-3x faster here) and
+        the best ``k + LENS_CANDIDATES`` of them are rescored exactly in float32, so returned logits
+        are exact and ids differ from a float32 top-k only for near-ties below bfloat16 resolution.
+        """
+        x = self._normed(hidden, layer)
+        weight = self.unembed.weight
+        if not (weight.device.type == "cpu" and weight.dtype == torch.float32):
+            top = self._cap(self.unembed(x).float()).topk(k, dim=-1)
+            return top.indices, top.values
+        shape = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1]).float()
+        if self._weight_bf16 is None or self._weight_bf16.shape != weight.shape:
+            self._weight_bf16 = weight.detach().bfloat16()
+        n_cand = min(weight.shape[0], k + LENS_CANDIDATES)
+        cand = (x.bfloat16() @ self._weight_bf16.T).topk(n_cand, dim=-1).indices  # [R, C]
+        exact = torch.einsum("rd,rcd->rc", x, weight[cand])
+        bias = getattr(self.unembed, "bias", None)
+        if bias is not None:
+            exact = exact + bias[cand]
+        top = self._cap(exact).topk(k, dim=-1)
+        ids = cand.gather(-1, top.indices)
+        return ids.reshape(*shape, k), top.values.reshape(*shape, k)
+
+    def _normed(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+        return self.final_norm(hidden) if layer < self.num_decoder_layers else hidden
+
+    def _cap(self, logits: torch.Tensor) -> torch.Tensor:
         if self.logit_softcap:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits

@@ -1,0 +1,168 @@
+"""Extraction benchmark: `probing extract` vs a bare batched forward vs the seed code's way.
+
+Each variant runs as a whole process (imports and model load included), on the paper's 500 normal +
+first 500 malicious prompts (../shared/data) with the embedded SmolLM2-135M-Instruct:
+
+  (a) `probing extract` (all layers, lens top-5, HDF5 writes)
+  (b) the floor: the same length-sorted, left-padded batches through the bare decoder, last-token
+      states of every layer kept, no lens, no writing
+  (c) the seed code's way: one prompt at a time, output_hidden_states, logit lens over every position
+      of every layer (a sample of prompts is timed and extrapolated)
+
+and the peak RSS of (a) at N and 5·N prompts (the data repeated). Usage:
+
+    python bench/extract.py [--n 1000] [--batch-size 16] [--seed-sample 20] [--skip-rss]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def paper_prompts(n: int) -> list[tuple[str, str]]:
+    """(label, prompt): half normal, half malicious (the first 500 of each, repeated past 1,000)."""
+    def read(name: str) -> list[str]:
+        with open(DATA / name, newline="") as f:
+            return [row["goal"] for row in csv.DictReader(f)]
+
+    normal = read("normal_prompts.csv")[:500]
+    malicious = read("advbench_plus_malicious.csv")[:500]
+    half = n // 2
+    return [("normal", normal[i % 500]) for i in range(n - half)] + [
+        ("malicious", malicious[i % 500]) for i in range(half)
+    ]
+
+
+def write_sources(n: int, folder: Path) -> list[dict]:
+    rows = paper_prompts(n)
+    sources = []
+    for label in ("normal", "malicious"):
+        path = folder / f"{label}.txt"
+        path.write_text("\n".join(p for lab, p in rows if lab == label) + "\n")
+        sources.append({"path": str(path), "label": label})
+    return sources
+
+
+def run_process(cmd: list[str]) -> tuple[float, int, str]:
+    """Wall time, peak RSS (MiB) and stdout of one child process."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{err.read()[-2000:]}")
+        return wall, usage.ru_maxrss // 1024, out.read()
+
+
+def variant_a(n: int, batch_size: int, folder: Path) -> tuple[float, int]:
+    sources = write_sources(n, folder)
+    out = folder / f"a-{n}.h5"
+    cmd = [
+        str(REPO / ".venv" / "bin" / "probing"), "extract", "--prompts", json.dumps(sources),
+        "--output", str(out), "--batch_size", str(batch_size), "--template", "chat",
+        "--progress", "false", "--overwrite", "true",
+    ]
+    wall, rss, _ = run_process(cmd)
+    return wall, rss
+
+
+def child_floor(n: int, batch_size: int) -> None:
+    import torch
+
+    from probing.features.activations import left_pad, position_ids_from_mask
+    from probing.models import ModelConfig, load_model
+    from probing.prompts import render
+
+    lm = load_model(ModelConfig())
+    rendered = render(lm.tokenizer, [p for _, p in paper_prompts(n)], "chat")
+    ids = sorted(rendered.ids, key=len, reverse=True)
+    pad = lm.tokenizer.pad_token_id
+    kept = []
+    with torch.inference_mode():
+        for lo in range(0, len(ids), batch_size):
+            x, mask = left_pad(ids[lo : lo + batch_size], pad)
+            out = lm.parts.backbone(
+                input_ids=x, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                use_cache=False, output_hidden_states=True,
+            )
+            kept.append(torch.stack([h[:, -1] for h in out.hidden_states], 1))
+    sys.stdout.write(f"{sum(k.shape[0] for k in kept)}\n")
+
+
+def child_seed(n: int, sample: int) -> None:
+    """One prompt at a time, full hidden states, lens over every position and layer."""
+    import torch
+
+    from probing.models import ModelConfig, load_model
+    from probing.prompts import render
+
+    t0 = time.perf_counter()
+    lm = load_model(ModelConfig())
+    load = time.perf_counter() - t0
+    prompts = [p for _, p in paper_prompts(n)]
+    step = max(1, len(prompts) // sample)
+    chosen = prompts[::step][:sample]
+    rendered = render(lm.tokenizer, chosen, "chat")
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        for ids in rendered.ids:
+            out = lm.model(torch.tensor([ids]), output_hidden_states=True, use_cache=False)
+            for i, h in enumerate(out.hidden_states):
+                hn = h if i == len(out.hidden_states) - 1 else lm.parts.final_norm(h)
+                lm.parts.unembed(hn).topk(5, dim=-1)
+    per_prompt = (time.perf_counter() - t1) / len(chosen)
+    sys.stdout.write(json.dumps({"load": load, "per_prompt": per_prompt, "sample": len(chosen)}) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed-sample", type=int, default=20)
+    ap.add_argument("--skip-rss", action="store_true", help="skip the 5·N run of (a)")
+    ap.add_argument("--child", choices=["floor", "seed"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child == "floor":
+        return child_floor(args.n, args.batch_size)
+    if args.child == "seed":
+        return child_seed(args.n, args.seed_sample)
+    if not DATA.exists():
+        raise SystemExit(f"the paper's data is not at {DATA}")
+    py = str(REPO / ".venv" / "bin" / "python")
+    me = str(Path(__file__).resolve())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        a_wall, a_rss = variant_a(args.n, args.batch_size, folder)
+        print(f"(a) probing extract, {args.n} prompts: {a_wall:.1f} s, peak RSS {a_rss} MiB")
+        b_wall, b_rss, _ = run_process([py, me, "--child", "floor", "--n", str(args.n), "--batch-size", str(args.batch_size)])
+        print(f"(b) bare batched forward (floor):  {b_wall:.1f} s, peak RSS {b_rss} MiB")
+        c_wall, _, out = run_process([py, me, "--child", "seed", "--n", str(args.n), "--seed-sample", str(args.seed_sample)])
+        seed = json.loads(out.strip().splitlines()[-1])
+        c_est = c_wall - seed["per_prompt"] * seed["sample"] + seed["per_prompt"] * args.n
+        print(
+            f"(c) seed code's way: {seed['per_prompt']:.3f} s/prompt over {seed['sample']} prompts, "
+            f"estimated {c_est:.1f} s for {args.n} (process overhead {c_wall - seed['per_prompt'] * seed['sample']:.1f} s)"
+        )
+        print(f"speed of (a) relative to the floor b/a = {b_wall / a_wall:.2f}  (target >= 0.9)")
+        print(f"speed-up over the seed code       c/a = {c_est / a_wall:.1f}  (target >= 10)")
+        if not args.skip_rss:
+            big_wall, big_rss = variant_a(5 * args.n, args.batch_size, folder)
+            print(f"(a) probing extract, {5 * args.n} prompts: {big_wall:.1f} s, peak RSS {big_rss} MiB")
+            print(f"peak RSS {5 * args.n} / {args.n} prompts = {big_rss / a_rss:.3f}  (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

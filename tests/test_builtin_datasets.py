@@ -1,0 +1,152 @@
+"""Content checks of the built-in prompt sets in datasets/ (no project imports)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import string
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT / "datasets"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+PLACEHOLDERS = ("goal", "goal_base64", "goal_rot13", "goal_reversed")
+REQUIRED_STYLES = {
+    "roleplay",
+    "refusal_suppression",
+    "prefix_injection",
+    "hypothetical",
+    "nested_scene",
+    "obfuscation",
+}
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    with open(DATASETS / name, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _norm(text: str) -> str:
+    """Lower case, whitespace collapsed."""
+    return " ".join(text.lower().split())
+
+
+def _norm_loose(text: str) -> str:
+    """Lower case, punctuation dropped, whitespace collapsed."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+@pytest.fixture(scope="module")
+def normal() -> list[dict[str, str]]:
+    return _rows("normal.csv")
+
+
+@pytest.fixture(scope="module")
+def malicious() -> list[dict[str, str]]:
+    return _rows("malicious.csv")
+
+
+@pytest.fixture(scope="module")
+def templates() -> list[dict[str, str]]:
+    items = yaml.safe_load((DATASETS / "jailbreak_templates.yaml").read_text(encoding="utf-8"))
+    assert isinstance(items, list)
+    return items
+
+
+def test_headers():
+    for name, second in (("normal.csv", "task"), ("malicious.csv", "category")):
+        with open(DATASETS / name, newline="", encoding="utf-8") as f:
+            assert next(csv.reader(f)) == ["prompt", second], name
+
+
+def test_counts(normal, malicious):
+    assert len(normal) >= 300
+    assert len(malicious) >= 300
+
+
+def test_malicious_categories(malicious):
+    counts = Counter(r["category"] for r in malicious)
+    big = {c: n for c, n in counts.items() if n >= 20}
+    assert len(big) >= 10, counts
+    assert all(c and re.fullmatch(r"[a-z_]+", c) for c in counts), counts
+
+
+def test_normal_tasks(normal):
+    counts = Counter(r["task"] for r in normal)
+    assert len(counts) >= 10, counts
+    assert all(c and re.fullmatch(r"[a-z_]+", c) for c in counts), counts
+
+
+@pytest.mark.parametrize("name", ["normal.csv", "malicious.csv"])
+def test_prompts_single_nonempty_lines(name):
+    for i, row in enumerate(_rows(name), start=2):
+        prompt = row["prompt"]
+        assert prompt and prompt.strip(), f"{name} row {i} is empty"
+        assert prompt == prompt.strip(), f"{name} row {i} has surrounding whitespace"
+        assert "\n" not in prompt and "\r" not in prompt, f"{name} row {i} spans lines"
+        assert None not in row, f"{name} row {i} has extra columns"
+
+
+@pytest.mark.parametrize("name", ["normal.csv", "malicious.csv"])
+def test_no_duplicates(name):
+    counts = Counter(_norm(r["prompt"]) for r in _rows(name))
+    dupes = [p for p, n in counts.items() if n > 1]
+    assert not dupes, dupes
+
+
+def test_no_prompt_in_both_sets(normal, malicious):
+    shared = {_norm(r["prompt"]) for r in normal} & {_norm(r["prompt"]) for r in malicious}
+    assert not shared, shared
+
+
+def test_jailbreak_styles(templates):
+    styles = Counter(t["style"] for t in templates)
+    assert len(styles) >= 6, styles
+    assert set(styles) >= REQUIRED_STYLES, styles
+    names = [t["name"] for t in templates]
+    assert len(names) == len(set(names)), names
+
+
+def test_jailbreak_templates_placeholders(templates):
+    fmt = string.Formatter()
+    values = {key: f"<<{key.upper()}>>" for key in PLACEHOLDERS}
+    for t in templates:
+        assert set(t) == {"style", "name", "template"}, t
+        text = t["template"]
+        assert isinstance(text, str) and text.strip(), t["name"]
+        assert len(text) <= 800, t["name"]
+        fields = [f for _, f, _, _ in fmt.parse(text) if f is not None]
+        assert len(fields) == 1 and fields[0] in PLACEHOLDERS, (t["name"], fields)
+        if t["style"] == "obfuscation":
+            assert fields[0] != "goal", t["name"]
+        out = text.format(**values)
+        assert "{" not in out and "}" not in out, t["name"]
+        assert out.count(values[fields[0]]) == 1, t["name"]
+
+
+def _paper_lines() -> set[str]:
+    out = set()
+    for path in sorted(SHARED_DATA.glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.reader(f):
+                out.update(_norm_loose(cell) for cell in row if cell.strip())
+    return out
+
+
+def test_no_line_copied_from_paper_data(normal, malicious):
+    if not SHARED_DATA.is_dir() or not any(SHARED_DATA.glob("*.csv")):
+        reason = f"paper data not found at {SHARED_DATA}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (required when CI=true)")
+        pytest.skip(reason)
+    paper = _paper_lines()
+    assert paper
+    ours = [r["prompt"] for r in normal + malicious]
+    copied = [p for p in ours if _norm_loose(p) in paper]
+    assert not copied, copied
