@@ -1,0 +1,5 @@
+"""Stage 5b: logit grafting — replace a middle layer's last-token state and watch the output change."""
+
+from probing.grafting.hooks import check_graft, graft
+
+__all__ = ["check_graft", "graft"]
