@@ -49,7 +49,10 @@ def test_graft_changes_only_layers_from_l(arch):
         real = inputs["attention_mask"][:, :-1].bool()  # padding queries see no real key: skip them
         for i in range(layer):
             torch.testing.assert_close(gstates[i], states[i], rtol=0, atol=0)
-        torch.testing.assert_close(gstates[layer][:, -1], donor.expand(3, -1), rtol=0, atol=0)
+        # falcon records hidden_states[0] before block 1's pre-hooks run: its layer-0 graft shows
+        # only from layer 1 on (checked by the logits below)
+        if layer > 0 or arch != "falcon":
+            torch.testing.assert_close(gstates[layer][:, -1], donor.expand(3, -1), rtol=0, atol=0)
         torch.testing.assert_close(
             gstates[layer][:, :-1][real], states[layer][:, :-1][real], rtol=0, atol=0
         )
