@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "extract per-layer activations to an HDF5 feature file",
     ),
     "info": ("probing.features.info:run", "summarise a feature file"),
+    "merge": (
+        "probing.features.merge_cli:run",
+        "merge the shards of a sharded extraction into one file",
+    ),
     "fit": ("probing.training.cli:run", "train probes on all layers (Lightning CLI)"),
     "validate": ("probing.training.cli:run", "validate trained probes (Lightning CLI)"),
     "test": (

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,14 @@ from tqdm.auto import tqdm
 import probing
 from probing.errors import ProbingError
 from probing.features.activations import ActivationReader, Positions, num_positions
+from probing.features.shards import (
+    all_shards_complete,
+    merge_shards,
+    parse_shard,
+    shard_bounds,
+    shard_from_env,
+    shard_path,
+)
 from probing.features.store import FeatureWriter, RowTable, read_meta
 from probing.models.load import LoadedModel, ModelConfig, load_model, load_tokenizer, model_identity
 from probing.prompts.render import Template, render
@@ -47,6 +56,9 @@ class ExtractConfig:
         resume: continue an interrupted run of the same config.
         overwrite: replace an existing file of another model, prompt set or config.
         progress: show a progress bar.
+        shard: extract only slice ``i`` of ``n`` (``"i/n"``) into ``OUTPUT.shardIII-of-NNN.h5``; under
+            torchrun the rank and world size are used. The shard that finds all shards complete merges
+            them into ``output`` (see ``probing merge``).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -64,6 +76,7 @@ class ExtractConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    shard: str | None = None
 
 
 @dataclass
@@ -165,6 +178,19 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
     )
 
 
+def slice_plan(plan: Plan, start: int, stop: int) -> Plan:
+    r = plan.rows
+    rows = RowTable(
+        prompt=r.prompt[start:stop],
+        rendered=r.rendered[start:stop],
+        label=r.label[start:stop],
+        prompt_index=r.prompt_index[start:stop],
+        source=r.source[start:stop],
+        n_tokens=r.n_tokens[start:stop],
+    )
+    return dataclasses.replace(plan, rows=rows, ids=plan.ids[start:stop])
+
+
 def fingerprint(cfg: ExtractConfig, identity: dict[str, Any], plan: Plan) -> str:
     """Hash of everything that determines the file's content (not batch size or progress)."""
     content = {
@@ -214,8 +240,11 @@ def _check_existing(
     )
 
 
-def _metadata(cfg: ExtractConfig, lm: LoadedModel, plan: Plan, fp: str) -> dict[str, Any]:
+def _metadata(
+    cfg: ExtractConfig, lm: LoadedModel, plan: Plan, fp: str, extra: dict[str, Any]
+) -> dict[str, Any]:
     return {
+        **extra,
         **lm.meta,
         "probing_version": probing.__version__,
         "num_decoder_layers": lm.parts.num_decoder_layers,
@@ -234,14 +263,23 @@ def _metadata(cfg: ExtractConfig, lm: LoadedModel, plan: Plan, fp: str) -> dict[
 
 def _config_dict(cfg: ExtractConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
-    d.pop("resume"), d.pop("overwrite"), d.pop("progress")
+    for key in ("resume", "overwrite", "progress", "shard"):
+        d.pop(key)
     return d
+
+
+def _shard(cfg: ExtractConfig) -> tuple[int, int] | None:
+    if cfg.shard:
+        return parse_shard(cfg.shard)
+    return shard_from_env()
 
 
 def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
     """Run an extraction; returns the feature file's path. ``lm`` skips loading (tests, notebooks)."""
     _validate(cfg)
-    path = Path(cfg.output)
+    shard = _shard(cfg)
+    if shard and cfg.model.device == "cuda" and "LOCAL_RANK" in os.environ:
+        cfg.model.device = f"cuda:{os.environ['LOCAL_RANK']}"
     tokenizer = lm.tokenizer if lm is not None else load_tokenizer(cfg.model)
     identity = (
         model_identity(cfg.model)
@@ -254,12 +292,32 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
     lm_config = lm.model.config if lm is not None else None
     plan = plan_rows(cfg, tokenizer, _context_length(tokenizer, lm_config))
     fp = fingerprint(cfg, identity, plan)
-    state = _check_existing(path, cfg, identity, plan, fp)
+    path, file_fp, extra = Path(cfg.output), fp, {"plan_fingerprint": fp}
+    if shard:
+        index, count = shard
+        start, stop = shard_bounds(plan.rows.n_tokens, count)[index]
+        extra.update(
+            shard_index=index, shard_count=count, shard_start=start, total_rows=len(plan.rows)
+        )
+        plan = slice_plan(plan, start, stop)
+        path = shard_path(cfg.output, index, count)
+        file_fp = hashlib.sha256(f"{fp} shard {index}/{count}".encode()).hexdigest()
+        log.info("shard %d of %d: rows %d:%d -> %s", index, count, start, stop, path)
+    state = _check_existing(path, cfg, identity, plan, file_fp)
     if state == "done":
         log.info(
             "%s is already complete for this config (%d rows); nothing to do", path, len(plan.rows)
         )
-        return path
+    else:
+        _extract_rows(cfg, lm, tokenizer, plan, path, file_fp, extra, state)
+    if shard:
+        return _merge_if_last(cfg, shard[1]) or path
+    return path
+
+
+def _extract_rows(
+    cfg, lm, tokenizer, plan: Plan, path: Path, fp: str, extra: dict, state: str
+) -> None:
     if lm is None:
         lm = load_model(cfg.model, tokenizer)
     reader = ActivationReader(lm, cfg.positions, cfg.k, cfg.lens_top_k)
@@ -269,7 +327,7 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
     else:
         writer = FeatureWriter.create(
             path,
-            _metadata(cfg, lm, plan, fp),
+            _metadata(cfg, lm, plan, fp, extra),
             plan.rows,
             num_layers=lm.parts.num_layers,
             num_positions=num_positions(cfg.positions, cfg.k),
@@ -289,7 +347,19 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
         lm.parts.num_layers,
         lm.model.config.hidden_size,
     )
-    return path
+
+
+def _merge_if_last(cfg: ExtractConfig, count: int) -> Path | None:
+    """Merge the shards into ``cfg.output`` once all are complete (whichever shard sees that)."""
+    paths = all_shards_complete(cfg.output, count)
+    if paths is None:
+        log.info(
+            "other shards are still running; the last one to finish merges them (or: probing merge)"
+        )
+        return None
+    out = merge_shards(paths, cfg.output)
+    log.info("all %d shards complete: merged into %s", count, out)
+    return out
 
 
 def _run(writer: FeatureWriter, reader: ActivationReader, plan: Plan, cfg: ExtractConfig) -> None:

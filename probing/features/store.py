@@ -21,7 +21,7 @@ FORMAT = "probing-features"
 FORMAT_VERSION = 1
 FP16_MAX = 65504.0
 CHUNK_BYTES = 512 * 1024
-JSON_ATTRS = ("label_names", "sources", "skipped", "config")
+JSON_ATTRS = ("label_names", "sources", "skipped", "config", "shards")
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -232,6 +232,10 @@ class FeatureFile:
                 f"{self.path} is incomplete ({done} of {total} rows written); finish it with "
                 "`probing extract --resume` and the same config, or re-extract with --overwrite"
             )
+        if self.meta.get("shards"):
+            from probing.features.shards import check_virtual_sources
+
+            check_virtual_sources(self.path, self.meta)
         self._file: h5py.File | None = None
         self._pid: int | None = None
 

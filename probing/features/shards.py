@@ -1,0 +1,170 @@
+"""Sharded extraction (torchrun ranks or ``--shard i/n``) and merging shards through HDF5 virtual datasets.
+
+A plan's rows (length-sorted, as in a single-process run) are cut into ``n`` contiguous slices holding
+about the same number of tokens; shard ``i`` extracts slice ``i`` into its own file. The merged file maps
+the slices back in order, so its rows are those of a single-process run. Its activations stay in the
+shard files (virtual datasets with paths relative to the merged file): keep them beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from probing.errors import ProbingError
+from probing.features.store import FORMAT, _encode_attr, decode_attrs, read_meta
+
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+VIRTUAL = ("hidden", "lens_ids", "lens_logits")
+SHARD_ATTRS = ("shard_index", "shard_count", "shard_start", "total_rows", "fingerprint", "complete")
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` → (i, n) with 0 <= i < n."""
+    m = _SHARD.match(spec)
+    if not m or not 0 <= int(m[1]) < int(m[2]):
+        raise ProbingError(f"--shard {spec!r}: expected i/n with 0 <= i < n, e.g. --shard 0/4")
+    return int(m[1]), int(m[2])
+
+
+def shard_from_env() -> tuple[int, int] | None:
+    """(rank, world size) under torchrun/SLURM-style launchers, else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        return int(os.environ.get("RANK", "0")), world
+    return None
+
+
+def shard_path(output: str | Path, index: int, count: int) -> Path:
+    output = Path(output)
+    return output.with_name(
+        f"{output.stem}.shard{index:03d}-of-{count:03d}{output.suffix or '.h5'}"
+    )
+
+
+def shard_bounds(n_tokens: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """``count`` contiguous [start, stop) slices with about equal token totals (none empty if possible)."""
+    n = len(n_tokens)
+    if count > n:
+        raise ProbingError(
+            f"{count} shards for {n} prompts: use at most {n} shards (--shard / --nproc_per_node)"
+        )
+    cum = np.cumsum(n_tokens)
+    cuts = [0]
+    for k in range(1, count):
+        cut = int(np.searchsorted(cum, cum[-1] * k / count))
+        cuts.append(min(max(cut, cuts[-1] + 1), n - (count - k)))
+    cuts.append(n)
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _check_shards(paths: list[Path]) -> list[dict]:
+    if not paths:
+        raise ProbingError("no shard files given to merge")
+    metas = []
+    for p in paths:
+        if not p.exists():
+            raise ProbingError(
+                f"shard {p} does not exist; rerun that shard (same config, --shard i/n)"
+            )
+        meta = read_meta(p)
+        if "shard_index" not in meta:
+            raise ProbingError(f"{p} is a feature file but not a shard (no shard_index attribute)")
+        if not meta.get("complete"):
+            raise ProbingError(f"shard {p} is incomplete; finish it with --resume before merging")
+        metas.append(meta)
+    first = metas[0]
+    for p, m in zip(paths, metas):
+        for key in ("plan_fingerprint", "shard_count", "total_rows"):
+            if m.get(key) != first.get(key):
+                what = "model, prompt set or settings" if key == "plan_fingerprint" else key
+                raise ProbingError(
+                    f"shards disagree on {what}: {paths[0]} vs {p}; extract all shards with one config"
+                )
+    count = first["shard_count"]
+    indices = sorted(m["shard_index"] for m in metas)
+    if len(paths) != count or indices != list(range(count)):
+        missing = sorted(set(range(count)) - set(indices))
+        dupes = sorted({i for i in indices if indices.count(i) > 1})
+        raise ProbingError(
+            f"expected {count} shards (indices 0..{count - 1}), got {len(paths)} with indices {indices}"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; duplicates {dupes}" if dupes else "")
+        )
+    return metas
+
+
+def merge_shards(paths: list[str | Path], output: str | Path) -> Path:
+    """One feature file presenting all shards' rows in single-process order (virtual datasets)."""
+    paths = [Path(p) for p in paths]
+    output = Path(output)
+    metas = _check_shards(paths)
+    order = sorted(range(len(paths)), key=lambda i: metas[i]["shard_index"])
+    paths = [paths[i] for i in order]
+    metas = [metas[i] for i in order]
+    total = metas[0]["total_rows"]
+    tmp = output.with_name(f"{output.name}.merging-{os.getpid()}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        out = h5py.File(tmp, "w")
+    except OSError as err:
+        raise ProbingError(f"cannot write {output}: {err}; choose another --output") from None
+    with out, h5py.File(paths[0], "r") as f0:
+        for name in VIRTUAL:
+            ds = f0[name]
+            layout = h5py.VirtualLayout(shape=(total, *ds.shape[1:]), dtype=ds.dtype)
+            for p, m in zip(paths, metas):
+                with h5py.File(p, "r") as f:
+                    rows = f[name].shape[0]
+                start = m["shard_start"]
+                rel = os.path.relpath(p.resolve(), output.resolve().parent)
+                layout[start : start + rows] = h5py.VirtualSource(
+                    rel, name, shape=(rows, *ds.shape[1:])
+                )
+            out.create_virtual_dataset(name, layout)
+        for name in f0:
+            if name in VIRTUAL or name == "rows_done":
+                continue
+            parts = []
+            for p in paths:
+                with h5py.File(p, "r") as f:
+                    parts.append(f[name][:])
+            out.create_dataset(name, data=np.concatenate(parts), dtype=f0[name].dtype)
+        out.create_dataset("rows_done", data=np.array([total], dtype=np.int64))
+        attrs = {k: v for k, v in decode_attrs(f0.attrs).items() if k not in SHARD_ATTRS}
+        attrs["fingerprint"] = metas[0]["plan_fingerprint"]
+        attrs["shards"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
+        attrs["skipped"] = metas[0].get("skipped", {})
+        for key, value in attrs.items():
+            out.attrs[key] = _encode_attr(key, value)
+        if out["label"].shape[0] != total:
+            raise ProbingError(f"shards hold {out['label'].shape[0]} rows, expected {total}")
+        out.attrs["complete"] = True
+    os.replace(tmp, output)
+    return output
+
+
+def check_virtual_sources(path: Path, meta: dict) -> None:
+    """A merged file reads missing shards as zeros silently: refuse it instead."""
+    for rel in meta.get("shards", []):
+        if not (path.parent / rel).exists():
+            raise ProbingError(
+                f"{path} is a merged file whose shard {rel} is missing (it would read as zeros); "
+                "keep shard files beside the merged file or re-extract"
+            )
+
+
+def all_shards_complete(output: str | Path, count: int) -> list[Path] | None:
+    paths = [shard_path(output, i, count) for i in range(count)]
+    for p in paths:
+        try:
+            with h5py.File(p, "r") as f:
+                if f.attrs.get("format") != FORMAT or not f.attrs.get("complete"):
+                    return None
+        except OSError:
+            return None
+    return paths
