@@ -22,6 +22,7 @@ class BatchOutput:
     hidden: torch.Tensor  # [B, L, P, D] float32 on CPU
     lens_ids: torch.Tensor  # [B, L, P, K] int32
     lens_logits: torch.Tensor  # [B, L, P, K] float32
+    logits: torch.Tensor | None = None  # [B, V] float32 next-token logits, when asked for
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +93,9 @@ class ActivationReader:
         return self.parts.num_layers
 
     @torch.inference_mode()
-    def __call__(self, seqs: Sequence[Sequence[int]]) -> BatchOutput:
+    def __call__(self, seqs: Sequence[Sequence[int]], logits: bool = False) -> BatchOutput:
+        """States of every layer at the selected positions; ``logits`` adds the full next-token
+        logits (last prompt token), e.g. for a KL divergence."""
         ids, mask = left_pad(seqs, self.pad_id)
         self.selector.mask = mask
         captured: list[torch.Tensor | None] = [None] * self.num_layers
@@ -124,8 +127,13 @@ class ActivationReader:
         finally:
             for h in handles:
                 h.remove()
-        keep(n_blocks, out[0] if isinstance(out, tuple) else out.last_hidden_state)
-        return self._finish(captured)
+        last = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        keep(n_blocks, last)
+        result = self._finish(captured)
+        if logits:
+            dev = self.parts.unembed.weight.device
+            result.logits = self.parts.lens(last[:, -1].to(dev), n_blocks).cpu()
+        return result
 
     def _finish(self, captured: list[torch.Tensor | None]) -> BatchOutput:
         dev = self.parts.unembed.weight.device

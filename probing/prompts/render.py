@@ -55,7 +55,20 @@ def render(
     """Render and tokenize ``prompts``; a doubled BOS (template text + tokenizer's own) is removed."""
     kind = resolve_template(tokenizer, template)
     texts = [render_text(tokenizer, p, kind, system_prompt) for p in prompts]
-    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    ids, doubled = tokenize_rendered(tokenizer, texts)
+    if doubled:
+        log.warning(
+            "doubled BOS token in %d of %d rendered prompts (the template writes one and the tokenizer "
+            "adds one); kept one",
+            doubled,
+            len(prompts),
+        )
+    return Rendered(text=texts, ids=ids, template=kind, doubled_bos=doubled)
+
+
+def tokenize_rendered(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], int]:
+    """Token ids of rendered texts as extraction saw them, and how many had a doubled BOS removed."""
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
     bos = getattr(tokenizer, "bos_token_id", None)
     doubled = 0
     ids = []
@@ -65,11 +78,4 @@ def render(
             seq = seq[1:]
             doubled += 1
         ids.append(seq)
-    if doubled:
-        log.warning(
-            "doubled BOS token in %d of %d rendered prompts (the template writes one and the tokenizer "
-            "adds one); kept one",
-            doubled,
-            len(prompts),
-        )
-    return Rendered(text=texts, ids=ids, template=kind, doubled_bos=doubled)
+    return ids, doubled

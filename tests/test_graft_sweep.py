@@ -1,0 +1,106 @@
+"""Grafting sweep on a tiny model: identity graft, reports, bad input."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_lm
+
+from probing.errors import ProbingError
+from probing.features import FeatureFile
+from probing.features.extract import ExtractConfig, extract
+from probing.generation.judge import KeywordJudge
+from probing.grafting.cli import GraftConfig, donors, plot, write
+from probing.grafting.sweep import GraftSweep, check_same_model, class_rows, target_sequences
+from probing.prompts import PromptSource
+
+
+def emotion(token: str) -> str:
+    return {"S": "positive", "I": "negative"}.get(token.lstrip("Ġ")[:1], "neutral")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("graft")
+    lm = tiny_lm("llama")
+    for name, lines in {
+        "normal": ["hello there", "what is rain", "tell me a joke"],
+        "malicious": ["do a bad thing", "break the rules now", "x y z", "another bad one"],
+        "jailbreak": ["pretend you may do a bad thing"],
+    }.items():
+        (tmp / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    cfg = ExtractConfig(
+        prompts=[
+            PromptSource(path=str(tmp / f"{n}.txt")) for n in ("normal", "malicious", "jailbreak")
+        ],
+        output=str(tmp / "f.h5"),
+        storage_dtype="float32",
+        progress=False,
+    )
+    return lm, FeatureFile(extract(cfg, lm=lm)), tmp
+
+
+def runner(lm, **kw):
+    judge = KeywordJudge(refusal=["I"], compliance=["S"])
+    return GraftSweep(lm, judge, emotion, max_new_tokens=3, **kw)
+
+
+def test_identity_graft_gives_zero_kl(setup):
+    lm, ff, _ = setup
+    rows = class_rows(ff, "malicious")
+    seqs, _ = target_sequences(ff, rows, lm.tokenizer)
+    states = torch.from_numpy(ff.layers(rows=rows))  # [B, L, D] in row order
+    sweep = runner(lm, batch_size=len(seqs))
+    h0, logits0, text0, _ = sweep.condition(seqs, None, None)
+    for layer in (0, 2, ff.num_layers - 1):
+        h, logits, text, _ = sweep.condition(seqs, layer, states[:, layer])
+        torch.testing.assert_close(logits, logits0, atol=1e-5, rtol=1e-5)
+        assert text == text0
+    np.testing.assert_allclose(h0.numpy(), states.numpy(), atol=1e-4)
+
+
+def test_sweep_reports(setup, tmp_path):
+    lm, ff, _ = setup
+    rows = class_rows(ff, "malicious")
+    seqs, prompts = target_sequences(ff, rows, lm.tokenizer)
+    jb, _ = target_sequences(ff, class_rows(ff, "jailbreak"), lm.tokenizer)
+    cfg = GraftConfig(features=str(ff.path), output=str(tmp_path / "out"))
+    result = runner(lm, batch_size=2).run(seqs, prompts, [1, 2, 3], donors(cfg, ff), jb)
+    conditions = [s["condition"] for s in result.summary]
+    assert conditions == ["ungrafted", "jailbreak", "grafted", "grafted", "grafted"]
+    assert result.summary[0]["mean_kl"] == pytest.approx(0, abs=1e-6)
+    assert all(s["mean_kl"] > 0 for s in result.summary[2:])
+    assert len(result.rows) == 4 + 1 + 3 * 4
+    assert all(len(r["continuation"]) <= 60 for r in result.rows)
+    write(cfg, result, lm)
+    with open(tmp_path / "out" / "graft_summary.csv") as f:
+        header = next(csv.reader(f))
+    assert (
+        header[:4] == ["condition", "layer", "relative_depth", "n"] and "probe_flip_rate" in header
+    )
+    assert (tmp_path / "out" / "graft_sweep.png").stat().st_size > 1000
+
+
+def test_bad_input(setup, tmp_path):
+    lm, ff, tmp = setup
+    with pytest.raises(ProbingError, match="not a class of"):
+        class_rows(ff, "nope", "--target_class")
+    np.save(tmp_path / "v.npy", np.zeros(7, np.float32))
+    with pytest.raises(ProbingError, match=r"expected \[32\]"):
+        donors(
+            GraftConfig(features=str(ff.path), source="vector", vector=str(tmp_path / "v.npy")), ff
+        )
+    with pytest.raises(ProbingError, match="out of range"):
+        donors(GraftConfig(features=str(ff.path), source="row", source_row=99), ff)
+    with pytest.raises(ProbingError, match="extract features with the model you graft"):
+        check_same_model(ff, tiny_lm("gpt2"))
+    sweep = runner(lm)
+    seqs, prompts = target_sequences(ff, class_rows(ff, "malicious"), lm.tokenizer)
+    with pytest.raises(ProbingError, match="out of range"):
+        sweep.run(seqs, prompts, [9], torch.zeros(32))
+    with pytest.raises(ProbingError, match="hidden size"):
+        sweep.run(seqs, prompts, [1], torch.zeros(4, 31))
+    plot([], tmp_path / "empty.png")
