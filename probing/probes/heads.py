@@ -1,8 +1,11 @@
 """All-layer probe heads: plain ``nn.Module`` components, one independent head per layer.
 
 Input ``[B, L, D]`` (batch, selected layers, hidden size), output logits ``[B, L, C]``. The heads of all
-layers are one parameter tensor each (``[L, D, C]``), computed together with one einsum/batched matmul;
-no parameter is shared between layers, so a loss on layer i gives zero gradient to layer j.
+layers are one parameter tensor each (``[L, D, C]``), computed together with one batched matmul
+(``baddbmm`` over the layer dimension); no parameter is shared between layers, so a loss on layer i
+gives zero gradient to layer j. ``forward_layer_major`` takes ``[L, B, D]`` and returns ``[L, B, C]``:
+a module holding several heads transposes the batch once and shares it (at 7B shape the transpose
+of a batch costs as much as a linear head's matmul).
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ class LinearHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.num_heads, self.in_features)
-        return torch.einsum("bld,ldc->blc", x, self.weight) + self.bias
+        return self.forward_layer_major(x.transpose(0, 1).contiguous()).transpose(0, 1)
+
+    def forward_layer_major(self, xt: torch.Tensor) -> torch.Tensor:
+        """``[L, B, D] -> [L, B, C]``."""
+        return torch.baddbmm(self.bias[:, None], xt, self.weight)
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, in={self.in_features}, out={self.out_features}"
@@ -42,7 +49,12 @@ class MLPHeads(nn.Module):
     """``L`` independent one-hidden-layer MLPs (ReLU, dropout), computed with two batched matmuls."""
 
     def __init__(
-        self, num_heads: int, in_features: int, out_features: int, hidden: int = 100, dropout: float = 0.0
+        self,
+        num_heads: int,
+        in_features: int,
+        out_features: int,
+        hidden: int = 100,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.num_heads, self.in_features, self.out_features = num_heads, in_features, out_features
@@ -52,7 +64,12 @@ class MLPHeads(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(torch.relu(self.fc1(x))))
+        _check_input(x, self.num_heads, self.in_features)
+        return self.forward_layer_major(x.transpose(0, 1).contiguous()).transpose(0, 1)
+
+    def forward_layer_major(self, xt: torch.Tensor) -> torch.Tensor:
+        """``[L, B, D] -> [L, B, C]``."""
+        return self.fc2.forward_layer_major(self.dropout(torch.relu(self.fc1.forward_layer_major(xt))))
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, in={self.in_features}, hidden={self.hidden}, out={self.out_features}"

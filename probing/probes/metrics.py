@@ -49,7 +49,9 @@ def auroc_ovr(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     pos = scores[positive].T.contiguous()
     neg = scores[~positive].T.contiguous()
     if pos.shape[1] == 0 or neg.shape[1] == 0:
-        return torch.full((scores.shape[1],), float("nan"), dtype=torch.float64, device=scores.device)
+        return torch.full(
+            (scores.shape[1],), float("nan"), dtype=torch.float64, device=scores.device
+        )
     neg_sorted = neg.sort(dim=1).values
     below = torch.searchsorted(neg_sorted, pos, right=False)
     at_or_below = torch.searchsorted(neg_sorted, pos, right=True)
@@ -75,7 +77,9 @@ def layer_metrics(
     classifier's decision differs from the arg-max, as for a one-vs-one SVM).
     """
     if scores.dim() != 3 or scores.shape[0] != target.shape[0]:
-        raise ValueError(f"scores must be [N, L, C] with N = len(target), got {tuple(scores.shape)}")
+        raise ValueError(
+            f"scores must be [N, L, C] with N = len(target), got {tuple(scores.shape)}"
+        )
     target = target.long()
     preds = scores.argmax(-1) if preds is None else preds.long()
     conf = confusion(preds, target, scores.shape[-1])

@@ -1,0 +1,528 @@
+"""``ActivationDataModule``: batches of last-token activations ``[B, L, D]`` and labels from a feature file.
+
+Rows are filtered and relabelled by a class selection, split into stratified train/val/test parts with
+a fixed seed, and (by default) standardised per layer and dimension with train statistics. The chosen
+layer block is loaded into memory when it fits (logged); otherwise batches are read from the HDF5
+file in whole chunks. Every process (DDP rank, DataLoader worker) opens the file itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from probing.errors import ProbingError
+from probing.features.store import FeatureFile
+
+log = logging.getLogger(__name__)
+
+# Metadata a transfer test file must share with the training file (same model, same extraction).
+MATCH_KEYS = ("model", "gguf_sha256", "hidden_size", "num_layers", "template", "positions")
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def parse_layers(
+    spec: str | int | Sequence[int], num_layers: int, option: str = "--data.layers"
+) -> list[int]:
+    """Absolute layer indices from ``all``, an int, a list, ``"a,b,c"`` or a range ``"start:stop[:step]"``.
+
+    Ranges follow Python slicing (stop excluded); negative indices count from the last layer.
+    """
+    hint = f"{option} takes 'all', an index, a list [i, j, ...] or a range 'start:stop[:step]'"
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower() == "all":
+            return list(range(num_layers))
+        try:
+            if ":" in text:
+                parts = [int(p) if p.strip() else None for p in text.split(":")]
+                if len(parts) > 3:
+                    raise ValueError
+                chosen = list(range(num_layers))[slice(*parts)]
+                if not chosen:
+                    raise ProbingError(f"{option}={spec!r} selects no layer of 0..{num_layers - 1}")
+                return chosen
+            spec = [int(p) for p in text.replace("[", "").replace("]", "").split(",") if p.strip()]
+        except ValueError:
+            raise ProbingError(f"cannot read {option}={spec!r}; {hint}") from None
+    if isinstance(spec, int):
+        spec = [spec]
+    out = []
+    for layer in spec:
+        if not -num_layers <= int(layer) < num_layers:
+            raise ProbingError(
+                f"{option}: layer {layer} is out of range; the feature file has layers 0..{num_layers - 1} "
+                "(0 = embeddings)"
+            )
+        out.append(int(layer) % num_layers)
+    if not out:
+        raise ProbingError(f"{option} is empty; {hint}")
+    if len(set(out)) != len(out):
+        raise ProbingError(f"{option} lists a layer twice: {out}")
+    return out
+
+
+def resolve_classes(
+    label_names: Sequence[str],
+    present: Sequence[str],
+    classes: Sequence[str] | None,
+    class_map: dict[str, str] | None,
+    known: Sequence[str] = (),
+) -> list[str]:
+    """The selected class names (order = class index) after mapping; checks the options."""
+    class_map = dict(class_map or {})
+    unknown = sorted(set(class_map) - set(label_names) - set(known))
+    if unknown:
+        raise ProbingError(
+            f"--data.class_map maps {unknown}, which are not classes of the feature file "
+            f"(its classes: {list(label_names)})"
+        )
+    mapped_present = list(dict.fromkeys(class_map.get(n, n) for n in present))
+    if classes is None:
+        chosen = mapped_present
+    else:
+        chosen = list(classes)
+        if len(set(chosen)) != len(chosen):
+            raise ProbingError(f"--data.classes lists a class twice: {chosen}")
+        mapped_all = {class_map.get(n, n) for n in (*label_names, *known)}
+        for name in chosen:
+            if name not in mapped_all:
+                raise ProbingError(
+                    f"--data.classes has {name!r}, which is not a class of the feature file (its classes: "
+                    f"{list(label_names)}; merge classes with --data.class_map)"
+                )
+            if name not in mapped_present:
+                raise ProbingError(
+                    f"--data.classes has {name!r} but the training feature file has no rows of it; "
+                    "drop it or map another class onto it with --data.class_map"
+                )
+    if len([c for c in chosen if c in mapped_present]) < 2:
+        raise ProbingError(
+            f"--data.classes selects {chosen} but a probe needs rows of at least two classes "
+            f"(the file has rows of {mapped_present})"
+        )
+    return chosen
+
+
+def class_indices(
+    label: np.ndarray, label_names: Sequence[str], classes: Sequence[str], class_map: dict
+) -> np.ndarray:
+    """Class index per row (``-1`` for rows outside the selection)."""
+    lookup = np.array(
+        [
+            classes.index(class_map.get(n, n)) if class_map.get(n, n) in classes else -1
+            for n in label_names
+        ]
+        + [-1],
+        dtype=np.int64,
+    )
+    label = np.asarray(label, dtype=np.int64)
+    label = np.where((label >= 0) & (label < len(label_names)), label, len(label_names))
+    return lookup[label]
+
+
+def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split row positions into parts with the given fractions, per class, shuffled with ``seed``."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    cum = np.cumsum(fractions)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        bounds = np.round(cum * len(idx)).astype(int)
+        bounds[-1] = len(idx)
+        start = 0
+        for k, stop in enumerate(bounds):
+            parts[k].append(idx[start:stop])
+            start = stop
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+
+
+def _available_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+@dataclass
+class _Source:
+    """The kept rows of one feature file."""
+
+    ff: FeatureFile
+    rows: np.ndarray  # file row index of each kept row
+    y: np.ndarray  # class index of each kept row
+    x: torch.Tensor | None = None  # [kept, L, D] when in memory
+
+
+class _MemoryRows(Dataset):
+    """Rows of an in-memory block; ``__getitems__`` slices a whole batch at once."""
+
+    def __init__(self, src: _Source, pos: np.ndarray):
+        self.x, self.pos = src.x, torch.as_tensor(pos)
+        self.y = torch.as_tensor(src.y)[self.pos]
+        self.rows = torch.as_tensor(src.rows)[self.pos]
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, idx: list[int]) -> list[Batch]:
+        idx_t = torch.as_tensor(idx)
+        return [(self.x[self.pos[idx_t]], self.y[idx_t], self.rows[idx_t])]
+
+
+class _ChunkRows(Dataset):
+    """Rows read from HDF5 in whole chunks: item ``i`` is every wanted row of file chunk ``i``."""
+
+    def __init__(self, src: _Source, pos: np.ndarray, layers: list[int], position: int, stats: Any):
+        self.ff, self.layers, self.position = src.ff, layers, position
+        self.mean, self.std = stats if stats is not None else (None, None)
+        rows, y = src.rows[pos], src.y[pos]
+        chunk = src.ff.file["hidden"].chunks[0] if src.ff.file["hidden"].chunks else 256
+        block = rows // chunk
+        self.blocks = []
+        for b in np.unique(block):
+            sel = block == b
+            self.blocks.append(
+                (int(b) * chunk, int(min((b + 1) * chunk, src.ff.num_rows)), rows[sel], y[sel])
+            )
+        src.ff.close()  # reopened lazily in each process
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> Batch:
+        start, stop, rows, y = self.blocks[i]
+        ds = self.ff.file["hidden"]
+        x = np.stack([ds[start:stop, layer, self.position] for layer in self.layers], axis=1)
+        x = x[rows - start].astype(np.float32)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
+
+
+def cat_batches(parts: list[Batch]) -> Batch:
+    """Collate: concatenate ``(x, y, rows)`` parts into one batch."""
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(t) for t in zip(*parts, strict=False))  # type: ignore[return-value]
+
+
+class ActivationDataModule(L.LightningDataModule):
+    """Per-layer activations of a feature file as batches ``(x [B, L, D] float32, y [B], row [B])``.
+
+    Args:
+        path: Feature file (HDF5) written by ``probing extract``.
+        layers: Layers to probe: ``all``, an index, a list ``[i, j]``, or a range ``"start:stop[:step]"``
+            (Python slicing; 0 = embeddings, i = output of decoder block i).
+        classes: Class names to keep, in class-index order (default: every class present, file order).
+            Binary when two classes (positive = the second), multiclass otherwise.
+        class_map: Renames/merges classes before selection, e.g. ``{jailbreak: malicious}``.
+        position: Stored token position to use (``-1`` = last; files with ``positions=last_k``).
+        split: Train/val/test fractions (stratified per class). A val fraction of 0 disables validation.
+        seed: Seed of the split.
+        standardize: Standardise each layer and dimension with train-split mean and std.
+        test_path: A feature file of the same model to test on instead of the test split (transfer);
+            its classes are mapped by name through ``class_map``/``classes``; unknown ones are dropped.
+        batch_size: Rows per batch.
+        num_workers: DataLoader workers (only useful for chunked reads).
+        in_memory: ``auto`` loads the layer block into memory when it fits ``memory_limit_gb``,
+            ``always``/``never`` force it.
+        memory_limit_gb: Memory allowed for the float32 block (default: half the available memory).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        layers: str | int | list[int] = "all",
+        classes: list[str] | None = None,
+        class_map: dict[str, str] | None = None,
+        position: int = -1,
+        split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        seed: int = 42,
+        standardize: bool = True,
+        test_path: str | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        in_memory: Literal["auto", "always", "never"] = "auto",
+        memory_limit_gb: float | None = None,
+    ):
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        super().__init__()
+        self.path, self.test_path = str(path), (str(test_path) if test_path else None)
+        self.position, self.seed, self.standardize = position, seed, standardize
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.in_memory, self.memory_limit_gb = in_memory, memory_limit_gb
+        self.class_map = dict(class_map or {})
+        if batch_size < 1:
+            raise ProbingError(f"--data.batch_size must be positive, got {batch_size}")
+        self.split_fractions = _check_split(split)
+
+        ff = FeatureFile(self.path)
+        self.meta = ff.meta
+        self.num_layers, self.hidden_size = ff.num_layers, ff.hidden_size
+        self.label_names = ff.label_names
+        if not -ff.num_positions <= position < ff.num_positions:
+            raise ProbingError(
+                f"--data.position={position} is out of range: {self.path} stores {ff.num_positions} "
+                f"position(s) per row ({ff.meta.get('positions')})"
+            )
+        self.layers = parse_layers(layers, self.num_layers)
+        # Saved with the resolved layer list, equal to the model's (Lightning merges both hparams).
+        self.save_hyperparameters({**hparams, "layers": self.layers})
+        raw = ff.labels
+        present = [self.label_names[i] for i in np.unique(raw) if 0 <= i < len(self.label_names)]
+        test_ff = self._open_test(ff) if self.test_path else None
+        known = test_ff.label_names if test_ff else ()
+        self.class_names = resolve_classes(
+            self.label_names, present, classes, self.class_map, known
+        )
+        y = class_indices(raw, self.label_names, self.class_names, self.class_map)
+        keep = np.flatnonzero(y >= 0)
+        ff.close()
+        self.sources = {"main": _Source(ff, keep, y[keep])}
+        parts = stratified_split(y[keep], self.split_fractions, seed)
+        self.split_pos = dict(zip(("train", "val", "test"), parts, strict=False))
+        if len(self.split_pos["train"]) == 0:
+            raise ProbingError(f"--data.split={list(split)} leaves no training rows")
+        if test_ff is not None:
+            ty = class_indices(
+                test_ff.labels, test_ff.label_names, self.class_names, self.class_map
+            )
+            tkeep = np.flatnonzero(ty >= 0)
+            test_ff.close()
+            if len(tkeep) == 0:
+                raise ProbingError(
+                    f"--data.test_path {self.test_path} has no rows of the selected classes {self.class_names} "
+                    f"(its classes: {test_ff.label_names}); map them with --data.class_map"
+                )
+            self.sources["transfer"] = _Source(test_ff, tkeep, ty[tkeep])
+        self.stats: tuple[np.ndarray, np.ndarray] | None = None
+        self._datasets: dict[str, Dataset] = {}
+        self._ready = False
+
+    # -- linked into the model by the CLI --------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def test_split_name(self) -> str:
+        return "transfer" if self.test_path else "test"
+
+    def _open_test(self, ff: FeatureFile) -> FeatureFile:
+        test_ff = FeatureFile(self.test_path)
+        for key in MATCH_KEYS:
+            a, b = ff.meta.get(key), test_ff.meta.get(key)
+            if a != b:
+                raise ProbingError(
+                    f"--data.test_path {self.test_path} comes from a different model or extraction: "
+                    f"{key}={b!r} there but {a!r} in --data.path {self.path}"
+                )
+        if not -test_ff.num_positions <= self.position < test_ff.num_positions:
+            raise ProbingError(
+                f"--data.position={self.position} is out of range for {self.test_path}"
+            )
+        return test_ff
+
+    # -- loading ------------------------------------------------------------------------------------
+    def block_bytes(self) -> int:
+        rows = sum(len(s.rows) for s in self.sources.values())
+        return rows * len(self.layers) * self.hidden_size * 4
+
+    def fits_in_memory(self) -> bool:
+        if self.in_memory != "auto":
+            return self.in_memory == "always"
+        limit = (
+            self.memory_limit_gb * 1e9
+            if self.memory_limit_gb is not None
+            else _available_bytes() / 2
+        )
+        return self.block_bytes() <= limit
+
+    def read_layer(self, layer: int, source: str = "main") -> np.ndarray:
+        """Raw activations ``[kept rows, D]`` float32 of one absolute layer; checks they are finite."""
+        src = self.sources[source]
+        ds = src.ff.file["hidden"]
+        x = ds[:, layer, self.position]  # one layer for all rows: a contiguous read of whole chunks
+        if len(src.rows) != ds.shape[0]:
+            x = x[src.rows]
+        x = np.asarray(x, dtype=np.float32)
+        _check_finite(x, src.ff.path, layer)
+        return x
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        if self.fits_in_memory():
+            self._load_memory()
+        else:
+            self._prepare_chunked()
+        self._ready = True
+
+    def _load_memory(self) -> None:
+        gb = self.block_bytes() / 1e9
+        log.info(
+            "loading layers %s of %s into memory (%.2f GB float32)",
+            _layers_text(self.layers),
+            ", ".join(str(s.ff.path) for s in self.sources.values()),
+            gb,
+        )
+        for name, src in self.sources.items():
+            x = np.empty((len(src.rows), len(self.layers), self.hidden_size), dtype=np.float32)
+            for j, layer in enumerate(self.layers):
+                x[:, j] = self.read_layer(layer, name)
+            src.x = torch.from_numpy(x)
+            src.ff.close()
+        if self.standardize:
+            main = self.sources["main"].x
+            mean, std = _moments(main, self.split_pos["train"])
+            self.stats = (mean.numpy(), std.numpy())
+            for src in self.sources.values():
+                src.x.sub_(mean).div_(std)
+
+    def _prepare_chunked(self) -> None:
+        log.info(
+            "layer block (%.2f GB float32) does not fit memory_limit_gb; reading batches from %s in HDF5 chunks",
+            self.block_bytes() / 1e9,
+            self.path,
+        )
+        mean = np.zeros((len(self.layers), self.hidden_size), np.float32)
+        std = np.ones_like(mean)
+        train = self.split_pos["train"]
+        for j, layer in enumerate(self.layers):
+            x = self.read_layer(layer)
+            if "transfer" in self.sources:
+                self.read_layer(layer, "transfer")
+            if self.standardize:
+                m, s = _moments(torch.from_numpy(x[:, None]), train)
+                mean[j], std[j] = m[0].numpy(), s[0].numpy()
+        self.stats = (mean, std) if self.standardize else None
+        for src in self.sources.values():
+            src.ff.close()
+
+    def _dataset(self, name: str) -> Dataset:
+        if name not in self._datasets:
+            self.setup()
+            if name == "transfer":
+                src, pos = self.sources["transfer"], np.arange(len(self.sources["transfer"].rows))
+            elif name == "all":
+                src, pos = self.sources["main"], np.arange(len(self.sources["main"].rows))
+            else:
+                src, pos = self.sources["main"], self.split_pos[name]
+            if src.x is not None:
+                self._datasets[name] = _MemoryRows(src, pos)
+            else:
+                self._datasets[name] = _ChunkRows(src, pos, self.layers, self.position, self.stats)
+        return self._datasets[name]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        ds = self._dataset(name)
+        batch = self.batch_size
+        if isinstance(ds, _ChunkRows):
+            per_block = max(1.0, sum(len(b[2]) for b in ds.blocks) / max(len(ds), 1))
+            batch = max(1, round(self.batch_size / per_block))
+        return DataLoader(
+            ds,
+            batch_size=batch,
+            shuffle=shuffle,
+            collate_fn=cat_batches,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if len(self.split_pos["val"]) == 0:
+            return []
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_path:
+            return self._loader("transfer", shuffle=False)
+        if len(self.split_pos["test"]) == 0:
+            raise ProbingError(
+                "--data.split has a test fraction of 0 and no --data.test_path is given"
+            )
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every kept row of ``test_path`` when given, else of ``path`` (with its split in the output)."""
+        return self._loader("transfer" if self.test_path else "all", shuffle=False)
+
+    # -- row descriptions for predictions ---------------------------------------------------------
+    def describe_rows(self, rows: np.ndarray, source: str | None = None) -> dict[str, list]:
+        """``prompt_index``, ``split`` and class name of file rows of the predict set."""
+        source = source or ("transfer" if self.test_path else "main")
+        src = self.sources[source]
+        pos_of_row = {int(r): i for i, r in enumerate(src.rows)}
+        split_of_pos = np.full(
+            len(src.rows), "transfer" if source == "transfer" else "", dtype=object
+        )
+        if source == "main":
+            for name, pos in self.split_pos.items():
+                split_of_pos[pos] = name
+        prompt_index = FeatureFile(src.ff.path).column("prompt_index")
+        pos = [pos_of_row[int(r)] for r in rows]
+        return {
+            "prompt_index": [int(prompt_index[int(r)]) for r in rows],
+            "split": [split_of_pos[p] for p in pos],
+            "label": [self.class_names[int(src.y[p])] for p in pos],
+        }
+
+
+def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
+    split = tuple(float(s) for s in split)
+    if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
+        raise ProbingError(
+            f"--data.split must be three non-negative fractions summing to 1, got {list(split)}"
+        )
+    if split[0] <= 0:
+        raise ProbingError(f"--data.split={list(split)} has no training fraction")
+    return split  # type: ignore[return-value]
+
+
+def _check_finite(x: np.ndarray, path: Any, layer: int) -> None:
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))
+        raise ProbingError(
+            f"{path} has NaN/inf activations at layer {layer} in {len(bad)} row(s) (first rows {bad[:5].tolist()}); "
+            "re-extract it (with --storage_dtype float32 if float16 overflowed) or drop the layer with --data.layers"
+        )
+
+
+def _moments(
+    x: torch.Tensor, rows: np.ndarray, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std ``[L, D]`` over ``rows`` of ``x [N, L, D]`` in float64, without copying the block."""
+    rows_t = torch.as_tensor(rows)
+    total = torch.zeros(x.shape[1:], dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    for start in range(0, len(rows_t), chunk):
+        part = x[rows_t[start : start + chunk]].double()
+        total += part.sum(0)
+        sq += (part * part).sum(0)
+    n = max(len(rows_t), 1)
+    mean = total / n
+    var = (sq / n - mean * mean).clamp_min(0)
+    std = var.sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def _layers_text(layers: list[int]) -> str:
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))

@@ -1,0 +1,210 @@
+"""`probing refusal --config configs/refusal/NAME.yaml`: how often does the model refuse, per class?
+
+Greedy continuations of labelled prompts, judged by keywords. The alignment analyses (refusal, emotion
+association, grafting) only mean something on a model that refuses harmful requests and answers
+normal ones; this reports whether it does. Writes ``refusal.csv`` (per prompt; continuations cut to
+``CONTINUATION_CHARS`` characters, so no harmful answer is stored) and ``refusal_summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+import probing
+from probing.errors import ProbingError
+from probing.generation.generate import generate
+from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
+from probing.models.load import LoadedModel, ModelConfig, load_model
+from probing.prompts.render import Template, render
+from probing.prompts.sources import PromptSource, load_prompts
+
+log = logging.getLogger(__name__)
+
+CONTINUATION_CHARS = 80
+
+
+@dataclass
+class RefusalConfig:
+    """Which model, which prompts, how long to generate, where to write.
+
+    Args:
+        model: the model to evaluate.
+        prompts: labelled prompt sources (e.g. ``[{path: malicious}, {path: normal}]``).
+        output: folder for ``refusal.csv`` and ``refusal_summary.json``.
+        template: ``chat``, ``raw`` or ``auto`` (chat when the tokenizer has a template).
+        system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
+        max_new_tokens: greedy tokens generated per prompt.
+        batch_size: prompts per batch (length-sorted, left-padded).
+        judge: keyword file of the judge (default: configs/judge/keywords.yaml).
+        progress: show a progress bar.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: list[PromptSource] = field(default_factory=list)
+    output: str = "runs/refusal"
+    template: Template = "auto"
+    system_prompt: str | None = None
+    max_new_tokens: int = 20
+    batch_size: int = 8
+    judge: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class RefusalResult:
+    label: list[str]
+    prompt: list[str]
+    continuation: list[str]
+    verdict: list[str]
+    summary: dict[str, dict[str, Any]]
+    model_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _validate(cfg: RefusalConfig) -> None:
+    if cfg.max_new_tokens < 1:
+        raise ProbingError(f"--max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+    if cfg.batch_size < 1:
+        raise ProbingError(f"--batch_size must be >= 1, got {cfg.batch_size}")
+
+
+def summarize(
+    labels: list[str], verdicts: list[str], order: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per class: n, refused, rate (refused / n), complied, unclear."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in order:
+        mine = [v for lab, v in zip(labels, verdicts, strict=True) if lab == name]
+        refused = mine.count("refusal")
+        out[name] = {
+            "n": len(mine),
+            "refused": refused,
+            "rate": refused / len(mine) if mine else 0.0,
+            "complied": mine.count("compliance"),
+            "unclear": mine.count("unclear"),
+        }
+    return out
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    width = max([5, *map(len, summary)])
+    lines = [f"{'class':<{width}}  {'n':>5}  {'refused':>7}  {'rate':>6}"]
+    for name, s in summary.items():
+        lines.append(f"{name:<{width}}  {s['n']:>5}  {s['refused']:>7}  {s['rate']:>6.1%}")
+    return "\n".join(lines)
+
+
+def evaluate_refusal(
+    cfg: RefusalConfig, lm: LoadedModel | None = None, judge: KeywordJudge | None = None
+) -> RefusalResult:
+    """Generate, judge and summarise; ``lm``/``judge`` skip loading them (tests, notebooks)."""
+    _validate(cfg)
+    judge = judge or load_judge(cfg.judge)
+    prompts, labels, _, names = load_prompts(cfg.prompts)
+    lm = lm or load_model(cfg.model)
+    rendered = render(lm.tokenizer, prompts, cfg.template, cfg.system_prompt)
+    gen = generate(
+        lm,
+        rendered.ids,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        progress=cfg.progress,
+    )
+    verdicts = [judge.verdict(t) for t in gen.text]
+    label_names = [names[i] for i in labels]
+    return RefusalResult(
+        label=label_names,
+        prompt=prompts,
+        continuation=gen.text,
+        verdict=verdicts,
+        summary=summarize(label_names, verdicts, names),
+        model_meta=lm.meta,
+    )
+
+
+def write(cfg: RefusalConfig, result: RefusalResult, meta: dict[str, Any]) -> Path:
+    folder = Path(cfg.output)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ProbingError(f"cannot create --output {folder} ({err})") from None
+    with open(folder / "refusal.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "prompt", "continuation", "refused", "verdict"])
+        for lab, prompt, text, verdict in zip(
+            result.label, result.prompt, result.continuation, result.verdict, strict=True
+        ):
+            short = " ".join(text.split())[:CONTINUATION_CHARS]
+            writer.writerow([lab, prompt, short, int(verdict == "refusal"), verdict])
+    summary = {
+        "classes": result.summary,
+        **meta,
+        "probing_version": probing.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": dataclasses.asdict(cfg),
+    }
+    (folder / "refusal_summary.json").write_text(
+        json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    return folder
+
+
+def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
+    """Run the evaluation, write the files, log the table."""
+    judge = load_judge(cfg.judge)
+    result = evaluate_refusal(cfg, lm, judge)
+    meta = {
+        "model": result.model_meta,
+        "template": cfg.template,
+        "system_prompt": cfg.system_prompt or "",
+        "max_new_tokens": cfg.max_new_tokens,
+        "decoding": "greedy",
+        "judge": {
+            "file": str(Path(cfg.judge).expanduser() if cfg.judge else default_judge_path()),
+            **dataclasses.asdict(judge),
+        },
+        "continuation_chars": CONTINUATION_CHARS,
+    }
+    folder = write(cfg, result, meta)
+    log.info(
+        "refusal rate of %s (greedy, %d new tokens, keyword judge):\n%s",
+        result.model_meta.get("model"),
+        cfg.max_new_tokens,
+        table(result.summary),
+    )
+    log.info("wrote %s and %s", folder / "refusal.csv", folder / "refusal_summary.json")
+    return result
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="probing refusal",
+        description="Greedy continuations of labelled prompts and the keyword judge's refusal rate per class.",
+        default_env=False,
+    )
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
+    )
+    parser.add_class_arguments(RefusalConfig, None, sub_configs=True)
+    return parser
+
+
+def parse(argv: list[str]) -> RefusalConfig:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    ns.pop("config", None)
+    init = parser.instantiate_classes(ns)
+    return RefusalConfig(**init.as_dict()) if not isinstance(init, RefusalConfig) else init
+
+
+def run(argv: list[str]) -> int:
+    refusal(parse(argv))
+    return 0

@@ -1,0 +1,402 @@
+"""Probe LightningModules: all-layer heads (from ``heads.py``) plus loss, metrics, logging and reports.
+
+``LinearProbe``, ``MLPProbe`` and ``LinearMLPProbe`` (both in one run) share :class:`ProbeModule`. The
+loss is the sum over layers (and probes) of each head's mean cross-entropy. Per-layer metrics are
+computed once per epoch, vectorised over layers, and logged as ``val/acc/layer_07`` (with a probe
+prefix, ``val/linear/acc/layer_07``, when a module holds several probes). The best layer is chosen on
+validation accuracy only. At test time the run directory receives ``per_layer_metrics.csv``/``.json``
+and ``accuracy_per_layer.png``; at predict time ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probing.errors import ProbingError
+from probing.probes import report
+from probing.probes.heads import LinearHeads, MLPHeads
+from probing.probes.metrics import METRICS, LayerMetrics, bootstrap_accuracy
+from probing.training import wandb_utils
+
+log = logging.getLogger(__name__)
+SHORT = {"accuracy": "acc", "f1": "f1", "auroc": "auroc"}
+# Hyperparameters a checkpoint must share with the data it is evaluated on.
+MATCH_HPARAMS = ("num_layers", "hidden_size", "layers", "num_classes", "class_names")
+PREDICTIONS_NAME = "predictions.csv"
+
+
+class ProbeModule(L.LightningModule):
+    """Base of the probe modules: one independent head per selected layer, for each probe kind.
+
+    Args:
+        num_layers: Layers stored in the feature file (linked from the data).
+        hidden_size: Hidden size D (linked from the data).
+        num_classes: Number of classes (linked from the data).
+        layers: Absolute indices of the probed layers (linked from the data; default all).
+        class_names: Class names in index order (linked from the data).
+        lr: AdamW learning rate.
+        weight_decay: AdamW (decoupled) weight decay.
+        scheduler: ``cosine`` anneals the learning rate to 0 over training; ``none`` keeps it constant.
+        bootstrap: Bootstrap resamples of the test rows for an accuracy interval (0 = none).
+        compare_with: Other ``per_layer_metrics.csv`` files (or run directories), e.g. ``probing weak``'s,
+            whose test accuracy is drawn in the same plot.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_size: int,
+        num_classes: int = 2,
+        layers: list[int] | None = None,
+        class_names: list[str] | None = None,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-2,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        bootstrap: int = 0,
+        compare_with: list[str] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if num_layers < 1 or hidden_size < 1 or num_classes < 2:
+            raise ProbingError(
+                f"a probe needs num_layers >= 1, hidden_size >= 1 and num_classes >= 2, got "
+                f"{num_layers}, {hidden_size}, {num_classes} (they are linked from --data)"
+            )
+        self.layers = list(range(num_layers)) if layers is None else [int(i) for i in layers]
+        if any(not 0 <= i < num_layers for i in self.layers):
+            raise ProbingError(f"model layers {self.layers} are outside 0..{num_layers - 1}")
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.heads = nn.ModuleDict()
+        self.metrics = nn.ModuleDict()
+        # Validation results of the epoch the weights come from (saved in checkpoints).
+        self.val_results: dict[str, dict[str, list[float]]] = {}
+        self._predictions: list[dict[str, torch.Tensor]] = []
+
+    # -- construction -------------------------------------------------------------------------------
+    def add_head(self, name: str, head: nn.Module) -> None:
+        self.heads[name] = head
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_{name}"] = LayerMetrics(
+                len(self.layers), self.hparams.num_classes
+            )
+
+    @property
+    def probe_names(self) -> list[str]:
+        return list(self.heads)
+
+    def _prefix(self, stage: str, probe: str) -> str:
+        return f"{stage}/" if len(self.heads) == 1 else f"{stage}/{probe}/"
+
+    # -- forward and loss ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits ``[B, L, C]`` of every probe for activations ``[B, L, D]``."""
+        n = len(self.layers)
+        if x.dim() != 3 or x.shape[1] != n or x.shape[2] != self.hparams.hidden_size:
+            raise ProbingError(
+                f"probe expects activations [batch, {n} layers, {self.hparams.hidden_size}], got "
+                f"{tuple(x.shape)}; --data.layers and --data.path must match the model"
+            )
+        xt = x.transpose(0, 1).contiguous()  # layer-major once, shared by all heads
+        return {name: head.forward_layer_major(xt).transpose(0, 1) for name, head in self.heads.items()}
+
+    @staticmethod
+    def layer_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of each layer's head, ``[L]``."""
+        target = y[:, None].expand(-1, logits.shape[1])
+        return F.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(0)
+
+    def _step(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, y, _ = batch
+        logits = self(x)
+        loss = sum(self.layer_losses(out, y).sum() for out in logits.values())
+        return loss, logits
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch)
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(batch[1]),
+        )
+        return loss
+
+    def _eval_step(self, batch: Any, stage: str) -> torch.Tensor:
+        loss, logits = self._step(batch)
+        y = batch[1]
+        for name, out in logits.items():
+            self.metrics[f"{stage}_{name}"].update(out.log_softmax(-1), y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(y), sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
+
+    # -- epoch-level metrics ------------------------------------------------------------------------
+    def _compute(self, stage: str) -> dict[str, dict[str, list[float]]]:
+        """Per-probe metric lists ``[L]`` (a collective under DDP), logged once per epoch."""
+        out = {}
+        for name in self.heads:
+            metric = self.metrics[f"{stage}_{name}"]
+            values = {k: v.tolist() for k, v in metric.compute().items()}
+            if stage == "test" and self.hparams.bootstrap:
+                with metric.sync_context():
+                    correct = metric.correct()
+                lo, hi = bootstrap_accuracy(correct, self.hparams.bootstrap, seed=0)
+                values["accuracy_lo"], values["accuracy_hi"] = lo.tolist(), hi.tolist()
+            metric.reset()
+            out[name] = values
+            prefix = self._prefix(stage, name)
+            logged = {
+                f"{prefix}{SHORT[k]}/{report.layer_name(layer)}": values[k][j]
+                for k in METRICS
+                for j, layer in enumerate(self.layers)
+            }
+            logged[f"{prefix}acc/mean"] = sum(values["accuracy"]) / len(self.layers)
+            if stage == "val":  # the best layer is chosen on validation only
+                best = _argmax(values["accuracy"])
+                logged[f"{prefix}acc/best"] = values["accuracy"][best]
+                logged[f"{prefix}best_layer"] = float(self.layers[best])
+            elif name in self.val_results:  # test accuracy at the layer chosen on validation
+                best = _argmax(self.val_results[name]["accuracy"])
+                logged[f"{prefix}acc/at_best_val_layer"] = values["accuracy"][best]
+            self.log_dict(logged, sync_dist=False)
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        results = self._compute("val")
+        if not self.trainer.sanity_checking:
+            self.val_results = results
+
+    def best_layers(self) -> dict[str, dict[str, Any]]:
+        """The layer with the best validation accuracy for each probe (empty without validation)."""
+        out = {}
+        for name, values in self.val_results.items():
+            j = _argmax(values["accuracy"])
+            out[name] = {"layer": self.layers[j], "val_accuracy": values["accuracy"][j]}
+        return out
+
+    def on_test_epoch_end(self) -> None:
+        results = self._compute("test")
+        split = getattr(self.trainer.datamodule, "test_split_name", "test")
+        rows = self._rows(results, split)
+        if self.val_results:
+            rows = self._rows(self.val_results, "val") + rows
+        best = self.best_layers()
+        for name, info in best.items():
+            j = self.layers.index(info["layer"])
+            info[f"{split}_accuracy"] = results[name]["accuracy"][j]
+        directory = wandb_utils.run_dir(self.trainer)
+        if self.trainer.is_global_zero:
+            self._write_reports(directory, rows, split, best)
+
+    def _rows(self, results: dict[str, dict[str, list[float]]], split: str) -> list[dict[str, Any]]:
+        rows = []
+        for name, values in results.items():
+            for j, layer in enumerate(self.layers):
+                row = {"layer": layer, "probe": name, "split": split}
+                row.update({k: v[j] for k, v in values.items()})
+                rows.append(row)
+        return rows
+
+    def _write_reports(self, directory: Path, rows: list[dict], split: str, best: dict) -> None:
+        dm = self.trainer.datamodule
+        meta = getattr(dm, "meta", {})
+        info = {
+            "classes": self.class_names,
+            "layers": self.layers,
+            "best_layer_on_val": best,
+            "features": str(getattr(dm, "path", "")),
+            "test_features": getattr(dm, "test_path", None),
+            "feature_meta": report.provenance(meta),
+            "world_size": self.trainer.world_size,
+        }
+        csv_path, json_path = report.write_metrics(directory, rows, info)
+        others = report.comparison_rows(self.hparams.compare_with or [], split=None)
+        plot_rows = [r for r in rows if r["split"] == split] + [
+            r for r in others if r["split"] != "val"
+        ]
+        title = f"{meta.get('model', '')} - {' vs '.join(self.class_names)} ({split})"
+        png = report.plot_accuracy(plot_rows, directory / report.PLOT_NAME, title=title)
+        log.info("per-layer metrics: %s, %s; plot: %s", csv_path, json_path, png)
+        for name, b in best.items():
+            log.info(
+                "%s: best layer on val %d (val acc %.4f, %s acc %.4f)",
+                name,
+                b["layer"],
+                b["val_accuracy"],
+                split,
+                b[f"{split}_accuracy"],
+            )
+        columns = [c for c in (*report.COLUMNS, *report.CI_COLUMNS) if c in rows[0]]
+        wandb_utils.log_table(self.trainer, "per_layer_metrics", columns, rows)
+        wandb_utils.log_image(self.trainer, "accuracy_per_layer", png)
+
+    # -- W&B provenance -----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._log_features()
+
+    def on_test_start(self) -> None:
+        self._log_features()
+
+    def _log_features(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "meta", None):
+            wandb_utils.log_config(self.trainer, "features", report.provenance(dm.meta))
+
+    # -- predict --------------------------------------------------------------------------------------
+    def on_predict_epoch_start(self) -> None:
+        self._predictions = []
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y, rows = batch
+        out = {name: logits.softmax(-1) for name, logits in self(x).items()}
+        out["rows"], out["label"] = rows, y
+        self._predictions.append({k: v.detach().cpu() for k, v in out.items()})
+        return out
+
+    def on_predict_epoch_end(self) -> None:
+        if not self._predictions:
+            return
+        local = {k: torch.cat([p[k] for p in self._predictions]) for k in self._predictions[0]}
+        gathered = {k: self.all_gather(v.to(self.device)).cpu() for k, v in local.items()}
+        if self.trainer.world_size > 1:
+            gathered = {k: v.flatten(0, 1) for k, v in gathered.items()}
+        directory = wandb_utils.run_dir(self.trainer)
+        if self.trainer.is_global_zero:
+            path = self.write_predictions(directory / PREDICTIONS_NAME, gathered)
+            log.info("predictions for %d rows: %s", len(set(gathered["rows"].tolist())), path)
+        self._predictions = []
+
+    def write_predictions(self, path: Path, pred: dict[str, torch.Tensor]) -> Path:
+        """Long format: one line per (row, probe, layer) with ``p_<class>`` probabilities."""
+        rows = pred["rows"].tolist()
+        first = {}
+        for i, r in enumerate(rows):  # DDP pads with repeated rows: keep each row once
+            first.setdefault(r, i)
+        order = sorted(first.values(), key=lambda i: rows[i])
+        rows_kept = [rows[i] for i in order]
+        dm = self.trainer.datamodule
+        desc = dm.describe_rows(rows_kept) if hasattr(dm, "describe_rows") else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ["prompt_index", "row", "split", "label", "probe", "layer"]
+                + [f"p_{c}" for c in self.class_names]
+            )
+            for k, i in enumerate(order):
+                head = (
+                    [desc["prompt_index"][k], rows[i], desc["split"][k], desc["label"][k]]
+                    if desc
+                    else ["", rows[i], "", self.class_names[int(pred["label"][i])]]
+                )
+                for name in self.heads:
+                    probs = pred[name][i].tolist()
+                    for j, layer in enumerate(self.layers):
+                        writer.writerow([*head, name, layer, *(f"{p:.6g}" for p in probs[j])])
+        return path
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        if self.hparams.scheduler == "none":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["probe_val_results"] = self.val_results
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in MATCH_HPARAMS:
+            if key in saved and _norm(saved[key], key, saved) != _norm(
+                self.hparams.get(key), key, self.hparams
+            ):
+                option = {"class_names": "--data.classes", "num_classes": "--data.classes"}.get(
+                    key, "--data.layers"
+                )
+                raise ProbingError(
+                    f"the checkpoint was trained with {key}={saved[key]!r} but the data gives "
+                    f"{self.hparams.get(key)!r}; use a checkpoint of this feature file/model or set "
+                    f"{option} (and --data.path) as in training"
+                )
+        self.val_results = checkpoint.get("probe_val_results", {})
+
+
+def _norm(value: Any, key: str, hp: Any) -> Any:
+    if key == "layers" and value is None:
+        return list(range(int(hp.get("num_layers", 0))))
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _argmax(values: list[float]) -> int:
+    clean = [v if not math.isnan(v) else -math.inf for v in values]
+    return max(range(len(clean)), key=clean.__getitem__)
+
+
+class LinearProbe(ProbeModule):
+    """One linear classifier (logistic regression) per layer, all layers in one batched matmul."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.add_head(
+            "linear",
+            LinearHeads(len(self.layers), self.hparams.hidden_size, self.hparams.num_classes),
+        )
+
+
+class MLPProbe(ProbeModule):
+    """One MLP (``D -> hidden_dim -> C``, ReLU, dropout) per layer, all layers in two batched matmuls.
+
+    Args:
+        hidden_dim: Hidden units of each layer's MLP (the paper's weak MLP has 100).
+        dropout: Dropout on the hidden units.
+    """
+
+    def __init__(self, hidden_dim: int = 100, dropout: float = 0.1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.add_head(
+            "mlp",
+            MLPHeads(
+                len(self.layers),
+                self.hparams.hidden_size,
+                self.hparams.num_classes,
+                hidden_dim,
+                dropout,
+            ),
+        )
+
+
+class LinearMLPProbe(ProbeModule):
+    """A linear and an MLP probe on every layer, trained together in one run (one data pass).
+
+    Args:
+        hidden_dim: Hidden units of each layer's MLP.
+        dropout: Dropout on the MLP's hidden units.
+    """
+
+    def __init__(self, hidden_dim: int = 100, dropout: float = 0.1, **kwargs: Any):
+        super().__init__(**kwargs)
+        n, d, c = len(self.layers), self.hparams.hidden_size, self.hparams.num_classes
+        self.add_head("linear", LinearHeads(n, d, c))
+        self.add_head("mlp", MLPHeads(n, d, c, hidden_dim, dropout))

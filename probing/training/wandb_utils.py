@@ -1,0 +1,78 @@
+"""Run directory and Weights & Biases helpers (W&B is optional: every helper is a no-op without it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+def configure_wandb_mode(environ: dict[str, str] | None = None) -> str | None:
+    """Make W&B offline when no API key is set and ``WANDB_MODE`` is unset; returns the mode chosen.
+
+    Switch to online with ``WANDB_API_KEY=...`` (or ``wandb login`` plus ``WANDB_MODE=online``).
+    """
+    env = os.environ if environ is None else environ
+    if env.get("WANDB_MODE"):
+        return env["WANDB_MODE"]
+    if env.get("WANDB_API_KEY"):
+        return None
+    env["WANDB_MODE"] = "offline"
+    log.info("W&B runs offline (no WANDB_API_KEY); set WANDB_MODE=online or WANDB_API_KEY to sync")
+    return "offline"
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The run's directory: ``<save_dir>/<name>/<version>`` of the first logger (where Lightning puts
+    ``checkpoints/``), or ``default_root_dir`` without a logger. A collective: call it on every rank."""
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if logger is None:
+        path = str(trainer.default_root_dir)
+    else:
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        path = os.path.join(str(save_dir), str(logger.name or ""), version)
+    return Path(trainer.strategy.broadcast(path))
+
+
+def wandb_loggers(trainer: L.Trainer | None) -> list[Any]:
+    if trainer is None:
+        return []
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+    except ImportError:  # pragma: no cover - wandb missing
+        return []
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+def log_config(trainer: L.Trainer, key: str, values: dict[str, Any]) -> None:
+    """Add ``values`` under ``key`` to the W&B run config (rank 0)."""
+    if not trainer.is_global_zero:
+        return
+    for lg in wandb_loggers(trainer):
+        lg.experiment.config.update({key: values}, allow_val_change=True)
+
+
+def log_table(
+    trainer: L.Trainer, key: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    if not trainer.is_global_zero:
+        return
+    for lg in wandb_loggers(trainer):
+        lg.log_table(
+            key=key, columns=list(columns), data=[[r.get(c) for c in columns] for r in rows]
+        )
+
+
+def log_image(trainer: L.Trainer, key: str, path: str | os.PathLike) -> None:
+    if not trainer.is_global_zero:
+        return
+    for lg in wandb_loggers(trainer):
+        lg.log_image(key=key, images=[str(path)])

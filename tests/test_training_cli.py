@@ -1,0 +1,208 @@
+"""End to end through ``probing fit|test|predict`` (in process, W&B offline) and the error paths."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
+
+from probing.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+LINEAR = str(ROOT / "configs" / "probe" / "linear.yaml")
+LINEAR_MLP = str(ROOT / "configs" / "probe" / "linear_mlp.yaml")
+FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    # probing.cli.setup_logging binds its handler to the sys.stderr of the first call (a capture
+    # stream of an earlier test); start each test without it.
+    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def feat(workdir):
+    return str(make_feature_file(workdir / "feat.h5", n=240, num_layers=4, hidden_size=8,
+                                 separability=[0.3, 1.0, 2.0, 4.0], seed=5))  # fmt: skip
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted((root / "runs" / "probing").iterdir(), key=lambda p: p.stat().st_mtime)
+
+
+def test_fit_test_predict_end_to_end(workdir, feat, capsys):
+    argv = [
+        "--config",
+        LINEAR_MLP,
+        "--data.path",
+        feat,
+        "--trainer.max_epochs",
+        "4",
+        "--model.init_args.lr",
+        "0.03",
+    ]
+    assert main(["fit", *argv, *FAST]) == 0
+    (run,) = run_dirs(workdir)
+    for name in (
+        "config.yaml",
+        "per_layer_metrics.csv",
+        "per_layer_metrics.json",
+        "accuracy_per_layer.png",
+    ):
+        assert (run / name).is_file(), name
+    ckpts = sorted((run / "checkpoints").glob("epoch*.ckpt"))
+    assert len(ckpts) == 1 and (run / "checkpoints" / "last.ckpt").is_file()
+    assert f"path: {feat}" in (run / "config.yaml").read_text()
+    with open(run / "per_layer_metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["probe"], r["split"]) for r in rows} == {
+        (p, s) for p in ("linear", "mlp") for s in ("val", "test")
+    }
+    test_acc = {
+        int(r["layer"]): float(r["accuracy"])
+        for r in rows
+        if r["split"] == "test" and r["probe"] == "linear"
+    }
+    assert test_acc[3] > 0.9
+    report = json.loads((run / "per_layer_metrics.json").read_text())
+    assert report["best_layer_on_val"]["linear"]["layer"] == 3
+    assert report["feature_meta"]["model"] == "synthetic-model"
+
+    # W&B offline run: table, image and the config/feature metadata in the run file
+    (wrun,) = (workdir / "runs" / "wandb").glob("offline-run-*")
+    assert wrun.name.endswith(run.name)
+    assert list((wrun / "files" / "media" / "table").glob("per_layer_metrics*.table.json"))
+    assert list((wrun / "files" / "media" / "images").glob("accuracy_per_layer*.png"))
+    table = json.loads(next((wrun / "files" / "media" / "table").glob("*.json")).read_text())
+    assert table["columns"][:3] == ["layer", "probe", "split"] and len(table["data"]) == 4 * 2 * 2
+    needles = (b"prompt_hash", b"synthetic-model", b"test_after_fit", b"layer_03")
+    for _ in range(100):  # the W&B service may still be writing the offline run file
+        blob = next(wrun.glob("run-*.wandb")).read_bytes()
+        if all(n in blob for n in needles):
+            break
+        time.sleep(0.2)
+    for needle in needles:
+        assert needle in blob, needle
+
+    # test from the checkpoint: a new run directory with the same test metrics
+    assert main(["test", *argv, "--ckpt_path", str(ckpts[0]), *FAST]) == 0
+    test_run = run_dirs(workdir)[-1]
+    with open(test_run / "per_layer_metrics.csv") as f:
+        again = {
+            int(r["layer"]): float(r["accuracy"])
+            for r in csv.DictReader(f)
+            if r["split"] == "test" and r["probe"] == "linear"
+        }
+    assert again == test_acc
+
+    assert main(["validate", *argv, "--ckpt_path", str(ckpts[0]), *FAST]) == 0
+
+    # predict: per prompt, per layer probabilities
+    assert main(["predict", *argv, "--ckpt_path", str(ckpts[0]), *FAST]) == 0
+    pred_run = run_dirs(workdir)[-1]
+    with open(pred_run / "predictions.csv") as f:
+        preds = list(csv.DictReader(f))
+    assert list(preds[0]) == [
+        "prompt_index",
+        "row",
+        "split",
+        "label",
+        "probe",
+        "layer",
+        "p_normal",
+        "p_malicious",
+    ]
+    assert len(preds) == 240 * 4 * 2
+    assert {r["split"] for r in preds} == {"train", "val", "test"}
+    p = np.array([[float(r["p_normal"]), float(r["p_malicious"])] for r in preds[:50]])
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
+
+    # a checkpoint trained on other layers is refused with the option to change
+    capsys.readouterr()
+    code = main(["test", *argv, "--data.layers", "0:2", "--ckpt_path", str(ckpts[0]), *FAST])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        last.startswith("probing test: error: the checkpoint was trained with")
+        and "--data.layers" in last
+    )
+
+
+def test_weak_comparison_overlay_and_transfer(workdir, feat):
+    weak_dir = workdir / "weak"
+    assert (
+        main(["weak", "--data.path", feat, "--output_dir", str(weak_dir), "--classifiers", "[svm]"])
+        == 0
+    )
+    assert main(["fit", "--config", LINEAR, "--data.path", feat, "--trainer.max_epochs", "2",
+                 "--trainer.logger", "false", "--trainer.default_root_dir", "plain", "--model.init_args.compare_with",
+                 f"[{weak_dir}]", "--model.init_args.bootstrap", "50", *FAST]) == 0  # fmt: skip
+    with open(workdir / "plain" / "per_layer_metrics.csv") as f:
+        header = f.readline().strip()
+    assert header == "layer,probe,split,accuracy,f1,auroc,accuracy_lo,accuracy_hi"
+
+
+def test_print_config(workdir, feat, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", LINEAR, "--data.path", feat, "--print_config"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "class_path: probing.probes.LinearProbe" in out and "WandbLogger" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data.layers", "[9]"], "--data.layers: layer 9 is out of range"),
+        (["--data.classes", "[normal]"], "--data.classes"),
+        (["--data.path", "missing.h5"], "does not exist"),
+    ],
+)
+def test_user_errors_exit_2(workdir, feat, capsys, extra, message):
+    code = main(
+        ["fit", "--config", LINEAR, "--data.path", feat, "--trainer.logger", "false", *extra, *FAST]
+    )
+    assert code == 2
+    last = (
+        capsys.readouterr().err.strip().splitlines()[-1]
+    )  # (earlier lines: other libraries' logs)
+    assert last.startswith("probing fit: error: ") and message in last
+
+
+def test_nan_and_corrupt_files_exit_2(workdir, capsys):
+    hidden = np.ones((30, 2, 4), np.float32)
+    hidden[3, 1, 0] = np.inf
+    nan = make_feature_file(workdir / "nan.h5", hidden=hidden, labels=np.arange(30) % 2)
+    (workdir / "bad.h5").write_bytes(b"\x89HDF\r\n garbage" * 50)
+    for path, message in (
+        (nan, "NaN/inf activations at layer 1"),
+        (workdir / "bad.h5", "not a readable HDF5"),
+    ):
+        code = main(
+            [
+                "fit",
+                "--config",
+                LINEAR,
+                "--data.path",
+                str(path),
+                "--trainer.logger",
+                "false",
+                *FAST,
+            ]
+        )
+        assert code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("probing fit: error: ") and message in last
