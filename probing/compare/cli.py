@@ -1,0 +1,71 @@
+"""`probing compare --config configs/compare/NAME.yaml [--option value ...]`.
+
+Exit status: 0 when every run finished, 1 when some failed (the others are still compared and written;
+each failure is one line on stderr and in ``compare_summary.csv``), 2 for a bad config or when every
+run failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from probing.compare.run import CompareConfig, compare
+from probing.errors import ProbingError
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="probing compare",
+        description="Compare models and prompt formats: weak-classifier accuracy per layer for each "
+        "run, drawn as the paper's grid.",
+        default_env=False,
+    )
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
+    )
+    parser.add_class_arguments(CompareConfig, None, sub_configs=True)
+    return parser
+
+
+def parse(argv: list[str]) -> CompareConfig:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    ns.pop("config", None)
+    init = parser.instantiate_classes(ns)
+    return init if isinstance(init, CompareConfig) else CompareConfig(**init.as_dict())
+
+
+def run(argv: list[str]) -> int:
+    """``probing compare ...``; returns 0, or 1 when some runs failed."""
+    cfg = parse(argv)
+    result = compare(cfg)
+    for s in result.summary:
+        if s["status"] == "ok":
+            first = "never" if s["first_layer"] is None else f"layer {s['first_layer']}"
+            depth = (
+                "" if s["first_relative_depth"] is None else f" ({s['first_relative_depth']:.2f})"
+            )
+            log.info(
+                "%s %s: first >= %g at %s%s, best %.3f (layer %s)",
+                s["run"],
+                s["classifier"],
+                cfg.threshold,
+                first,
+                depth,
+                s["best_accuracy"],
+                s["best_layer"],
+            )
+    log.info("wrote %s", ", ".join(str(p) for p in result.paths.values()))
+    if len(result.failed) == len(result.runs):
+        raise ProbingError(
+            f"all {len(result.runs)} runs failed; see {result.paths['summary']} (first: "
+            f"{result.failed[0].name}: {result.failed[0].reason})"
+        )
+    for r in result.failed:
+        sys.stderr.write(f"probing compare: run {r.name!r} failed: {r.reason}\n")
+    return 1 if result.failed else 0

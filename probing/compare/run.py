@@ -1,0 +1,544 @@
+"""Compare models and prompt formats: the paper's accuracy grid (weak classifiers per layer, per run).
+
+A comparison is a list of runs ``{model, template, system_prompt}`` over one prompt set. Each run is
+extracted into ``<features_dir>/<run>.h5`` (an identical finished file is reused without loading the
+model), checked to hold the comparison's prompts, and the paper's weak classifiers are trained on every
+layer. A run that fails (model not loadable, package missing, another prompt set) is recorded with a
+one-line reason and the others go on. Layers are compared by index (0 = embeddings, i = output of
+decoder block i) and by relative depth ``layer / num_decoder_layers`` (0 = embeddings, 1 = last).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from probing.errors import ProbingError
+from probing.features.activations import Positions
+from probing.features.extract import ExtractConfig, extract, fingerprint, plan_rows
+from probing.features.store import FeatureFile, read_meta
+from probing.models.load import ModelConfig, load_model, load_tokenizer, model_identity
+from probing.prompts.sources import PromptSource, load_prompts
+
+log = logging.getLogger(__name__)
+
+Classifier = Literal["svm", "mlp"]
+METRIC_COLUMNS = (
+    "run", "model", "template", "classifier", "layer", "relative_depth", "split",
+    "accuracy", "f1", "auroc",
+)  # fmt: skip
+SUMMARY_COLUMNS = (
+    "run", "model", "template", "classifier", "status", "num_layers", "threshold",
+    "first_layer", "first_relative_depth", "best_accuracy", "best_layer", "reason",
+)  # fmt: skip
+METRICS_CSV, SUMMARY_CSV, RUNS_JSON, REPORT_MD = (
+    "compare_metrics.csv",
+    "compare_summary.csv",
+    "compare_runs.json",
+    "compare.md",
+)
+GRID_PNG, GRID_RELATIVE_PNG = "compare_grid.png", "compare_grid_relative.png"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NO_CONTEXT_LIMIT = 10**9  # plans only to fingerprint: the context length changes no fingerprint
+
+
+@dataclass
+class RunSpec:
+    """One line of the grid: a model under one prompt format.
+
+    Args:
+        model: a built-in name (``smollm2-135m-instruct``, ``gemma3-270m``), a hub id, a local model
+            folder or a ``.gguf`` file.
+        template: ``chat`` (the tokenizer's chat template with the generation prompt) or ``raw`` text.
+        system_prompt: system message for ``chat``.
+        name: the run's name in plots, CSVs and the feature file name (default ``<model>-<template>``).
+        gguf_file: GGUF file inside the folder or hub repo given by ``model``.
+        features: an existing feature file to use instead of extracting (it must hold the comparison's
+            prompts).
+    """
+
+    model: str
+    template: Literal["chat", "raw"] = "chat"
+    system_prompt: str | None = None
+    name: str | None = None
+    gguf_file: str | None = None
+    features: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        stem = Path(self.model).stem if "/" in self.model else self.model
+        return f"{stem}-{self.template}"
+
+
+@dataclass
+class CompareConfig:
+    """A comparison of models and prompt formats over one prompt set.
+
+    Args:
+        runs: the runs to compare (models × prompt formats).
+        prompts: labelled prompt sources shared by every run (built-in sets ``normal``,
+            ``malicious``, ``jailbreak`` or files).
+        classifiers: the paper's weak classifiers to train on each layer (``svm``, ``mlp``).
+        threshold: accuracy whose first crossing is reported per run (the paper: 0.95).
+        test_fraction: stratified test share of the rows (the paper: 0.3).
+        seed: seed of the split and the classifiers.
+        features_dir: where each run's feature file ``<run>.h5`` goes (identical finished files are
+            reused).
+        output_dir: where the CSVs, plots and Markdown summary go.
+        dtype: compute dtype of every model.
+        device: ``cpu`` or ``cuda``.
+        batch_size: prompts per forward pass.
+        positions: token position(s) stored per prompt.
+        lens_top_k: logit-lens tokens stored per layer.
+        storage_dtype: dtype of the stored activations.
+        mlp_max_iter: MLPClassifier max_iter.
+        overwrite: re-extract a run whose feature file holds another model, prompt set or setting.
+        progress: show progress bars.
+    """
+
+    runs: list[RunSpec] = field(default_factory=list)
+    prompts: list[PromptSource] = field(default_factory=list)
+    classifiers: list[Classifier] = field(default_factory=lambda: ["svm", "mlp"])
+    threshold: float = 0.95
+    test_fraction: float = 0.3
+    seed: int = 42
+    features_dir: str = "features/compare"
+    output_dir: str = "runs/compare"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    batch_size: int = 16
+    positions: Positions = "last"
+    lens_top_k: int = 5
+    storage_dtype: Literal["float16", "float32"] = "float16"
+    mlp_max_iter: int = 200
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    """What became of one run: ``ok`` with per-layer rows, or ``failed`` with a one-line reason."""
+
+    name: str
+    spec: RunSpec
+    status: Literal["ok", "failed"] = "ok"
+    reason: str = ""
+    features: str = ""
+    reused: bool = False
+    num_layers: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)  # compare_metrics.csv rows
+    meta: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class CompareResult:
+    runs: list[RunResult]
+    metrics: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    paths: dict[str, Path]
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.runs if r.status != "ok"]
+
+
+def validate(cfg: CompareConfig) -> None:
+    """Checks of the whole config, before any run (each names the option to change)."""
+    if not cfg.runs:
+        raise ProbingError("--runs is empty; list at least one {model, template} run")
+    names = [r.run_name for r in cfg.runs]
+    for name in names:
+        if not _NAME.match(name):
+            raise ProbingError(
+                f"run name {name!r} is not usable as a file name; set `name` of that run "
+                "(letters, digits, '.', '_', '-')"
+            )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ProbingError(f"runs share the names {dupes}; give each run a distinct `name`")
+    if not cfg.prompts and any(r.features is None for r in cfg.runs):
+        raise ProbingError(
+            "--prompts is empty; every run needs the same prompt sources (or a `features` file)"
+        )
+    if not cfg.classifiers:
+        raise ProbingError("--classifiers is empty; choose svm, mlp or both")
+    if not 0.0 < cfg.threshold <= 1.0:
+        raise ProbingError(f"--threshold must be in (0, 1], got {cfg.threshold}")
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise ProbingError(f"--test_fraction must be in (0, 1), got {cfg.test_fraction}")
+
+
+# -- the prompt set every run must hold ---------------------------------------------------------
+
+
+@dataclass
+class PromptSet:
+    """The comparison's prompts: (prompt, label name) per prompt index."""
+
+    items: list[tuple[str, str]]
+    origin: str
+
+    @classmethod
+    def from_sources(cls, sources: list[PromptSource]) -> PromptSet:
+        prompts, labels, _, names = load_prompts(sources)
+        return cls([(p, names[y]) for p, y in zip(prompts, labels)], "`prompts`")
+
+    @classmethod
+    def from_file(cls, ff: FeatureFile, origin: str) -> PromptSet:
+        items: list[tuple[str, str] | None] = [None] * (int(max(_col(ff, "prompt_index"))) + 1)
+        for i, p, y in _file_rows(ff):
+            items[i] = (p, ff.label_names[y])
+        return cls([it or ("", "") for it in items], origin)
+
+    def check(self, ff: FeatureFile, run: str) -> int:
+        """Raises unless every row of ``ff`` is the same prompt and label; returns rows missing."""
+        differ = sum(
+            not (0 <= i < len(self.items) and self.items[i] == (p, ff.label_names[y]))
+            for i, p, y in _file_rows(ff)
+        )
+        missing = len(self.items) - ff.num_rows
+        skipped = sum((ff.meta.get("skipped") or {}).values())
+        if differ or missing != skipped:
+            what = (
+                f"{differ} of {ff.num_rows} rows differ in prompt or label"
+                if differ
+                else f"{ff.num_rows} rows, {skipped} prompts skipped, for {len(self.items)} prompts"
+            )
+            raise ProbingError(
+                f"run {run!r}: {ff.path} holds another prompt set than {self.origin} ({what}); a "
+                "comparison needs the same prompts in every run: drop the run's `features` to "
+                "extract it, or fix `prompts`"
+            )
+        return missing
+
+
+def _col(ff: FeatureFile, name: str) -> list[Any]:
+    return list(ff.column(name))
+
+
+def _file_rows(ff: FeatureFile) -> list[tuple[int, str, int]]:
+    return list(
+        zip(
+            (int(i) for i in _col(ff, "prompt_index")),
+            _col(ff, "prompt"),
+            (int(y) for y in _col(ff, "label")),
+        )
+    )
+
+
+# -- one run --------------------------------------------------------------------------------------
+
+
+def extract_config(cfg: CompareConfig, spec: RunSpec) -> ExtractConfig:
+    """The extraction behind one run (``resume`` unless ``overwrite``)."""
+    return ExtractConfig(
+        model=ModelConfig(
+            name=spec.model, gguf_file=spec.gguf_file, dtype=cfg.dtype, device=cfg.device
+        ),
+        prompts=list(cfg.prompts),
+        output=str(Path(cfg.features_dir) / f"{spec.run_name}.h5"),
+        template=spec.template,
+        system_prompt=spec.system_prompt,
+        positions=cfg.positions,
+        lens_top_k=cfg.lens_top_k,
+        batch_size=cfg.batch_size,
+        storage_dtype=cfg.storage_dtype,
+        resume=not cfg.overwrite,
+        overwrite=cfg.overwrite,
+        progress=cfg.progress,
+    )
+
+
+class _Models:
+    """Keeps the last model (and its tokenizer) for the next run of the same model."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.tokenizer: Any = None
+        self.lm: Any = None
+
+    def _select(self, mc: ModelConfig) -> None:
+        key = dataclasses.astuple(mc)
+        if key != self.key:
+            self.key, self.tokenizer, self.lm = key, None, None
+
+    def tokenizer_for(self, mc: ModelConfig) -> Any:
+        self._select(mc)
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(mc)
+        return self.tokenizer
+
+    def model_for(self, mc: ModelConfig) -> Any:
+        self._select(mc)
+        if self.lm is None:
+            self.lm = load_model(mc, self.tokenizer_for(mc))
+        return self.lm
+
+
+def ensure_features(cfg: CompareConfig, spec: RunSpec, models: _Models) -> tuple[Path, bool]:
+    """The run's feature file and whether an existing one was reused (extracting it if needed)."""
+    if spec.features:
+        return Path(spec.features), True
+    ecfg = extract_config(cfg, spec)
+    path = Path(ecfg.output)
+    tokenizer = models.tokenizer_for(ecfg.model)
+    if path.exists() and not cfg.overwrite:
+        try:
+            meta = read_meta(path)
+        except ProbingError:
+            meta = {}
+        plan = plan_rows(ecfg, tokenizer, _NO_CONTEXT_LIMIT)
+        if meta.get("complete") and meta.get("fingerprint") == fingerprint(
+            ecfg, model_identity(ecfg.model), plan
+        ):
+            log.info("%s: reusing %s (same model, prompts and settings)", spec.run_name, path)
+            return path, True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return extract(ecfg, models.model_for(ecfg.model)), False
+
+
+def weak_metrics(cfg: CompareConfig, path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The weak classifiers' per-layer rows (``layer,probe,split,accuracy,f1,auroc``) and metadata."""
+    from probing.data import ActivationDataModule
+    from probing.probes.weak import weak_rows
+
+    f = cfg.test_fraction
+    dm = ActivationDataModule(str(path), layers="all", split=(1 - f, 0.0, f), seed=cfg.seed)
+    rows = weak_rows(dm, cfg.classifiers, mlp_max_iter=cfg.mlp_max_iter)
+    return rows, dict(dm.meta)
+
+
+def run_one(
+    cfg: CompareConfig, spec: RunSpec, models: _Models, reference: PromptSet | None
+) -> tuple[RunResult, PromptSet | None]:
+    """Extract (or reuse), check the prompt set, train; failures become a ``failed`` result."""
+    result = RunResult(name=spec.run_name, spec=spec)
+    start = time.perf_counter()
+    try:
+        path, result.reused = ensure_features(cfg, spec, models)
+        result.features = str(path)
+        with FeatureFile(path) as ff:
+            if reference is None:
+                reference = PromptSet.from_file(ff, f"run {spec.run_name!r}")
+            missing = reference.check(ff, spec.run_name)
+            template = ff.meta.get("template")
+        if missing:
+            log.warning(
+                "%s: %d prompts have no row (skipped at extraction)", spec.run_name, missing
+            )
+        if template != spec.template:
+            raise ProbingError(
+                f"run {spec.run_name!r}: {path} was extracted with template {template!r}, the run "
+                f"says {spec.template!r}; fix the run's `template` or `features`"
+            )
+        rows, result.meta = weak_metrics(cfg, path)
+        result.num_layers = int(result.meta["num_layers"])
+        result.rows = [_metric_row(result, r) for r in rows]
+    except ProbingError as err:
+        _fail(result, str(err))
+    except Exception as err:  # a bug: keep its traceback in the log, let the other runs finish
+        log.exception("run %r failed unexpectedly", spec.run_name)
+        _fail(result, f"{type(err).__name__}: {err} (unexpected; traceback in the log)")
+    result.seconds = time.perf_counter() - start
+    return result, reference
+
+
+def _fail(result: RunResult, message: str) -> None:
+    result.status = "failed"
+    result.reason = " ".join(message.split())  # one line
+    log.error("run %r failed: %s", result.name, result.reason)
+
+
+def _metric_row(result: RunResult, row: dict[str, Any]) -> dict[str, Any]:
+    depth = max(result.num_layers - 1, 1)
+    return {
+        "run": result.name,
+        "model": result.spec.model,
+        "template": result.spec.template,
+        "classifier": row["probe"],
+        "layer": int(row["layer"]),
+        "relative_depth": int(row["layer"]) / depth,
+        "split": row["split"],
+        "accuracy": row["accuracy"],
+        "f1": row["f1"],
+        "auroc": row["auroc"],
+    }
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+def first_crossing(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
+    """The lowest layer whose accuracy reaches ``threshold`` (``None`` if none does)."""
+    hits = [r for r in rows if r["accuracy"] >= threshold]
+    return min(hits, key=lambda r: r["layer"]) if hits else None
+
+
+def summarize(results: list[RunResult], cfg: CompareConfig) -> list[dict[str, Any]]:
+    """One row per run and classifier (one per failed run): first layer ≥ threshold, best accuracy."""
+    out = []
+    for res in results:
+        base = {
+            "run": res.name,
+            "model": res.spec.model,
+            "template": res.spec.template,
+            "status": res.status,
+            "threshold": cfg.threshold,
+            "reason": res.reason,
+        }
+        if res.status != "ok":
+            out.append({**base, "classifier": ""})
+            continue
+        for clf in cfg.classifiers:
+            rows = [r for r in res.rows if r["classifier"] == clf]
+            finite = [r for r in rows if not math.isnan(r["accuracy"])]
+            best = max(finite, key=lambda r: (r["accuracy"], -r["layer"]), default=None)
+            first = first_crossing(finite, cfg.threshold)
+            out.append(
+                {
+                    **base,
+                    "classifier": clf,
+                    "num_layers": res.num_layers,
+                    "first_layer": first["layer"] if first else None,
+                    "first_relative_depth": first["relative_depth"] if first else None,
+                    "best_accuracy": best["accuracy"] if best else None,
+                    "best_layer": best["layer"] if best else None,
+                }
+            )
+    return out
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    return path
+
+
+def _fmt(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    return value
+
+
+def markdown(result: CompareResult, cfg: CompareConfig) -> str:
+    """A short Markdown summary for the demo report."""
+    t = cfg.threshold
+    lines = [
+        "## Models and prompt formats",
+        "",
+        f"Weak classifiers ({', '.join(cfg.classifiers)}) on every layer's last-token state, "
+        f"{int(round((1 - cfg.test_fraction) * 100))}/{int(round(cfg.test_fraction * 100))} split "
+        f"(seed {cfg.seed}); layer 0 = embeddings, relative depth = layer / decoder blocks.",
+        "",
+        f"| run | model | template | classifier | first layer ≥ {t:g} | relative depth | "
+        "best accuracy (layer) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in result.summary:
+        if s["status"] != "ok":
+            continue
+        first = (
+            "never" if s["first_layer"] is None else f"{s['first_layer']} / {s['num_layers'] - 1}"
+        )
+        depth = "" if s["first_relative_depth"] is None else f"{s['first_relative_depth']:.2f}"
+        best = "" if s["best_accuracy"] is None else f"{s['best_accuracy']:.3f} ({s['best_layer']})"
+        lines.append(
+            f"| {s['run']} | {s['model']} | {s['template']} | {s['classifier']} | {first} | "
+            f"{depth} | {best} |"
+        )
+    lines += [
+        "",
+        f"![accuracy per layer]({GRID_PNG})",
+        "",
+        f"![by relative depth]({GRID_RELATIVE_PNG})",
+    ]
+    if result.failed:
+        lines += ["", "Failed runs:", ""]
+        lines += [
+            f"- **{r.name}** ({r.spec.model}, {r.spec.template}): {r.reason}" for r in result.failed
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# -- the whole comparison ----------------------------------------------------------------------
+
+
+def compare(cfg: CompareConfig) -> CompareResult:
+    """Run every run (failures recorded, not raised), then write CSVs, plots and the summary."""
+    from probing.compare import plots
+
+    validate(cfg)
+    reference = PromptSet.from_sources(cfg.prompts) if cfg.prompts else None
+    models = _Models()
+    results = []
+    for i, spec in enumerate(cfg.runs, 1):
+        log.info(
+            "run %d of %d: %s (%s, %s)", i, len(cfg.runs), spec.run_name, spec.model, spec.template
+        )
+        res, reference = run_one(cfg, spec, models, reference)
+        results.append(res)
+    models = _Models()  # free the last model before plotting
+    metrics = [row for r in results for row in r.rows]
+    summary = summarize(results, cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": write_csv(out / METRICS_CSV, metrics, METRIC_COLUMNS),
+        "summary": write_csv(out / SUMMARY_CSV, summary, SUMMARY_COLUMNS),
+    }
+    title = f"weak classifiers, {' vs '.join(_classes(results))}"
+    paths["grid"] = plots.grid(results, cfg, out / GRID_PNG, "layer", title)
+    paths["grid_relative"] = plots.grid(
+        results, cfg, out / GRID_RELATIVE_PNG, "relative_depth", title
+    )
+    result = CompareResult(results, metrics, summary, paths)
+    paths["report"] = out / REPORT_MD
+    paths["report"].write_text(markdown(result, cfg))
+    paths["runs"] = out / RUNS_JSON
+    paths["runs"].write_text(json.dumps(_runs_record(result, cfg), indent=1, default=str) + "\n")
+    return result
+
+
+def _classes(results: list[RunResult]) -> list[str]:
+    for r in results:
+        if r.meta.get("label_names"):
+            return list(r.meta["label_names"])
+    return []
+
+
+def _runs_record(result: CompareResult, cfg: CompareConfig) -> dict[str, Any]:
+    from probing.probes.report import provenance
+
+    return {
+        "config": dataclasses.asdict(cfg),
+        "runs": [
+            {
+                "name": r.name,
+                "status": r.status,
+                "reason": r.reason,
+                "features": r.features,
+                "reused": r.reused,
+                "seconds": round(r.seconds, 2),
+                "spec": dataclasses.asdict(r.spec),
+                "feature_meta": provenance(r.meta),
+            }
+            for r in result.runs
+        ],
+        "summary": result.summary,
+    }

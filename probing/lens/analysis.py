@@ -1,0 +1,413 @@
+"""Logit-lens analysis from a feature file's stored top-K: frequent tokens, emotions, consistency.
+
+No model is needed, only its tokenizer (to turn ids into strings). Definitions are in
+``docs/lens.md``; layer indices follow ``docs/feature-format.md`` (0 = embeddings, the last layer is
+after the final norm).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probing.errors import ProbingError
+from probing.features.store import FeatureFile
+from probing.lens.emotions import EMOTIONS, NEUTRAL, EmotionLists, load_emotions
+
+log = logging.getLogger(__name__)
+
+METRICS = (
+    "emotion_hit_rate",
+    "negative_rate",
+    "positive_rate",
+    "negative_mass",
+    "positive_mass",
+    "topk_consistency",
+)
+CONSISTENCY_COLUMNS = ("layer", "class", "n", "dominant_emotion", *METRICS)
+TOP_TOKEN_COLUMNS = ("layer", "class", "rank", "token", "count", "emotion")
+_CODES = {NEUTRAL: 0, "negative": 1, "positive": 2}
+_MARKER_TEXT = {"\u0120": " ", "\u2581": " ", "\u010a": "\n", "\u0109": "\t"}
+
+
+@dataclass(frozen=True)
+class TopToken:
+    """One of a class's most frequent lens tokens at one layer."""
+
+    token_id: int
+    token: str  # decoded text, leading space kept
+    count: int  # prompts of the class with this token in their top-K (ids are distinct per prompt)
+    emotion: str
+
+
+@dataclass
+class ClassLens:
+    """Per-layer lens statistics of one class."""
+
+    name: str
+    n: int
+    dominant_emotion: str
+    metrics: dict[str, np.ndarray]  # name -> [L]
+    top: list[list[TopToken]]  # [L][rank], most frequent first
+
+
+@dataclass
+class LensAnalysis:
+    """Result of :func:`analyse`: per class and layer, as plain values."""
+
+    num_layers: int
+    top_k: int
+    classes: dict[str, ClassLens]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def consistency_rows(self) -> list[dict[str, Any]]:
+        """Rows of ``lens_consistency.csv`` (layer-major, classes in file order)."""
+        rows = []
+        for layer in range(self.num_layers):
+            for c in self.classes.values():
+                row = {
+                    "layer": layer,
+                    "class": c.name,
+                    "n": c.n,
+                    "dominant_emotion": c.dominant_emotion,
+                }
+                row.update({m: float(c.metrics[m][layer]) for m in METRICS})
+                rows.append(row)
+        return rows
+
+    def top_token_rows(self) -> list[dict[str, Any]]:
+        """Rows of ``lens_top_tokens.csv`` (rank 1 = most frequent)."""
+        return [
+            {
+                "layer": layer,
+                "class": c.name,
+                "rank": rank,
+                "token": t.token,
+                "count": t.count,
+                "emotion": t.emotion,
+            }
+            for layer in range(self.num_layers)
+            for c in self.classes.values()
+            for rank, t in enumerate(c.top[layer], start=1)
+        ]
+
+
+# -- reading ----------------------------------------------------------------------------------------
+def read_lens(ff: FeatureFile, position: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Lens ids and logits ``[N, L, K]`` at one stored position; errors if the file has no lens."""
+    k = int(ff.meta.get("lens_top_k") or 0)
+    f = ff.file
+    missing = [name for name in ("lens_ids", "lens_logits") if name not in f]
+    if k <= 0 or missing or f["lens_ids"].shape[-1] == 0:
+        found = f"datasets {', '.join(missing)} missing" if missing else f"lens_top_k={k}"
+        raise ProbingError(
+            f"{ff.path} holds no logit-lens data ({found}); re-extract with --lens_top_k 5 (or more)"
+        )
+    p = ff.num_positions
+    if not -p <= position < p:
+        raise ProbingError(
+            f"--position {position} is out of range: {ff.path} stores {p} position(s) "
+            f"(0..{p - 1}, or -1 for the last)"
+        )
+    ids = f["lens_ids"][:, :, position % p, :]
+    logits = f["lens_logits"][:, :, position % p, :]
+    return ids.astype(np.int64, copy=False), logits.astype(np.float64, copy=False)
+
+
+def decode_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Readable text of each token id (one piece each; a leading space is kept).
+
+    Needs only ``convert_ids_to_tokens``; ``convert_tokens_to_string`` when present turns byte-level
+    and sentencepiece pieces into text, otherwise leading space markers become spaces.
+    """
+    ids = [int(i) for i in ids]
+    raw = tokenizer.convert_ids_to_tokens(ids)
+    bad = [i for i, t in zip(ids, raw) if t is None]
+    if bad:
+        raise ProbingError(
+            f"token ids {bad[:5]} are not in the tokenizer's vocabulary; the file was extracted with "
+            "another model: pass its tokenizer with --tokenizer"
+        )
+    to_text = getattr(tokenizer, "convert_tokens_to_string", None)
+    if to_text is None:
+        return [_MARKER_TEXT.get(t[:1], t[:1]) + t[1:] if t else t for t in raw]
+    return [to_text([t]) for t in raw]
+
+
+def label(text: str, width: int = 12) -> str:
+    """Short one-line label of a token's text for plots and tables."""
+    s = text.strip()
+    if not s:
+        s = text.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+        s = s or "∅"
+    s = re.sub(r"\s+", " ", s)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def check_layers(
+    layers: Sequence[int] | None, num_layers: int, option: str = "--layers"
+) -> list[int]:
+    """Layer indices made non-negative (all by default); out of range names ``option``."""
+    if layers is None:
+        return list(range(num_layers))
+    out = []
+    for layer in layers:
+        if not -num_layers <= int(layer) < num_layers:
+            raise ProbingError(
+                f"{option} {layer} is out of range: the file has layers 0..{num_layers - 1} "
+                "(0 = embeddings, -1 = the last)"
+            )
+        out.append(int(layer) % num_layers)
+    return out
+
+
+# -- analysis ---------------------------------------------------------------------------------------
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (the stored top-K logits only)."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _select_classes(
+    labels: np.ndarray, label_names: Sequence[str], classes: Sequence[str] | None, where: str
+) -> list[str]:
+    counts = np.bincount(labels, minlength=len(label_names))
+    if classes is None:
+        chosen = [name for i, name in enumerate(label_names) if counts[i] > 0]
+        if not chosen:
+            raise ProbingError(f"{where} has no rows")
+        return chosen
+    chosen = []
+    for name in classes:
+        if name not in label_names:
+            raise ProbingError(
+                f"--classes {name!r} is not a class of {where} (its classes: {', '.join(label_names)})"
+            )
+        if counts[list(label_names).index(name)] == 0:
+            raise ProbingError(f"--classes {name!r} has no rows in {where}; leave it out")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def analyse_arrays(
+    ids: np.ndarray,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    tokenizer: Any,
+    emotions: EmotionLists | None = None,
+    top: int = 10,
+    classes: Sequence[str] | None = None,
+    where: str = "the feature file",
+) -> LensAnalysis:
+    """The analysis of lens ids/logits ``[N, L, K]`` with row labels ``[N]`` (see docs/lens.md)."""
+    if top < 1:
+        raise ProbingError(f"--top must be >= 1, got {top}")
+    ids, logits = np.asarray(ids), np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if ids.ndim != 3 or ids.shape != logits.shape or ids.shape[0] != labels.shape[0]:
+        raise ValueError(f"lens ids {ids.shape}, logits {logits.shape}, labels {labels.shape}")
+    emotions = emotions or load_emotions()
+    names = _select_classes(labels, label_names, classes, where)
+    _, num_layers, k = ids.shape
+
+    uniq, inv = np.unique(ids, return_inverse=True)
+    inv = inv.reshape(ids.shape)
+    texts = decode_tokens(tokenizer, uniq)
+    kinds = [emotions.classify(t) for t in texts]
+    slot = np.array([_CODES[e] for e in kinds], dtype=np.int8)[inv]  # [N, L, K]
+    probs = softmax(logits)
+    hits = {e: slot == _CODES[e] for e in EMOTIONS}
+    mass = {e: (probs * hits[e]).sum(-1) for e in EMOTIONS}  # [N, L]
+    layer_key = np.arange(num_layers)[None, :, None] * len(uniq)
+
+    out: dict[str, ClassLens] = {}
+    for name in names:
+        rows = labels == list(label_names).index(name)
+        n = int(rows.sum())
+        anyhit = {e: hits[e][rows].any(-1) for e in EMOTIONS}  # [n, L]
+        total = {e: int(hits[e][rows].sum()) for e in EMOTIONS}
+        dominant = "positive" if total["positive"] > total["negative"] else "negative"
+        counts = np.bincount(
+            (layer_key + inv[rows]).ravel(), minlength=num_layers * len(uniq)
+        ).reshape(num_layers, len(uniq))
+        order = np.argsort(-counts, axis=1, kind="stable")[:, : max(top, k)]  # ties: lower id first
+        ranked = np.take_along_axis(counts, order, axis=1)
+        metrics = {
+            "emotion_hit_rate": anyhit[dominant].mean(0),
+            "negative_rate": anyhit["negative"].mean(0),
+            "positive_rate": anyhit["positive"].mean(0),
+            "negative_mass": mass["negative"][rows].mean(0),
+            "positive_mass": mass["positive"][rows].mean(0),
+            "topk_consistency": ranked[:, :k].sum(1) / (n * k),
+        }
+        toplist = [
+            [
+                TopToken(int(uniq[j]), texts[j], int(c), kinds[j])
+                for j, c in zip(order[layer, :top], ranked[layer, :top])
+                if c > 0
+            ]
+            for layer in range(num_layers)
+        ]
+        out[name] = ClassLens(name, n, dominant, metrics, toplist)
+    return LensAnalysis(num_layers=num_layers, top_k=k, classes=out)
+
+
+def analyse(
+    features: str | os.PathLike | FeatureFile,
+    tokenizer: Any,
+    emotions: EmotionLists | None = None,
+    top: int = 10,
+    classes: Sequence[str] | None = None,
+    position: int = -1,
+) -> LensAnalysis:
+    """Lens analysis of a feature file; ``tokenizer`` decodes ids (see :func:`file_tokenizer`)."""
+    ff = features if isinstance(features, FeatureFile) else FeatureFile(features)
+    emotions = emotions or load_emotions()
+    ids, logits = read_lens(ff, position)
+    check_token_ids(ids, tokenizer, ff.path)
+    result = analyse_arrays(
+        ids, logits, ff.labels, ff.label_names, tokenizer, emotions, top, classes, str(ff.path)
+    )
+    result.meta = {
+        "path": str(ff.path),
+        "model": ff.meta.get("model", ""),
+        "architecture": ff.meta.get("architecture", ""),
+        "rows": int(ids.shape[0]),
+        "positions": ff.meta.get("positions", ""),
+        "position": position,
+        "num_positions": ff.num_positions,
+        "emotions": emotions.source,
+    }
+    return result
+
+
+# -- tokenizer of a file ------------------------------------------------------------------------------
+def check_token_ids(ids: np.ndarray, tokenizer: Any, where: Any) -> None:
+    """The tokenizer must know every stored id (a smaller vocabulary means another model)."""
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    top = int(ids.max()) if ids.size else -1
+    if size is not None and top >= size:
+        raise ProbingError(
+            f"{where} has lens token id {top} but the tokenizer has only {size} tokens: it belongs to "
+            "another model; pass the file's tokenizer with --tokenizer"
+        )
+
+
+def file_tokenizer(meta: dict[str, Any], override: str | None = None) -> Any:
+    """The tokenizer of the model named in a feature file's metadata (or ``override``, a name/path)."""
+    from probing.models.load import ModelConfig, load_tokenizer
+
+    if override:
+        return load_tokenizer(ModelConfig(name=override))
+    model = (meta.get("config") or {}).get("model")
+    if meta.get("model_source") == "object" or not isinstance(model, dict):
+        raise ProbingError(
+            f"the feature file was extracted from an in-memory model {meta.get('model')!r} whose "
+            "tokenizer cannot be loaded by name; pass --tokenizer NAME_OR_FOLDER"
+        )
+    fields = {"name", "gguf_file", "revision", "trust_remote_code"}
+    return load_tokenizer(ModelConfig(**{k: v for k, v in model.items() if k in fields}))
+
+
+# -- files --------------------------------------------------------------------------------------------
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def write_csv(rows: list[dict[str, Any]], columns: Sequence[str], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows({k: _fmt(r[k]) for k in columns} for r in rows)
+    return path
+
+
+def write_csvs(result: LensAnalysis, folder: str | os.PathLike) -> list[Path]:
+    """``lens_consistency.csv`` and ``lens_top_tokens.csv`` in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        write_csv(result.consistency_rows(), CONSISTENCY_COLUMNS, folder / "lens_consistency.csv"),
+        write_csv(result.top_token_rows(), TOP_TOKEN_COLUMNS, folder / "lens_top_tokens.csv"),
+    ]
+
+
+def summary_layers(num_layers: int, count: int = 5) -> list[int]:
+    """A few evenly spaced layers, embeddings and last layer included."""
+    return sorted({int(round(x)) for x in np.linspace(0, num_layers - 1, min(count, num_layers))})
+
+
+def _cell(t: TopToken) -> str:
+    text = label(t.token).replace("|", "\\|").replace("*", "\\*").replace("`", "\\`")
+    text = {"positive": f"**{text}**", "negative": f"*{text}*"}.get(t.emotion, text)
+    return f"{text} ({t.count})"
+
+
+def summary_markdown(
+    result: LensAnalysis, layers: Sequence[int] | None = None, tokens: int = 5
+) -> str:
+    """``lens_summary.md``: per class the top tokens at a few layers and the consistency numbers."""
+    layers = summary_layers(result.num_layers) if layers is None else list(layers)
+    m = result.meta
+    lines = [
+        f"# Logit lens: {m.get('path', '')}",
+        "",
+        f"Model `{m.get('model', '')}` ({m.get('architecture', '')}), {m.get('rows', '?')} rows, "
+        f"{result.num_layers} layers (0 = embeddings, {result.num_layers - 1} = after the final "
+        f"norm), top-{result.top_k} lens tokens per layer at stored position {m.get('position', -1)} "
+        f"of {m.get('num_positions', 1)} ('{m.get('positions', '')}'). Emotion lists: "
+        f"`{m.get('emotions', '')}`. Definitions: docs/lens.md.",
+        "",
+    ]
+    for c in result.classes.values():
+        hit, cons = c.metrics["emotion_hit_rate"], c.metrics["topk_consistency"]
+        lines += [
+            f"## Class `{c.name}` (n = {c.n}, dominant emotion: {c.dominant_emotion})",
+            "",
+            f"Peak emotion_hit_rate {hit.max():.3f} at layer {int(hit.argmax())}; peak "
+            f"topk_consistency {cons.max():.3f} at layer {int(cons.argmax())}.",
+            "",
+            f"Most frequent lens tokens (prompts of {c.n} with the token in their top-"
+            f"{result.top_k}; **positive**, *negative*):",
+            "",
+            "| layer | " + " | ".join(str(r) for r in range(1, tokens + 1)) + " |",
+            "|---:|" + "---|" * tokens,
+        ]
+        for layer in layers:
+            cells = [_cell(t) for t in c.top[layer][:tokens]]
+            cells += [""] * (tokens - len(cells))
+            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+        lines += ["", "| layer | " + " | ".join(METRICS) + " |", "|---:|" + "---:|" * len(METRICS)]
+        for layer in range(result.num_layers):
+            values = " | ".join(f"{c.metrics[k][layer]:.3f}" for k in METRICS)
+            lines.append(f"| {layer} | {values} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CONSISTENCY_COLUMNS",
+    "METRICS",
+    "TOP_TOKEN_COLUMNS",
+    "ClassLens",
+    "LensAnalysis",
+    "TopToken",
+    "analyse",
+    "analyse_arrays",
+    "decode_tokens",
+    "file_tokenizer",
+    "read_lens",
+    "summary_markdown",
+    "write_csvs",
+]

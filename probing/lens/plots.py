@@ -1,0 +1,159 @@
+"""Plots of a :class:`~probing.lens.analysis.LensAnalysis` (matplotlib, Agg canvas, no pyplot state)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from probing.lens.analysis import LensAnalysis, check_layers, label
+
+COLOURS = {"negative": "#d62728", "positive": "#2ca02c", "neutral": "#9e9e9e"}
+EMOTION_NAMES = {
+    "negative": "negative / refusal",
+    "positive": "positive / affirmation",
+    "neutral": "neutral",
+}
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # tokens in scripts the font lacks draw as boxes
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+        fig.savefig(path, dpi=120)
+    return path
+
+
+def _title(result: LensAnalysis) -> str:
+    model = result.meta.get("model")
+    return f"Logit lens top-{result.top_k}" + (f", {model}" if model else "")
+
+
+def plot_consistency(result: LensAnalysis, path: str | os.PathLike) -> Path:
+    """``consistency.png``: emotion_hit_rate and topk_consistency per class over layers."""
+    fig = _figure(11, 4)
+    axes = fig.subplots(1, 2, sharex=True)
+    x = np.arange(result.num_layers)
+    for c in result.classes.values():
+        axes[0].plot(
+            x, c.metrics["emotion_hit_rate"], marker=".", label=f"{c.name} ({c.dominant_emotion})"
+        )
+        axes[1].plot(x, c.metrics["topk_consistency"], marker=".", label=c.name)
+    axes[0].set_title("emotion hit rate (class's dominant emotion in top-K)")
+    axes[1].set_title("top-K intermediate consistency")
+    for ax in axes:
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("share of prompts")
+    axes[1].set_ylabel("share of top-K slots")
+    fig.suptitle(_title(result))
+    return _save(fig, path)
+
+
+def plot_emotion_mass(result: LensAnalysis, path: str | os.PathLike) -> Path:
+    """``emotion_mass.png``: mean softmax mass (over the stored top-K) on negative/positive tokens."""
+    fig = _figure(11, 4)
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    x = np.arange(result.num_layers)
+    for ax, emotion in zip(axes, ("negative", "positive")):
+        for c in result.classes.values():
+            ax.plot(x, c.metrics[f"{emotion}_mass"], marker=".", label=c.name)
+        ax.set_title(f"{EMOTION_NAMES[emotion]} mass")
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("mean softmax mass within the top-K")
+    axes[0].set_ylim(-0.02, 1.02)
+    fig.suptitle(_title(result))
+    return _save(fig, path)
+
+
+def plot_heatmap(
+    result: LensAnalysis,
+    name: str,
+    path: str | os.PathLike,
+    layers: Sequence[int] | None = None,
+    width: int = 9,
+) -> Path:
+    """``lens_heatmap_<class>.png``: layers × frequency rank, cells labelled with the token.
+
+    Colour is the token's emotion; its strength is the share of the class's prompts with the token
+    in their top-K at that layer. The last layer is at the top.
+    """
+    c = result.classes[name]
+    layers = check_layers(layers, result.num_layers)
+    top = max((len(c.top[layer]) for layer in layers), default=1) or 1
+    image = np.ones((len(layers), top, 3))
+    fig = _figure(1.4 + 0.95 * top, 1.4 + 0.3 * len(layers))
+    ax = fig.subplots()
+    for row, layer in enumerate(layers):
+        for rank, t in enumerate(c.top[layer]):
+            share = t.count / c.n
+            alpha = 0.15 + 0.85 * share
+            image[row, rank] = (1 - alpha) + alpha * np.array(to_rgb(COLOURS[t.emotion]))
+            dark = alpha > 0.6 and t.emotion != "neutral"
+            ax.text(
+                rank,
+                row,
+                label(t.token, width),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+            )
+    ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest")
+    ax.set_xticks(range(top), [str(r) for r in range(1, top + 1)])
+    step = max(1, len(layers) // 40)
+    ax.set_yticks(
+        range(0, len(layers), step), [str(layers[i]) for i in range(0, len(layers), step)]
+    )
+    ax.set_xlabel("frequency rank within the class (1 = in most prompts' top-K)")
+    ax.set_ylabel("layer (0 = embeddings)")
+    ax.set_xticks(np.arange(-0.5, top, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(layers), 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.8)
+    ax.tick_params(which="minor", length=0)
+    ax.set_title(
+        f"{_title(result)}: class {name!r} (n = {c.n}); colour strength = share of prompts",
+        fontsize=9,
+    )
+    handles = [Patch(color=COLOURS[e], label=EMOTION_NAMES[e]) for e in COLOURS]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def safe_name(name: str) -> str:
+    """A class name usable in a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "class"
+
+
+def plot_all(
+    result: LensAnalysis, folder: str | os.PathLike, layers: Sequence[int] | None = None
+) -> list[Path]:
+    """Every plot into ``folder``: consistency, emotion mass and one heatmap per class."""
+    folder = Path(folder)
+    paths = [
+        plot_consistency(result, folder / "consistency.png"),
+        plot_emotion_mass(result, folder / "emotion_mass.png"),
+    ]
+    for name in result.classes:
+        paths.append(
+            plot_heatmap(result, name, folder / f"lens_heatmap_{safe_name(name)}.png", layers)
+        )
+    return paths

@@ -1,0 +1,338 @@
+"""`probing monitor --ckpt CKPT [--layer auto|N] (--prompt TEXT | --prompts FILE | --eval)`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from probing.errors import ProbingError
+from probing.models.load import LoadedModel, load_model
+from probing.monitor.calibrate import (
+    EVAL_FPRS,
+    Scorer,
+    calibrate_probe,
+    check_fpr,
+    check_threshold,
+    evaluate,
+    is_feature_file,
+    labelled_probs,
+    rates,
+)
+from probing.monitor.screen import (
+    DEFAULT_REFUSAL,
+    Guarded,
+    LoadedProbe,
+    Screener,
+    Screening,
+    check_model,
+    choose_layer,
+    guarded_generate,
+    load_probe,
+    model_config,
+)
+from probing.prompts.sources import PromptSource, load_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorConfig:
+    """Screen prompts with a trained probe at one early layer, before the model generates.
+
+    Args:
+        ckpt: probe checkpoint of ``probing fit`` (its feature file's model is loaded).
+        probe: probe inside the checkpoint (``linear``, ``mlp``; default: the first).
+        layer: layer to screen at: an index, or ``auto`` (the earliest layer within
+            ``auto_tolerance`` of the best validation accuracy recorded in training).
+        auto_tolerance: accuracy tolerance of ``--layer auto`` (0.005 = half a point; 0 = the best).
+        prompt: one prompt to screen.
+        prompts: prompts to screen: a file (CSV/TSV/JSON/JSONL/TXT/Parquet), a built-in set, or a list
+            of prompt sources ``[{path, label, ...}]``; with ``--eval`` a labelled set (sources, or a
+            feature file ``.h5`` of the same model: its stored activations, the fast path).
+        json: write one JSON object per prompt (with ``--eval``: the report as JSON).
+        output: write results to this file instead of stdout.
+        threshold: flag prompts whose score is at least this probability (overrides ``--fpr``).
+        fpr: target false positive rate of the threshold chosen on the calibration set.
+        calibrate: labelled calibration set (a feature file ``.h5`` or prompt sources; default: the
+            validation split of the probe's training feature file). Thresholds are stored in
+            ``monitor.json`` beside the checkpoint and reused.
+        positive: harmful class of a binary probe (score = p(positive)).
+        negative: normal class (score of probes with 3+ classes = 1 - p(negative)).
+        eval: report AUROC, TPR at ``eval_fprs`` and per-class results for every layer (default set:
+            the training file's test split plus the classes it was not trained on).
+        eval_fprs: false positive rates of the evaluation.
+        generate: screen, then generate for allowed prompts and answer ``refusal`` to flagged ones.
+        max_new_tokens: greedy tokens generated per allowed prompt.
+        refusal: answer given to flagged prompts.
+        model_name: load the model from here instead of the feature file's ``model`` (must be the
+            same weights: it is checked).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: compute dtype (default: the extraction's).
+        batch_size: prompts per forward pass.
+    """
+
+    ckpt: str
+    probe: str | None = None
+    layer: str = "auto"
+    auto_tolerance: float = 0.005
+    prompt: str | None = None
+    prompts: str | list[PromptSource] | None = None
+    json: bool = False
+    output: str | None = None
+    threshold: float | None = None
+    fpr: float = 0.01
+    calibrate: str | list[PromptSource] | None = None
+    positive: str = "malicious"
+    negative: str = "normal"
+    eval: bool = False
+    eval_fprs: list[float] = field(default_factory=lambda: list(EVAL_FPRS))
+    generate: bool = False
+    max_new_tokens: int = 32
+    refusal: str = DEFAULT_REFUSAL
+    model_name: str | None = None
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    batch_size: int = 8
+
+
+def _validate(cfg: MonitorConfig) -> None:
+    if cfg.threshold is not None:
+        check_threshold(cfg.threshold)
+    check_fpr(cfg.fpr)
+    for f in cfg.eval_fprs:
+        check_fpr(f, "--eval_fprs")
+    if cfg.max_new_tokens < 1:
+        raise ProbingError(f"--max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+    if cfg.eval and (cfg.prompt is not None or cfg.generate):
+        raise ProbingError("--eval takes a labelled set in --prompts, not --prompt or --generate")
+    if not cfg.eval and cfg.prompt is None and cfg.prompts is None:
+        raise ProbingError("nothing to screen: give --prompt TEXT, --prompts FILE or --eval")
+    if cfg.prompt is not None and cfg.prompts is not None:
+        raise ProbingError("give either --prompt or --prompts, not both")
+    if not cfg.eval and isinstance(cfg.prompts, str) and is_feature_file(cfg.prompts):
+        raise ProbingError(
+            "--prompts is a feature file; screening needs prompts (a feature file only works with --eval)"
+        )
+
+
+def _needs_model(cfg: MonitorConfig) -> bool:
+    def fast(source: Any) -> bool:
+        return source is None or (isinstance(source, str) and is_feature_file(source))
+
+    if not cfg.eval:
+        return True
+    return not fast(cfg.prompts) or (cfg.threshold is None and not fast(cfg.calibrate))
+
+
+def _load_lm(cfg: MonitorConfig, probe: LoadedProbe, lm: LoadedModel | None) -> LoadedModel:
+    if lm is None:
+        lm = load_model(model_config(probe, cfg.model_name, cfg.device, cfg.dtype))
+    check_model(probe, lm)
+    return lm
+
+
+def monitor(
+    cfg: MonitorConfig, lm: LoadedModel | None = None
+) -> list[Screening] | list[Guarded] | dict[str, Any]:
+    """Run the monitor as configured; returns screenings, guarded answers or the evaluation report.
+    ``lm`` skips loading the model (tests, notebooks); it is still checked against the probe."""
+    _validate(cfg)
+    probe = load_probe(cfg.ckpt, cfg.probe)
+    scorer = Scorer(tuple(probe.class_names), cfg.positive, cfg.negative)
+    layer = choose_layer(probe, cfg.layer, cfg.auto_tolerance)
+    screener = None
+    if _needs_model(cfg):
+        lm = _load_lm(cfg, probe, lm)
+        screener = Screener(lm, probe, layer, cfg.threshold, scorer, cfg.batch_size)
+    if cfg.eval:
+        return _evaluate(cfg, probe, scorer, layer, screener)
+    assert screener is not None
+    if cfg.threshold is None:
+        cal = calibrate_probe(probe, scorer, cfg.fpr, cfg.calibrate, screener)
+        screener.threshold = cal.threshold(layer)
+        log.info(
+            "threshold %.4f at layer %d (FPR %g on the calibration set; TPR there %.3f)",
+            screener.threshold,
+            layer,
+            cfg.fpr,
+            cal.tpr[cal.layers.index(layer)],
+        )
+    prompts = [cfg.prompt] if cfg.prompt is not None else _load(cfg.prompts)
+    if cfg.generate:
+        return guarded_generate(screener, prompts, cfg.max_new_tokens, cfg.refusal)
+    return screener.screen(prompts)
+
+
+def _load(source: str | list[PromptSource] | None) -> list[str]:
+    sources = [PromptSource(path=source)] if isinstance(source, str) else list(source or [])
+    prompts, _, _, _ = load_prompts(sources)
+    return prompts
+
+
+def _evaluate(
+    cfg: MonitorConfig,
+    probe: LoadedProbe,
+    scorer: Scorer,
+    layer: int,
+    screener: Screener | None,
+) -> dict[str, Any]:
+    probs, labels, what = labelled_probs(probe, cfg.prompts, "test", screener)
+    if cfg.threshold is None:
+        cals = [calibrate_probe(probe, scorer, f, cfg.calibrate, screener) for f in cfg.eval_fprs]
+    else:
+        cals = []
+    scores = scorer(probs)
+    per_layer = evaluate(scores, labels, scorer, probe.layers, cals, probe.class_map, cfg.eval_fprs)
+    if cfg.threshold is not None:
+        positive = scorer.is_positive(labels, probe.class_map)
+        for j, entry in enumerate(per_layer):
+            entry["calibrated"]["threshold"] = {
+                "threshold": cfg.threshold,
+                **rates(scores[:, j], positive, cfg.threshold),
+            }
+    return {
+        "checkpoint": str(probe.path),
+        "probe": probe.probe,
+        "score": scorer.rule,
+        "model": probe.feature_meta.get("model"),
+        "eval_set": what,
+        "calibration_set": cals[0].source if cals else None,
+        "chosen_layer": layer,
+        "chosen": next(e for e in per_layer if e["layer"] == layer),
+        "layers": per_layer,
+    }
+
+
+# -- output -----------------------------------------------------------------------------------------
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _fmt(value: Any) -> str:
+    return (
+        "   n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.3f}"
+    )
+
+
+def eval_table(report: dict[str, Any]) -> str:
+    """The evaluation report as text: one line per layer, then the chosen layer's classes."""
+    fprs = [k.removeprefix("tpr@") for k in report["chosen"] if k.startswith("tpr@")]
+    cal_keys = list(report["chosen"]["calibrated"])
+    head = f"{'layer':>5}  {'AUROC':>6}  " + "  ".join(f"TPR@{f:<5}" for f in fprs)
+    head += "".join(f"  TPR/FPR@thr({k})" for k in cal_keys)
+    lines = [
+        f"{report['model']} - {report['probe']} probe, score {report['score']}, "
+        f"eval set: {report['eval_set']}",
+        head,
+    ]
+    for e in report["layers"]:
+        mark = " *" if e["layer"] == report["chosen_layer"] else ""
+        line = f"{e['layer']:>5}  {_fmt(e['auroc']):>6}  " + "  ".join(
+            f"{_fmt(e[f'tpr@{f}']):>9}" for f in fprs
+        )
+        for k in cal_keys:
+            c = e["calibrated"][k]
+            line += f"  {_fmt(c['tpr']):>7}/{_fmt(c['fpr'])}{'':>4}"
+        lines.append(line + mark)
+    lines.append(f"per class at layer {report['chosen_layer']} (*):")
+    for name, info in report["chosen"]["per_class"].items():
+        parts = [f"n={info['rows']}", f"mean score {_fmt(info['mean_score'])}"]
+        parts += [f"{k} {_fmt(v)}" for k, v in info.items() if k.startswith("flagged@")]
+        if "auroc_vs_negative" in info:
+            parts.append(f"AUROC vs negative {_fmt(info['auroc_vs_negative'])}")
+        lines.append(f"  {name:<12} " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def _screen_line(s: Screening) -> str:
+    probs = " ".join(f"p({c})={p:.4f}" for c, p in s.probs.items())
+    text = " ".join(s.prompt.split())
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"{s.decision:<5} score={s.score:.4f} layer={s.layer} {probs}  {text}"
+
+
+def write_results(
+    cfg: MonitorConfig, result: list[Screening] | list[Guarded] | dict[str, Any]
+) -> None:
+    out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout  # noqa: SIM115
+    try:
+        if isinstance(result, dict):
+            out.write(
+                json.dumps(_clean(result), indent=1) + "\n"
+                if cfg.json
+                else eval_table(result) + "\n"
+            )
+        else:
+            for r in result:
+                if cfg.json:
+                    out.write(json.dumps(_clean(r.as_dict()), ensure_ascii=False) + "\n")
+                elif isinstance(r, Guarded):
+                    out.write(
+                        _screen_line(r.screening) + "\n  -> " + r.response.replace("\n", " ") + "\n"
+                    )
+                else:
+                    out.write(_screen_line(r) + "\n")
+    finally:
+        if cfg.output:
+            out.close()
+    if cfg.output:
+        log.info("wrote %s", Path(cfg.output))
+
+
+# -- command line -------------------------------------------------------------------------------------
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="probing monitor",
+        description="Screen prompts with a trained probe at an early layer (the forward stops there); "
+        "calibrate its threshold for a target false positive rate; evaluate it per layer.",
+        default_env=False,
+    )
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
+    )
+    parser.add_class_arguments(MonitorConfig, None)
+    return parser
+
+
+FLAGS = ("--json", "--eval", "--generate")
+BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "on", "off"}
+
+
+def _bare_flags(argv: list[str]) -> list[str]:
+    """``--json`` alone means ``--json true`` (also ``--eval``, ``--generate``)."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1].lower() if i + 1 < len(argv) else None
+        if arg in FLAGS and following not in BOOL_WORDS:
+            out.append("true")
+    return out
+
+
+def parse(argv: list[str]) -> MonitorConfig:
+    parser = build_parser()
+    ns = parser.parse_args(_bare_flags(list(argv)))
+    ns.pop("config", None)
+    init = parser.instantiate_classes(ns)
+    return MonitorConfig(**init.as_dict()) if not isinstance(init, MonitorConfig) else init
+
+
+def run(argv: list[str]) -> int:
+    cfg = parse(argv)
+    write_results(cfg, monitor(cfg))
+    return 0

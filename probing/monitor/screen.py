@@ -1,0 +1,565 @@
+"""Screen prompts with a trained probe before the model generates: stop the forward at the probe's layer.
+
+A :class:`Screener` renders prompts exactly as the probe's training features were rendered (the
+feature file's ``template`` and ``system_prompt``), runs the decoder on left-padded batches with
+position ids from the attention mask, captures the probed position at layer ``L`` with a forward hook
+(layer 0: a pre-hook of the first block; the last layer: the final norm's output) and stops the
+forward there by raising a private exception, so the blocks after ``L`` never run. Hooks are removed
+in ``finally``. The probe checkpoint's own standardisation (``input_mean``/``input_std``) is applied
+to the raw state, then its head for that layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probing.errors import ProbingError
+from probing.features.activations import Selector, left_pad, position_ids_from_mask
+from probing.features.store import read_meta
+from probing.models.load import LoadedModel, ModelConfig
+from probing.monitor.calibrate import Scorer, file_sha256
+from probing.prompts.render import render
+
+log = logging.getLogger(__name__)
+
+# What identifies the features a probe was trained on (checked against the loaded model).
+FEATURE_META_KEYS = (
+    "model", "gguf_sha256", "model_revision", "template", "system_prompt", "positions",
+    "hidden_size", "num_layers",
+)  # fmt: skip
+# Extra keys read from the feature file when the checkpoint records no ``feature_meta``.
+EXTRA_META_KEYS = ("dtype", "num_positions", "config", "label_names", "architecture")
+DEFAULT_REFUSAL = "I can't help with that request."
+PROBE_CLASSES = {
+    ("linear",): "probing.probes.LinearProbe",
+    ("mlp",): "probing.probes.MLPProbe",
+    ("linear", "mlp"): "probing.probes.LinearMLPProbe",
+}
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the last wanted layer is reached (never escapes)."""
+
+
+# -- the probe checkpoint ---------------------------------------------------------------------------
+@dataclass
+class LoadedProbe:
+    """A trained probe module with what the monitor needs to apply it to live hidden states."""
+
+    module: Any  # probing.probes.ProbeModule
+    probe: str
+    path: Path
+    sha256: str
+    layers: list[int]
+    class_names: list[str]
+    feature_meta: dict[str, Any]
+    data_hparams: dict[str, Any] = field(default_factory=dict)
+    val_results: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    data_path: Path | None = None
+
+    @property
+    def position(self) -> int:
+        return int(self.data_hparams.get("position", -1))
+
+    @property
+    def class_map(self) -> dict[str, str]:
+        return dict(self.data_hparams.get("class_map") or {})
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.module.hparams.hidden_size)
+
+    def column(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise ProbingError(
+                f"--layer {layer} is not probed by {self.path.name}; it probes layers "
+                f"{_layers_text(self.layers)} (0 = embeddings)"
+            )
+        return self.layers.index(layer)
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, L_sel, C]`` of raw (unstandardised) activations ``[B, L_sel, D]``."""
+        x = x.to(torch.float32)
+        if hasattr(self.module, "raw_logits"):
+            logits = self.module.raw_logits(x)[self.probe]
+        else:  # before the lead's raw_logits: same standardisation, then the heads
+            logits = self.module((x - self.module.input_mean) / self.module.input_std)[self.probe]
+        return logits.float().softmax(-1)
+
+
+def _resolve_data_path(value: str | None, ckpt: Path) -> Path | None:
+    """The training feature file: as recorded, else relative to a folder above the checkpoint."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        for parent in ckpt.resolve().parents:
+            if (parent / path).is_file():
+                return parent / path
+    return None
+
+
+def _probe_class(hp: dict[str, Any], state: dict[str, Any]) -> type:
+    target = hp.get("_class_path")
+    if not target:
+        heads = tuple(sorted({k.split(".")[1] for k in state if k.startswith("heads.")}))
+        target = PROBE_CLASSES.get(heads)
+        if target is None:
+            raise ProbingError(f"cannot tell the probe class from its heads {heads}")
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ProbingError(
+            f"the checkpoint's probe class {target} is not importable: {err}"
+        ) from None
+
+
+def _init_kwargs(cls: type, hp: dict[str, Any]) -> dict[str, Any]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names |= set(inspect.signature(init).parameters)
+        if klass.__name__ == "ProbeModule":
+            break
+    return {k: v for k, v in hp.items() if k in names and not k.startswith("_")}
+
+
+def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe:
+    """Load a probe checkpoint of ``probing fit`` (any probe class) on CPU, in eval mode."""
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        raise ProbingError(f"--ckpt {path} does not exist; give a checkpoint of `probing fit`")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle/zip errors of every kind: not a checkpoint
+        raise ProbingError(f"--ckpt {path} is not a readable checkpoint ({err})") from None
+    if not isinstance(raw, dict) or "hyper_parameters" not in raw or "state_dict" not in raw:
+        raise ProbingError(f"--ckpt {path} is not a probe checkpoint of `probing fit`")
+    hp, state = dict(raw["hyper_parameters"]), dict(raw["state_dict"])
+    cls = _probe_class(hp, state)
+    module = cls(**_init_kwargs(cls, hp))
+    data_hp = dict(raw.get("datamodule_hyper_parameters") or {})
+    data_path = _resolve_data_path(data_hp.get("path"), path)
+    stats = {k: state.pop(k) for k in ("input_mean", "input_std") if k in state}
+    if not hasattr(module, "input_mean"):  # older module.py: register the buffers here
+        n, d = len(module.layers), int(hp["hidden_size"])
+        module.register_buffer("input_mean", torch.zeros(n, d))
+        module.register_buffer("input_std", torch.ones(n, d))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in ("input_mean", "input_std")]
+    if missing or unexpected:
+        raise ProbingError(
+            f"--ckpt {path} does not fit {cls.__name__}: missing {missing}, unexpected {unexpected}"
+        )
+    if len(stats) == 2:
+        module.input_mean.copy_(stats["input_mean"])
+        module.input_std.copy_(stats["input_std"])
+    else:
+        _recompute_stats(module, data_hp, data_path, path)
+    module.eval()
+    names = list(module.heads)
+    if probe is None:
+        probe = names[0]
+        if len(names) > 1:
+            log.info("%s holds probes %s; using %r (choose with --probe)", path.name, names, probe)
+    elif probe not in names:
+        raise ProbingError(f"--probe {probe!r} is not in {path.name}; it holds {names}")
+    return LoadedProbe(
+        module=module,
+        probe=probe,
+        path=path,
+        sha256=file_sha256(path),
+        layers=list(module.layers),
+        class_names=list(module.class_names),
+        feature_meta=_feature_meta(hp, data_path, path),
+        data_hparams=data_hp,
+        val_results=dict(raw.get("probe_val_results") or {}),
+        data_path=data_path,
+    )
+
+
+def _recompute_stats(module: Any, data_hp: dict, data_path: Path | None, ckpt: Path) -> None:
+    """Checkpoints without ``input_mean``/``input_std``: the data module's train statistics again."""
+    if not data_hp.get("standardize", True):
+        return  # zeros and ones already
+    if data_path is None:
+        raise ProbingError(
+            f"--ckpt {ckpt} holds no input standardisation (input_mean/input_std) and its training "
+            f"feature file {data_hp.get('path')!r} is not found; retrain with this probing version or "
+            "run from the folder training ran in"
+        )
+    from probing.data import ActivationDataModule
+
+    log.warning(
+        "%s holds no input_mean/input_std; recomputing the train standardisation from %s",
+        ckpt.name,
+        data_path,
+    )
+    dm = ActivationDataModule(**{**data_hp, "path": str(data_path), "test_path": None})
+    dm.setup()
+    if dm.stats is None:
+        return
+    module.input_mean.copy_(torch.from_numpy(dm.stats[0]))
+    module.input_std.copy_(torch.from_numpy(dm.stats[1]))
+
+
+def _feature_meta(hp: dict[str, Any], data_path: Path | None, ckpt: Path) -> dict[str, Any]:
+    meta = dict(hp.get("feature_meta") or {})
+    if data_path is not None:
+        file_meta = read_meta(data_path)
+        for key in (*FEATURE_META_KEYS, *EXTRA_META_KEYS):
+            if key not in meta and key in file_meta:
+                meta[key] = file_meta[key]
+    missing = [k for k in ("model", "hidden_size", "num_layers", "template") if k not in meta]
+    if missing:
+        raise ProbingError(
+            f"--ckpt {ckpt} records no feature_meta {missing} and its training feature file is not "
+            "found; the model and prompt template cannot be checked"
+        )
+    return meta
+
+
+# -- choosing the layer -------------------------------------------------------------------------------
+def choose_layer(probe: LoadedProbe, spec: str | int = "auto", tolerance: float = 0.005) -> int:
+    """``spec`` as a layer index, or ``auto``: the earliest probed layer whose validation accuracy is
+    within ``tolerance`` (0.005 = half a point) of the best one (``tolerance=0``: the recorded best)."""
+    if isinstance(spec, str) and spec.strip().lower() != "auto":
+        try:
+            spec = int(spec)
+        except ValueError:
+            raise ProbingError(f"--layer takes 'auto' or a layer index, got {spec!r}") from None
+    if isinstance(spec, int):
+        probe.column(spec)
+        return spec
+    if not 0 <= tolerance < 1:
+        raise ProbingError(f"--auto_tolerance must be in [0, 1), got {tolerance}")
+    acc = probe.val_results.get(probe.probe, {}).get("accuracy")
+    if not acc:
+        raise ProbingError(
+            f"--layer auto needs the validation accuracy per layer, which {probe.path.name} does not "
+            "record (trained without a validation split?); give --layer N"
+        )
+    clean = [a if a is not None and not math.isnan(a) else -math.inf for a in acc]
+    best = max(clean)
+    ok = [layer for layer, a in zip(probe.layers, clean, strict=True) if a >= best - tolerance]
+    layer = min(ok)
+    log.info(
+        "--layer auto: layer %d (val accuracy %.4f; best %.4f; earliest within %.4f)",
+        layer,
+        clean[probe.layers.index(layer)],
+        best,
+        tolerance,
+    )
+    return layer
+
+
+# -- the model --------------------------------------------------------------------------------------
+def model_config(
+    probe: LoadedProbe, name: str | None = None, device: str = "cpu", dtype: str | None = None
+) -> ModelConfig:
+    """The model the probe's features came from (``name`` overrides where it is loaded from)."""
+    meta = probe.feature_meta
+    base = dict((meta.get("config") or {}).get("model") or {})
+    fields = set(ModelConfig.__dataclass_fields__)
+    cfg = ModelConfig(**{k: v for k, v in base.items() if k in fields})
+    cfg.name = name or meta["model"]
+    if name and name != meta["model"]:
+        cfg.gguf_file = None
+    cfg.revision = cfg.revision or meta.get("model_revision") or None
+    cfg.dtype = dtype or base.get("dtype") or meta.get("dtype") or "float32"
+    cfg.device = device
+    return cfg
+
+
+def check_model(probe: LoadedProbe, lm: LoadedModel) -> None:
+    """Refuse a model other than the one the probe's features came from."""
+    meta = probe.feature_meta
+    hidden = int(lm.model.config.hidden_size)
+    want = {
+        "hidden_size": (int(meta["hidden_size"]), hidden),
+        "num_layers": (int(meta["num_layers"]), lm.parts.num_layers),
+    }
+    if probe.hidden_size != hidden:
+        want["hidden_size"] = (probe.hidden_size, hidden)
+    sha_a, sha_b = meta.get("gguf_sha256") or "", lm.meta.get("gguf_sha256") or ""
+    rev_a, rev_b = meta.get("model_revision") or "", lm.meta.get("model_revision") or ""
+    if sha_a and sha_b:
+        same_model = sha_a == sha_b
+    else:
+        same_model = meta["model"] == lm.meta.get("model") and (
+            not rev_a or not rev_b or rev_a == rev_b
+        )
+    bad = [k for k, (a, b) in want.items() if a != b]
+    if bad or not same_model:
+        found = ", ".join(f"{k} {b}" for k, (_, b) in want.items())
+        expected = ", ".join(f"{k} {a}" for k, (a, _) in want.items())
+        raise ProbingError(
+            f"--ckpt {probe.path.name} was trained on features of model {meta['model']!r} "
+            f"({expected}{', gguf ' + sha_a[:12] if sha_a else ''}) but the model given is "
+            f"{lm.meta.get('model')!r} ({found}{', gguf ' + sha_b[:12] if sha_b else ''}); use a "
+            "checkpoint trained on this model's features, or load its model (--model_name)"
+        )
+
+
+# -- screening ---------------------------------------------------------------------------------------
+@dataclass
+class Screening:
+    """The monitor's decision on one prompt."""
+
+    prompt: str
+    probs: dict[str, float]
+    score: float
+    flagged: bool
+    layer: int
+    threshold: float | None
+
+    @property
+    def decision(self) -> str:
+        return "flag" if self.flagged else "allow"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "probs": self.probs,
+            "score": self.score,
+            "decision": self.decision,
+            "flagged": self.flagged,
+            "layer": self.layer,
+            "threshold": self.threshold,
+        }
+
+
+def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _hidden_out(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+class Screener:
+    """Scores prompts with one probed layer of ``probe`` on the live model ``lm``.
+
+    Args:
+        lm: the model whose features the probe was trained on (checked).
+        probe: a loaded probe checkpoint.
+        layer: the layer to screen at (an index the probe covers).
+        threshold: flag when the score is at least this (None: never flag, scores only).
+        scorer: how probabilities become a score (default: p(malicious) / 1 - p(normal)).
+        batch_size: prompts per forward pass.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        probe: LoadedProbe,
+        layer: int,
+        threshold: float | None = None,
+        scorer: Scorer | None = None,
+        batch_size: int = 8,
+    ):
+        check_model(probe, lm)
+        if batch_size < 1:
+            raise ProbingError(f"--batch_size must be >= 1, got {batch_size}")
+        self.lm, self.probe, self.layer = lm, probe, layer
+        self.column = probe.column(layer)
+        self.threshold = threshold
+        self.scorer = scorer or Scorer(tuple(probe.class_names))
+        self.batch_size = batch_size
+        meta = probe.feature_meta
+        self.template = meta.get("template") or "auto"
+        self.system_prompt = meta.get("system_prompt") or None
+        positions = meta.get("positions", "last")
+        self.selector = Selector(positions, int(meta.get("num_positions", 1)))
+        tok = lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+        cfg = lm.model.config
+        self.max_tokens = next(
+            (
+                v
+                for v in (
+                    getattr(cfg, "max_position_embeddings", None),
+                    getattr(cfg, "n_positions", None),
+                )
+                if isinstance(v, int) and v > 0
+            ),
+            None,
+        )
+
+    # -- tokens --------------------------------------------------------------------------------------
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of ``prompts`` rendered as in training; empty prompts are refused."""
+        if isinstance(prompts, str):
+            raise TypeError("encode takes a list of prompts")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise ProbingError(
+                    f"prompt {i + 1} of {len(prompts)} is empty; the monitor screens non-empty prompts"
+                )
+        ids = render(self.lm.tokenizer, list(prompts), self.template, self.system_prompt).ids
+        limit = self.max_tokens
+        if limit and any(len(s) > limit for s in ids):
+            log.warning("keeping the last %d tokens of prompts longer than the context", limit)
+            ids = [s[-limit:] for s in ids]
+        return ids
+
+    # -- hidden states ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def hidden(self, seqs: Sequence[Sequence[int]], layers: Sequence[int]) -> torch.Tensor:
+        """Raw states ``[B, len(layers), D]`` (float32, CPU) at the probed position of one batch; the
+        forward stops after the deepest layer in ``layers``."""
+        parts = self.lm.parts
+        blocks, n_blocks = parts.layers, parts.num_decoder_layers
+        want = sorted(set(layers))
+        deepest = want[-1]
+        ids, mask = left_pad(seqs, self.pad_id)
+        self.selector.mask = mask
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep(index: int, h: torch.Tensor) -> None:
+            captured[index] = self.selector(h)[:, self.probe.position].detach()
+            if index == deepest:
+                raise _StopForward
+
+        handles = []
+        for i in want:
+            if i == 0:
+                hook = blocks[0].register_forward_pre_hook(
+                    lambda m, a, kw: keep(0, _hidden_arg(a, kw)), with_kwargs=True
+                )
+            elif i < n_blocks:
+                hook = blocks[i - 1].register_forward_hook(
+                    lambda m, a, out, i=i: keep(i, _hidden_out(out))
+                )
+            else:  # the last stored layer is after the final norm
+                hook = parts.final_norm.register_forward_hook(
+                    lambda m, a, out: keep(n_blocks, _hidden_out(out))
+                )
+            handles.append(hook)
+        device = self.lm.input_device
+        try:
+            parts.backbone(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=position_ids_from_mask(mask).to(device),
+                use_cache=False,
+            )
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [i for i in want if i not in captured]
+        if missing:
+            raise RuntimeError(f"the forward did not reach layers {missing}")
+        return torch.stack([captured[i].float().cpu() for i in layers], dim=1)
+
+    def probabilities(
+        self, prompts: Sequence[str], layers: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Class probabilities ``[N, len(layers), C]`` (default: the screening layer), input order."""
+        layers = [self.layer] if layers is None else list(layers)
+        cols = [self.probe.column(i) for i in layers]
+        seqs = self.encode(prompts)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        n, d = len(self.probe.layers), self.probe.hidden_size
+        out = torch.empty(len(seqs), len(layers), len(self.probe.class_names))
+        for lo in range(0, len(order), self.batch_size):
+            rows = order[lo : lo + self.batch_size]
+            h = self.hidden([seqs[i] for i in rows], layers)
+            x = torch.zeros(len(rows), n, d)
+            x[:, cols] = h
+            out[rows] = self.probe.probs(x)[:, cols]
+        return out
+
+    def screen(self, prompts: Sequence[str]) -> list[Screening]:
+        """Probabilities, score and decision for each prompt (input order)."""
+        probs = self.probabilities(prompts)[:, 0]
+        scores = self.scorer(probs)
+        out = []
+        for prompt, p, s in zip(prompts, probs.tolist(), scores.tolist(), strict=True):
+            out.append(
+                Screening(
+                    prompt=prompt,
+                    probs=dict(zip(self.probe.class_names, p, strict=True)),
+                    score=float(s),
+                    flagged=self.threshold is not None and s >= self.threshold,
+                    layer=self.layer,
+                    threshold=self.threshold,
+                )
+            )
+        return out
+
+    def __call__(self, prompt: str) -> Screening:
+        return self.screen([prompt])[0]
+
+
+# -- guarded generation -------------------------------------------------------------------------------
+@dataclass
+class Guarded:
+    """A screened prompt and what the model (or the monitor) answered."""
+
+    screening: Screening
+    response: str
+    generated: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.screening.as_dict(), "response": self.response, "generated": self.generated}
+
+
+def guarded_generate(
+    screener: Screener,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    refusal: str = DEFAULT_REFUSAL,
+) -> list[Guarded]:
+    """Screen first; generate (greedy) only for allowed prompts, answer ``refusal`` to flagged ones.
+
+    Every decision is logged (logger ``probing.monitor.screen``, level INFO).
+    """
+    from probing.generation.generate import generate
+
+    if screener.threshold is None:
+        raise ProbingError("guarded generation needs a threshold (--threshold or --fpr)")
+    screenings = screener.screen(prompts)
+    allowed = [i for i, s in enumerate(screenings) if not s.flagged]
+    texts: dict[int, str] = {}
+    if allowed:
+        seqs = screener.encode([prompts[i] for i in allowed])
+        gen = generate(screener.lm, seqs, max_new_tokens, screener.batch_size)
+        texts = dict(zip(allowed, gen.text, strict=True))
+    out = []
+    for i, s in enumerate(screenings):
+        log.info(
+            "monitor: %s prompt %d (score %.4f %s threshold %.4f at layer %d)",
+            "refused" if s.flagged else "allowed",
+            i,
+            s.score,
+            ">=" if s.flagged else "<",
+            s.threshold,
+            s.layer,
+        )
+        out.append(Guarded(s, refusal if s.flagged else texts[i], not s.flagged))
+    return out
+
+
+def _layers_text(layers: list[int]) -> str:
+    if layers and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))
