@@ -104,3 +104,65 @@ def test_bad_input(setup, tmp_path):
     with pytest.raises(ProbingError, match="hidden size"):
         sweep.run(seqs, prompts, [1], torch.zeros(4, 31))
     plot([], tmp_path / "empty.png")
+
+
+def test_grafting_callback_through_the_cli(tmp_path):
+    """`probing fit` with a GraftingCallback in the YAML: the sweep runs at fit end with the probe."""
+    from tiny import save_tiny
+
+    from probing.cli import main
+
+    model = save_tiny(tmp_path / "tiny", "llama")
+    lines = {
+        "normal": [f"please help me with task {i}" for i in range(12)],
+        "malicious": [f"do a bad thing number {i}" for i in range(12)],
+        "jailbreak": [f"pretend you may do bad thing {i}" for i in range(4)],
+    }
+    sources = []
+    for name, items in lines.items():
+        (tmp_path / f"{name}.txt").write_text("\n".join(items) + "\n")
+        sources.append(f'{{"path": "{tmp_path / name}.txt"}}')
+    feats = tmp_path / "f.h5"
+    assert (
+        main(
+            [
+                "extract",
+                "--model.name",
+                str(model),
+                "--prompts",
+                f"[{', '.join(sources)}]",
+                "--output",
+                str(feats),
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
+    cfg = tmp_path / "probe.yaml"
+    cfg.write_text(
+        f"""
+seed_everything: 1
+trainer:
+  max_epochs: 2
+  logger: false
+  enable_progress_bar: false
+  default_root_dir: {tmp_path / "run"}
+  callbacks:
+    - class_path: probing.grafting.GraftingCallback
+      init_args: {{limit: 3, layers: [1, 3], max_new_tokens: 2, batch_size: 2}}
+model:
+  class_path: probing.probes.LinearProbe
+data:
+  path: {feats}
+  classes: [normal, malicious]
+  split: [0.5, 0.25, 0.25]
+  batch_size: 8
+"""
+    )
+    assert main(["fit", "--config", str(cfg)]) == 0
+    summary = tmp_path / "run" / "grafting" / "fit_end" / "graft_summary.csv"
+    with open(summary) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["condition"] for r in rows] == ["ungrafted", "jailbreak", "grafted", "grafted"]
+    assert rows[2]["probe_flip_rate"] != "" and rows[3]["probe_flip_rate"] != ""

@@ -74,6 +74,9 @@ class GraftingCallback(L.Callback):
         return self._lm
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> None:
+        from probing.training.wandb_utils import run_dir
+
+        root = run_dir(trainer)  # a collective: every rank calls it
         if not trainer.is_global_zero:
             return
         data = trainer.datamodule
@@ -84,7 +87,7 @@ class GraftingCallback(L.Callback):
         from probing.features.store import FeatureFile
 
         ff = FeatureFile(path)
-        out = Path(trainer.log_dir or trainer.default_root_dir) / "grafting" / tag
+        out = root / "grafting" / tag
         cfg = GraftConfig(features=str(path), output=str(out), **self.kwargs)
         was_training = pl_module.training
         pl_module.eval()

@@ -49,6 +49,8 @@ class ProbeModule(L.LightningModule):
         bootstrap: Bootstrap resamples of the test rows for an accuracy interval (0 = none).
         compare_with: Other ``per_layer_metrics.csv`` files (or run directories), e.g. ``probing weak``'s,
             whose test accuracy is drawn in the same plot.
+        feature_meta: Provenance of the training features (model, template, ...); filled in at fit
+            start and checked when the checkpoint is applied to a model (monitor, grafting).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class ProbeModule(L.LightningModule):
         scheduler: Literal["cosine", "none"] = "cosine",
         bootstrap: int = 0,
         compare_with: list[str] | None = None,
+        feature_meta: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +78,10 @@ class ProbeModule(L.LightningModule):
         if any(not 0 <= i < num_layers for i in self.layers):
             raise ProbingError(f"model layers {self.layers} are outside 0..{num_layers - 1}")
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        # Train standardisation of the raw activations (identity when off), kept in checkpoints so
+        # that raw_logits() applies the probe to activations read straight from a model.
+        self.register_buffer("input_mean", torch.zeros(len(self.layers), hidden_size))
+        self.register_buffer("input_std", torch.ones(len(self.layers), hidden_size))
         self.heads = nn.ModuleDict()
         self.metrics = nn.ModuleDict()
         # Validation results of the epoch the weights come from (saved in checkpoints).
@@ -106,7 +113,13 @@ class ProbeModule(L.LightningModule):
                 f"{tuple(x.shape)}; --data.layers and --data.path must match the model"
             )
         xt = x.transpose(0, 1).contiguous()  # layer-major once, shared by all heads
-        return {name: head.forward_layer_major(xt).transpose(0, 1) for name, head in self.heads.items()}
+        return {
+            name: head.forward_layer_major(xt).transpose(0, 1) for name, head in self.heads.items()
+        }
+
+    def raw_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits ``[B, L, C]`` for *raw* activations ``[B, L, D]`` (standardised here as in training)."""
+        return self((x.to(self.input_mean) - self.input_mean) / self.input_std)
 
     @staticmethod
     def layer_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -248,6 +261,14 @@ class ProbeModule(L.LightningModule):
 
     # -- W&B provenance -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        stats = getattr(dm, "stats", None)
+        if stats is not None:
+            mean, std = (torch.as_tensor(v, dtype=torch.float32) for v in stats)
+            self.input_mean.copy_(mean.reshape(self.input_mean.shape))
+            self.input_std.copy_(std.reshape(self.input_std.shape))
+        if dm is not None and getattr(dm, "meta", None):
+            self.hparams["feature_meta"] = feature_identity(dm.meta)
         self._log_features()
 
     def on_test_start(self) -> None:
@@ -325,6 +346,7 @@ class ProbeModule(L.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["probe_val_results"] = self.val_results
+        checkpoint["probe_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {})
@@ -341,6 +363,60 @@ class ProbeModule(L.LightningModule):
                     f"{option} (and --data.path) as in training"
                 )
         self.val_results = checkpoint.get("probe_val_results", {})
+
+
+IDENTITY_KEYS = (
+    "model",
+    "gguf_sha256",
+    "model_revision",
+    "template",
+    "system_prompt",
+    "positions",
+    "hidden_size",
+    "num_layers",
+)
+
+
+def feature_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a probe's training features say about the model and prompt format they come from."""
+    return {k: meta.get(k) for k in IDENTITY_KEYS}
+
+
+def check_feature_identity(probe: ProbeModule, meta: dict[str, Any], what: str) -> None:
+    """Refuse to apply a probe to activations of another model or format."""
+    trained = probe.hparams.get("feature_meta") or {}
+    for key in ("gguf_sha256", "model", "hidden_size", "num_layers", "template", "positions"):
+        mine, theirs = trained.get(key), meta.get(key)
+        if key == "model" and trained.get("gguf_sha256") and meta.get("gguf_sha256"):
+            continue  # the weights' hash decides
+        if mine not in (None, "") and theirs not in (None, "") and mine != theirs:
+            raise ProbingError(
+                f"the probe was trained on {key}={mine!r} but {what} has {key}={theirs!r}; use a "
+                "probe trained on features of this model and prompt format"
+            )
+
+
+def load_probe_checkpoint(
+    path: str | Path, meta: dict[str, Any] | None = None, what: str = "the data"
+) -> ProbeModule:
+    """A trained probe from its checkpoint (class recorded in it), checked against ``meta``."""
+    import importlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ProbingError(f"probe checkpoint {path} does not exist; fix --probe_ckpt / --ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several kinds for a non-checkpoint file
+        raise ProbingError(f"{path} is not a readable checkpoint ({err})") from None
+    target = ckpt.get("probe_class", "probing.probes.module.LinearProbe")
+    module_name, _, cls_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    probe = cls.load_from_checkpoint(path, map_location="cpu")
+    probe.eval()
+    if meta is not None:
+        check_feature_identity(probe, meta, what)
+    return probe
 
 
 def _norm(value: Any, key: str, hp: Any) -> Any:
