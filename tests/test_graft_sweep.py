@@ -166,3 +166,34 @@ data:
         rows = list(csv.DictReader(f))
     assert [r["condition"] for r in rows] == ["ungrafted", "jailbreak", "grafted", "grafted"]
     assert rows[2]["probe_flip_rate"] != "" and rows[3]["probe_flip_rate"] != ""
+
+
+def test_jailbreak_transfer_counts_flags(setup, tmp_path):
+    """Share flagged per layer = the probe's argmax on stored activations, counted by hand."""
+    from probing.probes.module import LinearProbe
+    from probing.probes.transfer import flagged_share, write
+
+    _, ff, _ = setup
+    torch.manual_seed(0)
+    probe = LinearProbe(
+        num_layers=ff.num_layers, hidden_size=ff.hidden_size, class_names=["normal", "malicious"]
+    )
+    probe.hparams["feature_meta"] = {"model": ff.meta["model"], "hidden_size": ff.hidden_size}
+    rows = flagged_share(probe, ff, ["jailbreak", "normal"])
+    assert len(rows) == 2 * ff.num_layers
+    idx = class_rows(ff, "normal")
+    x = torch.from_numpy(ff.layers(rows=idx))
+    with torch.no_grad():
+        expected = (probe(x)["linear"].argmax(-1) == 1).float().mean(0).numpy()
+    got = [r["share_flagged"] for r in rows if r["class"] == "normal"]
+    np.testing.assert_allclose(got, expected)
+    csv_path, png = write(rows, tmp_path)
+    assert png.stat().st_size > 1000 and csv_path.read_text().startswith(
+        "probe,layer,class,n,share_flagged"
+    )
+    probe.hparams["feature_meta"] = {"model": "other", "hidden_size": ff.hidden_size}
+    with pytest.raises(ProbingError, match="trained on model='other'"):
+        flagged_share(probe, ff, ["normal"])
+    probe.hparams["feature_meta"] = {}
+    with pytest.raises(ProbingError, match="not in"):
+        flagged_share(probe, ff, ["nope"])
