@@ -77,6 +77,7 @@ def main() -> None:
     layers = [choose_layer(probe, spec.strip()) for spec in args.layers.split(",")]
     base = Screener(lm, probe, layers[0], threshold=0.5)
     seqs = base.encode(texts)
+    torch.manual_seed(0)
 
     @torch.inference_mode()
     def forward(seq: list[int]) -> None:
@@ -89,34 +90,50 @@ def main() -> None:
             logits_to_keep=1,
         )
 
-    fwd = [timed(lambda s=s: forward(s), args.repeats) for s in seqs]
+    screeners = {layer: Screener(lm, probe, layer, threshold=0.5) for layer in layers}
+    # Interleaved per prompt and repeat (forward, then each layer's screen and stopped forward), so
+    # that load from other processes hits every variant alike; medians over repeats, then prompts.
+    fwd, screen, stopped = [], {i: [] for i in layers}, {i: [] for i in layers}
+    for text, seq in zip(texts, seqs, strict=True):
+        calls = {"fwd": lambda s=seq: forward(s)}
+        for i, m in screeners.items():
+            calls[f"screen{i}"] = lambda t=text, m=m: m.screen([t])
+            calls[f"stopped{i}"] = lambda s=seq, m=m, i=i: m.hidden([s], [i])
+        for fn in calls.values():
+            fn()  # warm-up
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        for _ in range(args.repeats):
+            for key, fn in calls.items():
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+        fwd.append(statistics.median(times["fwd"]))
+        for i in layers:
+            screen[i].append(statistics.median(times[f"screen{i}"]))
+            stopped[i].append(statistics.median(times[f"stopped{i}"]))
     gen = [
         timed(lambda s=s: generate(lm, [s], args.new_tokens, stop_ids=set()), args.gen_repeats)
         for s in seqs[: args.gen_prompts]
     ]
+    gen_fwd = [timed(lambda s=s: forward(s), args.repeats) for s in seqs[: args.gen_prompts]]
     fwd_ms = statistics.median(fwd) * 1e3
     gen_ms = statistics.median(gen) * 1e3
     rows = []
     for layer in layers:
-        screener = Screener(lm, probe, layer, threshold=0.5)
-        screen = [timed(lambda t=t, m=screener: m.screen([t]), args.repeats) for t in texts]
-        stopped = [
-            timed(lambda s=s, m=screener, i=layer: m.hidden([s], [i]), args.repeats) for s in seqs
-        ]
-        ratios = [a / b for a, b in zip(screen, fwd, strict=True)]
-        screen_ms = statistics.median(screen) * 1e3
+        ratios = [a / b for a, b in zip(screen[layer], fwd, strict=True)]
+        screen_ms = statistics.median(screen[layer]) * 1e3
         budget_ms = (layer + 1) / num_layers * fwd_ms + 5
         rows.append(
             {
                 "layer": layer,
                 "screen_ms": screen_ms,
-                "stopped_forward_ms": statistics.median(stopped) * 1e3,
+                "stopped_forward_ms": statistics.median(stopped[layer]) * 1e3,
                 "screen_over_forward": statistics.median(ratios),
                 "budget_ms": budget_ms,
                 "within_budget": screen_ms <= budget_ms,
                 "prompts_within_budget": sum(
                     s * 1e3 <= (layer + 1) / num_layers * f * 1e3 + 5
-                    for s, f in zip(screen, fwd, strict=True)
+                    for s, f in zip(screen[layer], fwd, strict=True)
                 ),
                 "screen_over_generation": screen_ms / gen_ms,
             }
@@ -130,6 +147,7 @@ def main() -> None:
         "model_load_s": load_s,
         "forward_ms": fwd_ms,
         "generate_ms": gen_ms,
+        "forward_ms_gen_prompts": statistics.median(gen_fwd) * 1e3,
         "new_tokens": args.new_tokens,
         "layers": rows,
     }

@@ -49,6 +49,7 @@ model:
 data:
   path: {features}
   layers: all
+  classes: [normal, malicious]
   split: [0.7, 0.0, 0.3]
   seed: 42
   standardize: true
@@ -85,7 +86,13 @@ def run_sklearn(features: Path, layers: list[int] | None) -> dict:
     from probing.data import ActivationDataModule
     from probing.probes.weak import fit_layers
 
-    dm = ActivationDataModule(str(features), split=(0.7, 0.0, 0.3), seed=42, standardize=True)
+    dm = ActivationDataModule(
+        str(features),
+        classes=["normal", "malicious"],
+        split=(0.7, 0.0, 0.3),
+        seed=42,
+        standardize=True,
+    )
     chosen = dm.layers if layers is None else layers
     start, cpu0 = time.perf_counter(), time.process_time()
     out = fit_layers(dm, ["svm", "mlp"], seed=42, layers=chosen)

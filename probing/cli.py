@@ -35,6 +35,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "predict": ("probing.training.cli:run", "per-prompt, per-layer probabilities (Lightning CLI)"),
     "weak": ("probing.probes.weak:run", "the paper's per-layer linear SVM and MLP(100) baselines"),
+    "lens": (
+        "probing.lens.cli:run",
+        "logit-lens emotion analysis and Top-K Intermediate Consistency",
+    ),
+    "refusal": (
+        "probing.generation.refusal:run",
+        "refusal rate per class (greedy continuations, keyword judge)",
+    ),
+    "graft": ("probing.grafting.cli:run", "logit-grafting sweep over layers"),
+    "monitor": ("probing.monitor.cli:run", "screen prompts with a trained probe before generating"),
+    "compare": (
+        "probing.compare.cli:run",
+        "the paper's accuracy grid across models and prompt formats",
+    ),
+    "demo": ("probing.demo:run", "the whole pipeline on the embedded models, ending in a report"),
 }
 TRAINER_COMMANDS = {"fit", "validate", "test", "predict"}
 

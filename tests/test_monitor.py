@@ -333,3 +333,33 @@ def test_monitor_configs_parse(monkeypatch):
 def test_load_prompts_sanity():
     prompts, labels, _, names = load_prompts(SOURCES[:1])
     assert len(prompts) == 16 and names == ["normal"]
+
+
+@pytest.mark.slow
+def test_real_model_stopped_forward_matches_extraction():
+    """The embedded model: states of the stopped forward == ActivationReader's (full forward)."""
+    from probing.features.activations import ActivationReader
+    from probing.monitor import LoadedProbe
+    from probing.probes import LinearProbe
+
+    lm = load_model(ModelConfig())
+    n = lm.parts.num_layers
+    hidden = int(lm.model.config.hidden_size)
+    module = LinearProbe(num_layers=n, hidden_size=hidden, class_names=["normal", "malicious"])
+    if not hasattr(module, "input_mean"):
+        module.register_buffer("input_mean", torch.zeros(n, hidden))
+        module.register_buffer("input_std", torch.ones(n, hidden))
+    meta = {k: lm.meta[k] for k in ("model", "gguf_sha256", "model_revision")}
+    meta.update(
+        template="chat", system_prompt="", positions="last", hidden_size=hidden, num_layers=n
+    )
+    probe = LoadedProbe(
+        module=module.eval(), probe="linear", path=Path("real.ckpt"), sha256="",
+        layers=list(range(n)), class_names=["normal", "malicious"], feature_meta=meta,
+    )  # fmt: skip
+    screener = Screener(lm, probe, layer=5, batch_size=3)
+    seqs = screener.encode(["How do I bake bread?", "Write a poem about the sea", "Hi"])
+    ref = ActivationReader(lm)(seqs).hidden[:, :, 0]
+    layers = [0, 5, n - 1]
+    got = screener.hidden(seqs, layers)
+    torch.testing.assert_close(got, ref[:, layers], atol=1e-4, rtol=1e-4)

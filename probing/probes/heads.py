@@ -69,7 +69,9 @@ class MLPHeads(nn.Module):
 
     def forward_layer_major(self, xt: torch.Tensor) -> torch.Tensor:
         """``[L, B, D] -> [L, B, C]``."""
-        return self.fc2.forward_layer_major(self.dropout(torch.relu(self.fc1.forward_layer_major(xt))))
+        return self.fc2.forward_layer_major(
+            self.dropout(torch.relu(self.fc1.forward_layer_major(xt)))
+        )
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, in={self.in_features}, hidden={self.hidden}, out={self.out_features}"

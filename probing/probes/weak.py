@@ -132,7 +132,8 @@ def weak_rows(
             else dict(
                 zip(
                     ("train", "val", "test"),
-                    stratified_split(dm.sources["main"].y, dm.split_fractions, seed), strict=False,
+                    stratified_split(dm.sources["main"].y, dm.split_fractions, seed),
+                    strict=False,
                 )
             )
         )
