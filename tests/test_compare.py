@@ -266,3 +266,21 @@ def test_summary_first_crossing_and_failures():
     assert summary[0]["first_layer"] == 1 and summary[0]["first_relative_depth"] == 0.25
     assert summary[0]["best_accuracy"] == 0.97 and summary[0]["best_layer"] == 3  # earliest best
     assert summary[1]["status"] == "failed" and summary[1]["reason"] == "nope"
+
+
+@pytest.mark.slow
+def test_probes_join_the_grid(tmp_path, tiny, prompt_files):
+    probe = yaml.safe_load((ROOT / "configs" / "probe" / "linear.yaml").read_text())
+    probe["trainer"]["max_epochs"] = 2
+    probe_path = tmp_path / "linear.yaml"
+    probe_path.write_text(yaml.safe_dump(probe))
+    config = _config(tmp_path, tiny, prompt_files, _runs(tiny)[1:2], classifiers=["svm"])
+    assert main(["compare", "--config", str(config), "--probes", f'["{probe_path}"]']) == 0
+    _, metrics = _read(tmp_path / "out" / "compare_metrics.csv")
+    assert sorted({r["classifier"] for r in metrics}) == ["probe-linear", "svm"]
+    assert len([r for r in metrics if r["classifier"] == "probe-linear"]) == 4
+    _, summary = _read(tmp_path / "out" / "compare_summary.csv")
+    assert [r["classifier"] for r in summary] == ["svm", "probe-linear"]
+    assert (
+        tmp_path / "out" / "probes" / "llama-raw" / "linear" / "per_layer_metrics.csv"
+    ).is_file()

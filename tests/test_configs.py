@@ -80,11 +80,65 @@ def check_sweep_config(path: Path) -> None:
                 assert cfg["model"]["class_path"] == expected
 
 
+def check_extract_config(path: Path) -> None:
+    from probing.features.extract_cli import parse
+
+    cfg = parse(["--config", str(path)])
+    assert cfg.prompts and cfg.output.endswith(".h5") and cfg.model.name
+
+
+def check_refusal_config(path: Path) -> None:
+    from probing.generation.refusal import parse
+
+    assert parse(["--config", str(path)]).prompts
+
+
+def check_monitor_config(path: Path) -> None:
+    from probing.monitor.cli import parse
+
+    parse(["--config", str(path)])
+
+
+def check_compare_config(path: Path) -> None:
+    from probing.compare.cli import parse
+
+    assert parse(["--config", str(path)]).runs
+
+
+def check_graft_config(path: Path) -> None:
+    from probing.grafting.cli import parse
+
+    cfg = parse(["--config", str(path)])
+    assert cfg.features and cfg.target_class
+
+
+def check_judge_config(path: Path) -> None:
+    from probing.generation.judge import load_judge
+
+    judge = load_judge(path)
+    assert judge.refused("I'm sorry, but I can't help with that.")
+    assert not judge.refused("Sure! Here is a poem about the sea.")
+
+
+def check_emotion_config(path: Path) -> None:
+    from probing.lens.emotions import load_emotions
+
+    emotions = load_emotions(path)
+    assert emotions.classify("Ġsorry") == "negative" and emotions.classify("ĠSure") == "positive"
+
+
 CHECKERS = {
     "probe": check_probe_config,
     "sweep": check_sweep_config,
+    "extract": check_extract_config,
+    "refusal": check_refusal_config,
+    "monitor": check_monitor_config,
+    "compare": check_compare_config,
+    "graft": check_graft_config,
+    "judge": check_judge_config,
+    "emotion": check_emotion_config,
 }
-PENDING = {"extract"}  # folders whose checker is still to be written
+PENDING: set[str] = set()  # folders whose checker is still to be written
 
 
 CASES = [(folder, p) for folder in CHECKERS for p in sorted((CONFIGS / folder).glob("*.yaml"))]

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from tiny import save_tiny, tiny_lm
+from tiny import save_tiny, tiny_lm, tiny_tokenizer
 
 from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
@@ -160,7 +160,7 @@ def test_dominant_emotion_is_the_one_with_more_hits():
 
 def test_decode_tokens_with_and_without_convert_tokens_to_string():
     assert decode_tokens(StubTokenizer(), [1, 5]) == [" Sorry", " the"]
-    tok = tiny_lm("llama").tokenizer
+    tok = tiny_tokenizer()
     ids = tok.convert_tokens_to_ids(["Ġ", "a", "Ċ"])
     assert decode_tokens(tok, ids) == [" ", "a", "\n"]
 
@@ -173,10 +173,9 @@ def test_csvs_and_plots_have_the_documented_columns(tmp_path):
     with open(tmp_path / "lens_consistency.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == CONSISTENCY_COLUMNS
-    assert tuple(CONSISTENCY_COLUMNS) == (
-        "layer,class,n,dominant_emotion,emotion_hit_rate,negative_rate,positive_rate,"
-        "negative_mass,positive_mass,topk_consistency"
-    ).split(",")
+    documented = "layer,class,n,dominant_emotion,emotion_hit_rate,negative_rate,positive_rate,"
+    documented += "negative_mass,positive_mass,topk_consistency"
+    assert ",".join(CONSISTENCY_COLUMNS) == documented
     assert len(rows) == 2 * 2
     last = {row["class"]: row for row in rows if row["layer"] == "1"}
     assert last["malicious"]["dominant_emotion"] == "negative"
@@ -291,7 +290,7 @@ def test_cli_end_to_end_on_a_tiny_model(tiny_file, tmp_path):
     assert sum(x.startswith("| 1 | ") for x in lines) == 2
     # a tokenizer object passed in (tests, notebooks) does the same without --tokenizer
     out2 = tmp_path / "out2"
-    cli.run([str(path), "--output", str(out2), "--top", "4"], tokenizer=tiny_lm("llama").tokenizer)
+    cli.run([str(path), "--output", str(out2), "--top", "4"], tokenizer=tiny_tokenizer())
     assert (out2 / "lens_top_tokens.csv").read_text() == (out / "lens_top_tokens.csv").read_text()
 
 

@@ -12,7 +12,12 @@ AXIS_LABELS = {
     "layer": "layer (0 = embeddings, i = output of block i)",
     "relative_depth": "relative depth (layer / decoder blocks)",
 }
-CLASSIFIER_NAMES = {"svm": "linear SVM", "mlp": "MLP(100)"}
+CLASSIFIER_NAMES = {
+    "svm": "linear SVM",
+    "mlp": "MLP(100)",
+    "probe-linear": "linear probe",
+    "probe-mlp": "MLP probe",
+}
 
 
 def _models(results: list[RunResult]) -> list[str]:
@@ -41,7 +46,9 @@ def grid(
     from matplotlib.ticker import MaxNLocator
 
     models = _models(results) or ["(no runs)"]
-    rows = list(cfg.classifiers)
+    from probing.compare.run import classifier_names
+
+    rows = classifier_names(results, cfg)
     fig, axes = plt.subplots(
         len(rows),
         len(models),

@@ -47,6 +47,7 @@ METRICS_CSV, SUMMARY_CSV, RUNS_JSON, REPORT_MD = (
 )
 GRID_PNG, GRID_RELATIVE_PNG = "compare_grid.png", "compare_grid_relative.png"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+PROBE_VAL_FRACTION = 0.1
 _NO_CONTEXT_LIMIT = 10**9  # plans only to fingerprint: the context length changes no fingerprint
 
 
@@ -102,6 +103,11 @@ class CompareConfig:
         lens_top_k: logit-lens tokens stored per layer.
         storage_dtype: dtype of the stored activations.
         mlp_max_iter: MLPClassifier max_iter.
+        probes: probe configs (e.g. ``configs/probe/linear.yaml``) also trained on each run with the
+            Lightning CLI (``probing fit``), split ``1 - test_fraction - 0.1 / 0.1 / test_fraction``
+            (the same test rows as the weak classifiers); they join the classifiers in the CSVs and
+            the grid as ``probe-<name>`` (``probe-linear``, ``probe-mlp``). Checkpoints and reports
+            go to ``<output_dir>/probes/<run>/``.
         overwrite: re-extract a run whose feature file holds another model, prompt set or setting.
         progress: show progress bars.
     """
@@ -121,6 +127,7 @@ class CompareConfig:
     lens_top_k: int = 5
     storage_dtype: Literal["float16", "float32"] = "float16"
     mlp_max_iter: int = 200
+    probes: list[str] = field(default_factory=list)
     overwrite: bool = False
     progress: bool = True
 
@@ -177,6 +184,14 @@ def validate(cfg: CompareConfig) -> None:
         raise ProbingError(f"--threshold must be in (0, 1], got {cfg.threshold}")
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ProbingError(f"--test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    if cfg.probes and cfg.test_fraction + PROBE_VAL_FRACTION >= 1.0:
+        raise ProbingError(
+            f"--test_fraction {cfg.test_fraction} leaves no training rows for --probes (they also "
+            f"hold out {PROBE_VAL_FRACTION} for validation)"
+        )
+    for probe in cfg.probes:
+        if not Path(probe).is_file():
+            raise ProbingError(f"--probes: probe config {probe} does not exist")
 
 
 # -- the prompt set every run must hold ---------------------------------------------------------
@@ -319,6 +334,39 @@ def weak_metrics(cfg: CompareConfig, path: Path) -> tuple[list[dict[str, Any]], 
     return rows, dict(dm.meta)
 
 
+def probe_metrics(
+    cfg: CompareConfig, path: Path, probe_config: str, directory: Path
+) -> list[dict[str, Any]]:
+    """Train the probes of ``probe_config`` on ``path`` (``probing fit``); their test rows."""
+    import shutil
+
+    from probing.probes.report import read_metrics
+    from probing.training.cli import run as fit
+
+    shutil.rmtree(directory, ignore_errors=True)  # compare-owned: no stale checkpoints or reports
+    f = cfg.test_fraction
+    split = [round(1 - f - PROBE_VAL_FRACTION, 6), PROBE_VAL_FRACTION, f]
+    fit(
+        [
+            "fit",
+            "--config",
+            probe_config,
+            "--data.path",
+            str(path),
+            "--data.classes=null",
+            f"--data.split={json.dumps(split)}",
+            f"--data.seed={cfg.seed}",
+            f"--seed_everything={cfg.seed}",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={directory}",
+            f"--trainer.enable_progress_bar={str(cfg.progress).lower()}",
+            "--trainer.enable_model_summary=false",
+        ]
+    )
+    rows = [r for r in read_metrics(directory) if r["split"] == "test"]
+    return [{**r, "probe": f"probe-{r['probe']}"} for r in rows]  # apart from the weak `mlp`
+
+
 def run_one(
     cfg: CompareConfig, spec: RunSpec, models: _Models, reference: PromptSet | None
 ) -> tuple[RunResult, PromptSet | None]:
@@ -343,6 +391,9 @@ def run_one(
                 f"says {spec.template!r}; fix the run's `template` or `features`"
             )
         rows, result.meta = weak_metrics(cfg, path)
+        for probe in cfg.probes:
+            where = Path(cfg.output_dir) / "probes" / spec.run_name / Path(probe).stem
+            rows += probe_metrics(cfg, path, probe, where)
         result.num_layers = int(result.meta["num_layers"])
         result.rows = [_metric_row(result, r) for r in rows]
     except ProbingError as err:
@@ -379,6 +430,14 @@ def _metric_row(result: RunResult, row: dict[str, Any]) -> dict[str, Any]:
 # -- summary ------------------------------------------------------------------------------------
 
 
+def classifier_names(results: list[RunResult], cfg: CompareConfig) -> list[str]:
+    """The weak classifiers, then any probe names, in order of appearance."""
+    names = dict.fromkeys(cfg.classifiers)
+    for res in results:
+        names.update(dict.fromkeys(r["classifier"] for r in res.rows))
+    return list(names)
+
+
 def first_crossing(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
     """The lowest layer whose accuracy reaches ``threshold`` (``None`` if none does)."""
     hits = [r for r in rows if r["accuracy"] >= threshold]
@@ -400,8 +459,10 @@ def summarize(results: list[RunResult], cfg: CompareConfig) -> list[dict[str, An
         if res.status != "ok":
             out.append({**base, "classifier": ""})
             continue
-        for clf in cfg.classifiers:
+        for clf in classifier_names(results, cfg):
             rows = [r for r in res.rows if r["classifier"] == clf]
+            if not rows:
+                continue
             finite = [r for r in rows if not math.isnan(r["accuracy"])]
             best = max(finite, key=lambda r: (r["accuracy"], -r["layer"]), default=None)
             first = first_crossing(finite, cfg.threshold)
@@ -442,7 +503,8 @@ def markdown(result: CompareResult, cfg: CompareConfig) -> str:
     lines = [
         "## Models and prompt formats",
         "",
-        f"Weak classifiers ({', '.join(cfg.classifiers)}) on every layer's last-token state, "
+        f"Classifiers ({', '.join(classifier_names(result.runs, cfg))}) on every layer's "
+        f"last-token state, "
         f"{int(round((1 - cfg.test_fraction) * 100))}/{int(round(cfg.test_fraction * 100))} split "
         f"(seed {cfg.seed}); layer 0 = embeddings, relative depth = layer / decoder blocks.",
         "",
@@ -502,7 +564,7 @@ def compare(cfg: CompareConfig) -> CompareResult:
         "metrics": write_csv(out / METRICS_CSV, metrics, METRIC_COLUMNS),
         "summary": write_csv(out / SUMMARY_CSV, summary, SUMMARY_COLUMNS),
     }
-    title = f"weak classifiers, {' vs '.join(_classes(results))}"
+    title = f"{' vs '.join(_classes(results))}: test accuracy per layer"
     paths["grid"] = plots.grid(results, cfg, out / GRID_PNG, "layer", title)
     paths["grid_relative"] = plots.grid(
         results, cfg, out / GRID_RELATIVE_PNG, "relative_depth", title

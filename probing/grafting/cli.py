@@ -218,7 +218,7 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def run(argv: list[str]) -> int:
+def parse(argv: list[str]) -> GraftConfig:
     parser = ArgumentParser(prog="probing graft", description="Logit-grafting sweep over layers.")
     parser.add_argument(
         "--config", action=ActionConfigFile, help="YAML config (options below override it)"
@@ -227,5 +227,9 @@ def run(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     ns.pop("config", None)
     init = parser.instantiate_classes(ns)
-    sweep(GraftConfig(**init.as_dict()) if not isinstance(init, GraftConfig) else init)
+    return init if isinstance(init, GraftConfig) else GraftConfig(**init.as_dict())
+
+
+def run(argv: list[str]) -> int:
+    sweep(parse(argv))
     return 0

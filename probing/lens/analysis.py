@@ -35,6 +35,7 @@ METRICS = (
 CONSISTENCY_COLUMNS = ("layer", "class", "n", "dominant_emotion", *METRICS)
 TOP_TOKEN_COLUMNS = ("layer", "class", "rank", "token", "count", "emotion")
 _CODES = {NEUTRAL: 0, "negative": 1, "positive": 2}
+_INVISIBLE = {" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 _MARKER_TEXT = {"\u0120": " ", "\u2581": " ", "\u010a": "\n", "\u0109": "\t"}
 
 
@@ -145,9 +146,8 @@ def decode_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 def label(text: str, width: int = 12) -> str:
     """Short one-line label of a token's text for plots and tables."""
     s = text.strip()
-    if not s:
-        s = text.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-        s = s or "∅"
+    if not s or not any(ch.isprintable() for ch in s):  # whitespace, zero-width: spell it out
+        s = "".join(_INVISIBLE.get(ch, f"U+{ord(ch):04X}") for ch in text) or "∅"
     s = re.sub(r"\s+", " ", s)
     return s if len(s) <= width else s[: width - 1] + "…"
 
