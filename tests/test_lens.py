@@ -21,6 +21,7 @@ from probing.lens.analysis import (
     analyse,
     analyse_arrays,
     decode_tokens,
+    label,
     softmax,
     write_csvs,
 )
@@ -163,6 +164,18 @@ def test_decode_tokens_with_and_without_convert_tokens_to_string():
     tok = tiny_tokenizer()
     ids = tok.convert_tokens_to_ids(["Ġ", "a", "Ċ"])
     assert decode_tokens(tok, ids) == [" ", "a", "\n"]
+
+
+def test_labels_spell_out_invisible_tokens():
+    assert [label(t) for t in (" Sure", " ", "\n\n", "\xa0", "\u200b", "")] == [
+        "Sure",
+        "␣",
+        "\\n\\n",
+        "U+00A0",
+        "U+200B",
+        "∅",
+    ]
+    assert label("abcdefghijklmnop", width=6) == "abcde…"
 
 
 def test_csvs_and_plots_have_the_documented_columns(tmp_path):
