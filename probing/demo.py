@@ -124,6 +124,15 @@ def _table(
     return "\n".join(lines)
 
 
+def _heatmaps(demo: Demo, folder: Path) -> str:
+    """Heatmap images of each class and a link to the lens tables."""
+    images = "\n".join(
+        f"![{p.stem}]({_rel(demo, p)})" for p in sorted(folder.glob("lens_heatmap_*.png"))
+    )
+    summary = _rel(demo, folder / "lens_summary.md")
+    return f"{images}\n\nTop tokens and consistency per layer: [{summary}]({summary})."
+
+
 def _find(folder: Path, pattern: str) -> Path:
     found = sorted(folder.rglob(pattern), key=lambda p: p.stat().st_mtime)
     if not found:
@@ -271,7 +280,7 @@ Share of prompts a probe trained on normal vs malicious flags as malicious, per 
 ![consistency]({_rel(demo, demo.out / "lens" / "consistency.png")})
 ![emotion mass]({_rel(demo, demo.out / "lens" / "emotion_mass.png")})
 
-{(demo.out / "lens" / "lens_summary.md").read_text() if (demo.out / "lens" / "lens_summary.md").exists() else ""}
+{_heatmaps(demo, demo.out / "lens")}
 """
     )
 
@@ -378,6 +387,8 @@ Refusal rate with greedy decoding (keyword judge): {rates}.
 
 ![consistency]({_rel(demo, out / "lens" / "consistency.png")})
 ![emotion mass]({_rel(demo, out / "lens" / "emotion_mass.png")})
+
+{_heatmaps(demo, out / "lens")}
 
 ### Logit grafting
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,18 +68,21 @@ class ProbingCLI(LightningCLI):
 def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
     """Parse ``argv`` (subcommand first) and, with ``run``, execute it. Importable for tests."""
     wandb_utils.configure_wandb_mode()
-    return ProbingCLI(
-        ProbeModule,
-        ActivationDataModule,
-        subclass_mode_model=True,
-        save_config_callback=ProbingSaveConfig,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=42,
-        parser_kwargs={"prog": "probing"},
-        args=list(argv),
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    with warnings.catch_warnings():
+        # the dispatcher passes argv explicitly while sys.argv holds the same words
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return ProbingCLI(
+            ProbeModule,
+            ActivationDataModule,
+            subclass_mode_model=True,
+            save_config_callback=ProbingSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=42,
+            parser_kwargs={"prog": "probing"},
+            args=list(argv),
+            run=run,
+            auto_configure_optimizers=False,
+        )
 
 
 def run(argv: Sequence[str]) -> int:
