@@ -421,9 +421,9 @@ def compare_side(demo: Demo) -> None:
         )
 
     demo.stage("compare", do_compare, optional=True)
-    if (out / "compare.md").exists():
+    if (out / "compare.md").exists():  # its image links are relative to its own folder
         demo.sections.append(
-            f"## Models and prompt formats\n\n![grid](compare/compare_grid.png)\n\n{(out / 'compare.md').read_text()}\n"
+            (out / "compare.md").read_text().replace("](compare_grid", "](compare/compare_grid")
         )
 
 

@@ -52,10 +52,10 @@ def test_assembled_and_described(gemma):
 
 
 def test_predicts_the_obvious_next_token(gemma):
-    ids = gemma.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    ids = gemma.tokenizer("Paris is the capital of", return_tensors="pt").input_ids
     with torch.no_grad():
         logits = gemma.model(ids, use_cache=False).logits[0, -1]
-    assert gemma.tokenizer.decode(logits.argmax()).strip() == "Paris"
+    assert gemma.tokenizer.decode(logits.argmax()).strip() == "France"
 
 
 def test_raw_extraction_stores_19_layers(gemma, tmp_path):
