@@ -191,7 +191,7 @@ def main() -> None:
         help="synthetic: layers timed with sklearn (0 = all)",
     )
     ap.add_argument(
-        "--epochs", type=int, default=0, help="probe epochs (default 40 paper, 12 synthetic)"
+        "--epochs", type=int, default=0, help="probe epochs (default 40 paper, 6 synthetic)"
     )
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=0.0)
@@ -217,7 +217,7 @@ def main() -> None:
             print(
                 f"synthetic {args.n}x{args.layers}x{args.hidden} float16 written in {time.perf_counter() - start:.0f} s"
             )
-            probes = run_probes(path, tmp, args.epochs or 12, args.batch, args.lr or 2e-3)
+            probes = run_probes(path, tmp, args.epochs or 6, args.batch, args.lr or 2e-3)
             print(f"probes: {probes['seconds']:.1f} s")
             k = args.sklearn_layers
             sample = (
