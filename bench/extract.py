@@ -32,6 +32,7 @@ DATA = REPO.parent / "shared" / "data"
 
 def paper_prompts(n: int) -> list[tuple[str, str]]:
     """(label, prompt): half normal, half malicious (the first 500 of each, repeated past 1,000)."""
+
     def read(name: str) -> list[str]:
         with open(DATA / name, newline="") as f:
             return [row["goal"] for row in csv.DictReader(f)]
@@ -71,9 +72,20 @@ def variant_a(n: int, batch_size: int, folder: Path) -> tuple[float, int]:
     sources = write_sources(n, folder)
     out = folder / f"a-{n}.h5"
     cmd = [
-        str(REPO / ".venv" / "bin" / "probing"), "extract", "--prompts", json.dumps(sources),
-        "--output", str(out), "--batch_size", str(batch_size), "--template", "chat",
-        "--progress", "false", "--overwrite", "true",
+        str(REPO / ".venv" / "bin" / "probing"),
+        "extract",
+        "--prompts",
+        json.dumps(sources),
+        "--output",
+        str(out),
+        "--batch_size",
+        str(batch_size),
+        "--template",
+        "chat",
+        "--progress",
+        "false",
+        "--overwrite",
+        "true",
     ]
     wall, rss, _ = run_process(cmd)
     return wall, rss
@@ -95,8 +107,11 @@ def child_floor(n: int, batch_size: int) -> None:
         for lo in range(0, len(ids), batch_size):
             x, mask = left_pad(ids[lo : lo + batch_size], pad)
             out = lm.parts.backbone(
-                input_ids=x, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                use_cache=False, output_hidden_states=True,
+                input_ids=x,
+                attention_mask=mask,
+                position_ids=position_ids_from_mask(mask),
+                use_cache=False,
+                output_hidden_states=True,
             )
             kept.append(torch.stack([h[:, -1] for h in out.hidden_states], 1))
     sys.stdout.write(f"{sum(k.shape[0] for k in kept)}\n")
@@ -124,11 +139,15 @@ def child_seed(n: int, sample: int) -> None:
                 hn = h if i == len(out.hidden_states) - 1 else lm.parts.final_norm(h)
                 lm.parts.unembed(hn).topk(5, dim=-1)
     per_prompt = (time.perf_counter() - t1) / len(chosen)
-    sys.stdout.write(json.dumps({"load": load, "per_prompt": per_prompt, "sample": len(chosen)}) + "\n")
+    sys.stdout.write(
+        json.dumps({"load": load, "per_prompt": per_prompt, "sample": len(chosen)}) + "\n"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed-sample", type=int, default=20)
@@ -147,9 +166,13 @@ def main() -> None:
         folder = Path(tmp)
         a_wall, a_rss = variant_a(args.n, args.batch_size, folder)
         print(f"(a) probing extract, {args.n} prompts: {a_wall:.1f} s, peak RSS {a_rss} MiB")
-        b_wall, b_rss, _ = run_process([py, me, "--child", "floor", "--n", str(args.n), "--batch-size", str(args.batch_size)])
+        b_wall, b_rss, _ = run_process(
+            [py, me, "--child", "floor", "--n", str(args.n), "--batch-size", str(args.batch_size)]
+        )
         print(f"(b) bare batched forward (floor):  {b_wall:.1f} s, peak RSS {b_rss} MiB")
-        c_wall, _, out = run_process([py, me, "--child", "seed", "--n", str(args.n), "--seed-sample", str(args.seed_sample)])
+        c_wall, _, out = run_process(
+            [py, me, "--child", "seed", "--n", str(args.n), "--seed-sample", str(args.seed_sample)]
+        )
         seed = json.loads(out.strip().splitlines()[-1])
         c_est = c_wall - seed["per_prompt"] * seed["sample"] + seed["per_prompt"] * args.n
         print(
@@ -160,8 +183,12 @@ def main() -> None:
         print(f"speed-up over the seed code       c/a = {c_est / a_wall:.1f}  (target >= 10)")
         if not args.skip_rss:
             big_wall, big_rss = variant_a(5 * args.n, args.batch_size, folder)
-            print(f"(a) probing extract, {5 * args.n} prompts: {big_wall:.1f} s, peak RSS {big_rss} MiB")
-            print(f"peak RSS {5 * args.n} / {args.n} prompts = {big_rss / a_rss:.3f}  (target <= 1.10)")
+            print(
+                f"(a) probing extract, {5 * args.n} prompts: {big_wall:.1f} s, peak RSS {big_rss} MiB"
+            )
+            print(
+                f"peak RSS {5 * args.n} / {args.n} prompts = {big_rss / a_rss:.3f}  (target <= 1.10)"
+            )
 
 
 if __name__ == "__main__":

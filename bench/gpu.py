@@ -20,8 +20,13 @@ from probing.models.load import from_pretrained_objects
 
 def build(layers: int) -> torch.nn.Module:
     config = LlamaConfig(
-        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
     )
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -52,7 +57,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
     model = build(args.layers)
-    lm = from_pretrained_objects(model, SimpleNamespace(pad_token_id=0, eos_token_id=0), "random-llama-7b")
+    lm = from_pretrained_objects(
+        model, SimpleNamespace(pad_token_id=0, eos_token_id=0), "random-llama-7b"
+    )
     reader = ActivationReader(lm, "last", top_k=5)
     data = batches(args.prompts, args.batch_size)
     tokens = sum(len(s) for b in data for s in b)
@@ -61,8 +68,10 @@ def main() -> None:
     def bare(batch):
         ids, mask = left_pad(batch, 0)
         lm.parts.backbone(
-            input_ids=ids.cuda(), attention_mask=mask.cuda(),
-            position_ids=position_ids_from_mask(mask).cuda(), use_cache=False,
+            input_ids=ids.cuda(),
+            attention_mask=mask.cuda(),
+            position_ids=position_ids_from_mask(mask).cuda(),
+            use_cache=False,
         )
 
     t_bare = timed(bare, data)

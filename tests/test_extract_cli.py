@@ -31,7 +31,9 @@ def model_dir(tmp_path_factory):
 @pytest.fixture
 def prompts(tmp_path):
     p = tmp_path / "p.csv"
-    p.write_text("goal\n" + "\n".join(f"request number {i} {'x' * (i % 7)}" for i in range(20)) + "\n")
+    p.write_text(
+        "goal\n" + "\n".join(f"request number {i} {'x' * (i % 7)}" for i in range(20)) + "\n"
+    )
     return p
 
 
@@ -61,7 +63,17 @@ def test_cli_extract_and_info(tmp_path, model_dir, prompts, capsys):
     # another prompt set into the same file is refused, then allowed with --overwrite
     assert cli("--config", str(cfg), "--prompts", f'[{{"path": "{prompts}", "limit": 3}}]') == 2
     assert "another prompt set" in capsys.readouterr().err
-    assert cli("--config", str(cfg), "--prompts", f'[{{"path": "{prompts}", "limit": 3}}]', "--overwrite", "true") == 0
+    assert (
+        cli(
+            "--config",
+            str(cfg),
+            "--prompts",
+            f'[{{"path": "{prompts}", "limit": 3}}]',
+            "--overwrite",
+            "true",
+        )
+        == 0
+    )
     assert FeatureFile(out).num_rows == 3
 
 
@@ -95,12 +107,19 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, prompts):
         FeatureFile(killed)
 
     lm = tiny_lm("llama")
-    cfg = ExtractConfig(prompts=[PromptSource(path=str(prompts))], output=str(killed), batch_size=2, progress=False)
+    cfg = ExtractConfig(
+        prompts=[PromptSource(path=str(prompts))], output=str(killed), batch_size=2, progress=False
+    )
     with pytest.raises(ProbingError, match="pass --resume"):
         extract(cfg, lm=lm)
     cfg.resume = True
     extract(cfg, lm=lm)
-    full = ExtractConfig(prompts=[PromptSource(path=str(prompts))], output=str(tmp_path / "full.h5"), batch_size=2, progress=False)
+    full = ExtractConfig(
+        prompts=[PromptSource(path=str(prompts))],
+        output=str(tmp_path / "full.h5"),
+        batch_size=2,
+        progress=False,
+    )
     extract(full, lm=lm)
     a, b = FeatureFile(killed), FeatureFile(tmp_path / "full.h5")
     for name in ("hidden", "lens_ids", "lens_logits", "label", "prompt_index", "n_tokens"):
@@ -127,7 +146,14 @@ def _one_line_error(capsys, match: str) -> None:
     ],
 )
 def test_cli_bad_input(tmp_path, model_dir, prompts, capsys, args, match):
-    base = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(tmp_path / "o.h5")]
+    base = [
+        "--model.name",
+        str(model_dir),
+        "--prompts",
+        f'[{{"path": "{prompts}"}}]',
+        "--output",
+        str(tmp_path / "o.h5"),
+    ]
     assert cli(*base, *args) == 2
     _one_line_error(capsys, match)
     assert not (tmp_path / "o.h5").exists()
@@ -136,26 +162,76 @@ def test_cli_bad_input(tmp_path, model_dir, prompts, capsys, args, match):
 def test_unwritable_output(tmp_path, model_dir, prompts, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert cli("--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(blocker / "o.h5")) == 2
+    assert (
+        cli(
+            "--model.name",
+            str(model_dir),
+            "--prompts",
+            f'[{{"path": "{prompts}"}}]',
+            "--output",
+            str(blocker / "o.h5"),
+        )
+        == 2
+    )
     _one_line_error(capsys, "choose a writable location with --output")
 
 
 def test_unknown_architecture(tmp_path, prompts, capsys):
     model = save_tiny(tmp_path / "opt", "opt")
-    assert cli("--model.name", str(model), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(tmp_path / "o.h5")) == 2
+    assert (
+        cli(
+            "--model.name",
+            str(model),
+            "--prompts",
+            f'[{{"path": "{prompts}"}}]',
+            "--output",
+            str(tmp_path / "o.h5"),
+        )
+        == 2
+    )
     _one_line_error(capsys, "unsupported architecture 'opt'")
 
 
 def test_output_of_another_model_is_refused(tmp_path, model_dir, prompts, capsys):
     out = tmp_path / "o.h5"
     other = save_tiny(tmp_path / "tiny-gpt2", "gpt2")
-    assert cli("--model.name", str(other), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(out)) == 0
-    assert cli("--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(out)) == 2
+    assert (
+        cli(
+            "--model.name",
+            str(other),
+            "--prompts",
+            f'[{{"path": "{prompts}"}}]',
+            "--output",
+            str(out),
+        )
+        == 0
+    )
+    assert (
+        cli(
+            "--model.name",
+            str(model_dir),
+            "--prompts",
+            f'[{{"path": "{prompts}"}}]',
+            "--output",
+            str(out),
+        )
+        == 2
+    )
     _one_line_error(capsys, f"features of model '{other}'")
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = [1]
-    assert cli("--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]', "--output", str(foreign)) == 2
+    assert (
+        cli(
+            "--model.name",
+            str(model_dir),
+            "--prompts",
+            f'[{{"path": "{prompts}"}}]',
+            "--output",
+            str(foreign),
+        )
+        == 2
+    )
     _one_line_error(capsys, "not a probing feature file")
     assert main(["info", str(foreign)]) == 2
 
@@ -165,7 +241,9 @@ def test_too_long_skip_and_truncate(tmp_path, prompts):
     base = {"prompts": [PromptSource(path=str(prompts))], "progress": False, "max_tokens": 40}
     skip = FeatureFile(extract(ExtractConfig(output=str(tmp_path / "s.h5"), **base), lm=lm))
     assert skip.num_rows < 20 and skip.meta["skipped"]["too_long"] == 20 - skip.num_rows
-    trunc = FeatureFile(extract(ExtractConfig(output=str(tmp_path / "t.h5"), too_long="truncate", **base), lm=lm))
+    trunc = FeatureFile(
+        extract(ExtractConfig(output=str(tmp_path / "t.h5"), too_long="truncate", **base), lm=lm)
+    )
     assert trunc.num_rows == 20 and max(trunc.column("n_tokens")) == 40
 
 
@@ -179,7 +257,9 @@ def test_embedded_model_on_paper_data(tmp_path, shared_data):
     cfg = ExtractConfig(
         prompts=[
             PromptSource(path=str(shared_data / "normal_prompts.csv"), label="normal", limit=16),
-            PromptSource(path=str(shared_data / "advbench_plus_malicious.csv"), label="malicious", limit=16),
+            PromptSource(
+                path=str(shared_data / "advbench_plus_malicious.csv"), label="malicious", limit=16
+            ),
         ],
         output=str(tmp_path / "real.h5"),
         progress=False,

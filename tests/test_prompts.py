@@ -10,7 +10,7 @@ from probing.errors import ProbingError
 from probing.prompts import PromptSource, load_prompts, load_source
 from probing.prompts.sources import apply_jailbreak, jailbreak_templates
 
-ROWS = ["first prompt", "second, with a comma", "third \"quoted\"", "fourth"]
+ROWS = ["first prompt", "second, with a comma", 'third "quoted"', "fourth"]
 
 
 def _csv(path, header, rows, sep=","):

@@ -24,5 +24,7 @@ def slow_write(self, *args):
 
 FeatureWriter.write = slow_write
 prompts, output = sys.argv[1], sys.argv[2]
-cfg = ExtractConfig(prompts=[PromptSource(path=prompts)], output=output, batch_size=2, progress=False)
+cfg = ExtractConfig(
+    prompts=[PromptSource(path=prompts)], output=output, batch_size=2, progress=False
+)
 extract(cfg, lm=tiny_lm("llama"))
