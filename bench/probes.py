@@ -30,7 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def run_probes(features: Path, workdir: Path, epochs: int, batch: int, lr: float) -> dict:
+def run_probes(
+    features: Path,
+    workdir: Path,
+    epochs: int,
+    batch: int,
+    lr: float,
+    accelerator: str = "auto",
+    devices: int = 1,
+) -> dict:
     """One `probing fit` (LinearMLPProbe on all layers, test after fit); returns timing and metrics."""
     out = workdir / "probe-run"
     config = workdir / "bench.yaml"
@@ -38,6 +46,9 @@ def run_probes(features: Path, workdir: Path, epochs: int, batch: int, lr: float
         f"""seed_everything: 42
 trainer:
   max_epochs: {epochs}
+  accelerator: {accelerator}
+  devices: {devices}
+  strategy: {"ddp" if devices > 1 else "auto"}
   logger: false
   enable_checkpointing: false
   enable_progress_bar: false
@@ -196,6 +207,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=0.0)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--accelerator", default="auto", help="Lightning accelerator of the probe run (cpu, gpu)"
+    )
+    ap.add_argument("--devices", type=int, default=1, help="devices of the probe run (> 1: DDP)")
+    ap.add_argument("--skip_sklearn", action="store_true", help="time the probes only")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-probes-") as tmp:
@@ -217,19 +233,28 @@ def main() -> None:
             print(
                 f"synthetic {args.n}x{args.layers}x{args.hidden} float16 written in {time.perf_counter() - start:.0f} s"
             )
-            probes = run_probes(path, tmp, args.epochs or 6, args.batch, args.lr or 2e-3)
+            probes = run_probes(
+                path,
+                tmp,
+                args.epochs or 6,
+                args.batch,
+                args.lr or 2e-3,
+                args.accelerator,
+                args.devices,
+            )
             print(f"probes: {probes['seconds']:.1f} s")
-            k = args.sklearn_layers
-            sample = (
-                None
-                if k <= 0
-                else sorted({int(round(i)) for i in np.linspace(0, args.layers - 1, k)})
-            )
-            sk = run_sklearn(path, sample)
-            results.append(
-                compare(f"synthetic N={args.n} L={args.layers} D={args.hidden}", probes, sk)
-            )
-            print_result(results[-1])
+            if not args.skip_sklearn:
+                k = args.sklearn_layers
+                sample = (
+                    None
+                    if k <= 0
+                    else sorted({int(round(i)) for i in np.linspace(0, args.layers - 1, k)})
+                )
+                sk = run_sklearn(path, sample)
+                results.append(
+                    compare(f"synthetic N={args.n} L={args.layers} D={args.hidden}", probes, sk)
+                )
+                print_result(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
