@@ -45,18 +45,20 @@ class DemoConfig:
         max_new_tokens: greedy tokens judged for refusal.
         alignment: run the alignment side.
         compare: run the model/format comparison.
+        compare_per_class: normal and malicious prompts per run of the comparison.
     """
 
     output: str = "demo_out"
     model: str = "smollm2-135m-instruct"
     alignment_model: str = "qwen2.5-coder-0.5b-instruct"
-    normal: int = 300
-    malicious: int = 300
-    jailbreak: int = 150
-    alignment_per_class: int = 60
+    normal: int = 250
+    malicious: int = 250
+    jailbreak: int = 120
+    alignment_per_class: int = 50
     epochs: int = 30
     graft_prompts: int = 24
-    graft_stride: int = 3
+    graft_stride: int = 4
+    compare_per_class: int = 100
     max_new_tokens: int = 16
     alignment: bool = True
     compare: bool = True
@@ -409,10 +411,13 @@ def compare_side(demo: Demo) -> None:
     out = demo.out / "compare"
 
     def do_compare() -> None:
+        n = demo.cfg.compare_per_class
         compare_run(
             [
                 "--config",
                 str(CONFIGS / "compare" / "default.yaml"),
+                "--prompts",
+                f"[{{path: normal, limit: {n}}}, {{path: malicious, limit: {n}}}]",
                 "--output_dir",
                 str(out),
                 "--features_dir",
