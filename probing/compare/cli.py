@@ -10,34 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 
-from jsonargparse import ActionConfigFile, ArgumentParser
-
 from probing.compare.run import CompareConfig, compare
+from probing.config import parse_config
 from probing.errors import ProbingError
 
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="probing compare",
-        description="Compare models and prompt formats: weak-classifier accuracy per layer for each "
-        "run, drawn as the paper's grid.",
-        default_env=False,
-    )
-    parser.add_argument(
-        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
-    )
-    parser.add_class_arguments(CompareConfig, None, sub_configs=True)
-    return parser
-
-
 def parse(argv: list[str]) -> CompareConfig:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    ns.pop("config", None)
-    init = parser.instantiate_classes(ns)
-    return init if isinstance(init, CompareConfig) else CompareConfig(**init.as_dict())
+    return parse_config(
+        CompareConfig,
+        argv,
+        "probing compare",
+        "Compare models and prompt formats: weak-classifier accuracy per layer for each run, drawn as "
+        "the paper's grid.",
+    )
 
 
 def run(argv: list[str]) -> int:

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser
-
 import probing
+from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.generation.generate import generate
 from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
@@ -184,25 +183,13 @@ def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
     return result
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="probing refusal",
-        description="Greedy continuations of labelled prompts and the keyword judge's refusal rate per class.",
-        default_env=False,
-    )
-    parser.add_argument(
-        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
-    )
-    parser.add_class_arguments(RefusalConfig, None, sub_configs=True)
-    return parser
-
-
 def parse(argv: list[str]) -> RefusalConfig:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    ns.pop("config", None)
-    init = parser.instantiate_classes(ns)
-    return RefusalConfig(**init.as_dict()) if not isinstance(init, RefusalConfig) else init
+    return parse_config(
+        RefusalConfig,
+        argv,
+        "probing refusal",
+        "Greedy continuations of labelled prompts and the keyword judge's refusal rate per class.",
+    )
 
 
 def run(argv: list[str]) -> int:

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
 
+from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
@@ -219,15 +219,7 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
 
 
 def parse(argv: list[str]) -> GraftConfig:
-    parser = ArgumentParser(prog="probing graft", description="Logit-grafting sweep over layers.")
-    parser.add_argument(
-        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
-    )
-    parser.add_class_arguments(GraftConfig, None, sub_configs=True)
-    ns = parser.parse_args(argv)
-    ns.pop("config", None)
-    init = parser.instantiate_classes(ns)
-    return init if isinstance(init, GraftConfig) else GraftConfig(**init.as_dict())
+    return parse_config(GraftConfig, argv, "probing graft", "Logit-grafting sweep over layers.")
 
 
 def run(argv: list[str]) -> int:
