@@ -236,7 +236,7 @@ def test_output_of_another_model_is_refused(tmp_path, model_dir, prompts, capsys
     assert main(["info", str(foreign)]) == 2
 
 
-def test_too_long_skip_and_truncate(tmp_path, prompts):
+def test_too_long_skip_and_truncate(tmp_path, prompts, caplog):
     lm = tiny_lm("llama")
     base = {"prompts": [PromptSource(path=str(prompts))], "progress": False, "max_tokens": 40}
     skip = FeatureFile(extract(ExtractConfig(output=str(tmp_path / "s.h5"), **base), lm=lm))
@@ -245,6 +245,7 @@ def test_too_long_skip_and_truncate(tmp_path, prompts):
         extract(ExtractConfig(output=str(tmp_path / "t.h5"), too_long="truncate", **base), lm=lm)
     )
     assert trunc.num_rows == 20 and max(trunc.column("n_tokens")) == 40
+    assert f"truncated {20 - skip.num_rows} prompts from the left to 40 tokens" in caplog.text
 
 
 @pytest.mark.slow

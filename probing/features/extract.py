@@ -129,6 +129,7 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
     need = cfg.k if cfg.positions == "last_k" else 1
     skipped = {"too_long": 0, "too_short": 0}
     keep: list[int] = []
+    truncated = 0
     ids = rendered.ids
     for i, seq in enumerate(ids):
         if len(seq) > limit:
@@ -136,11 +137,11 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
                 skipped["too_long"] += 1
                 continue
             ids[i] = seq[-limit:]
+            truncated += 1
         if len(ids[i]) < need:
             skipped["too_short"] += 1
             continue
         keep.append(i)
-    truncated = sum(len(s) > limit for s in rendered.ids) if cfg.too_long == "truncate" else 0
     if skipped["too_long"]:
         log.warning(
             "skipped %d prompts longer than %d tokens (--too_long truncate keeps them)",
