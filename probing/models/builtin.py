@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
