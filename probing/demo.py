@@ -255,8 +255,7 @@ def _probing_report(demo: Demo, feats: Path) -> None:
 
 Feature file `{_rel(demo, feats)}`: {info["rows"]} prompts {info["labels"]}, {info["layers"]} layers
 (0 = embeddings) × {info["hidden_size"]}, template `{info["template"]}`.
-Refusal rate with greedy decoding (keyword judge): {_rates(demo.out / "refusal")} — too low for the
-alignment analyses, which therefore run on the second model below.
+Refusal rate with greedy decoding (keyword judge): {_rates(demo.out / "refusal")}{_aligned_enough(demo.out / "refusal")}
 
 ### Weak classifiers (the paper's SVM and MLP(100), 70/30 split) and Lightning probes
 
@@ -360,6 +359,17 @@ def alignment_side(demo: Demo) -> None:
 def _rates(folder: Path) -> str:
     summary = json.loads((folder / "refusal_summary.json").read_text())["classes"]
     return ", ".join(f"{c} {v['rate']:.0%} of {v['n']}" for c, v in summary.items())
+
+
+def _aligned_enough(folder: Path) -> str:
+    rate = (
+        json.loads((folder / "refusal_summary.json").read_text())["classes"]
+        .get("malicious", {})
+        .get("rate")
+    )
+    if rate is None or rate >= 0.3:
+        return "."
+    return f" — with {rate:.0%} of malicious prompts refused, too few for the alignment analyses, which run on the second model below."
 
 
 def _alignment_report(demo: Demo, name: str, out: Path) -> None:
