@@ -26,6 +26,7 @@ from probing.grafting.sweep import (
     target_sequences,
 )
 from probing.models.load import LoadedModel, ModelConfig, load_model
+from probing.plotting import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,7 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse(argv: list[str]) -> GraftConfig:

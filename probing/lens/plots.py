@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from probing.lens.analysis import LensAnalysis, check_layers, label
+from probing.plotting import save_figure
 
 COLOURS = {"negative": "#d62728", "positive": "#2ca02c", "neutral": "#9e9e9e"}
 EMOTION_NAMES = {
@@ -30,12 +30,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # tokens in scripts the font lacks draw as boxes
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
-        fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path)
 
 
 def _title(result: LensAnalysis) -> str:

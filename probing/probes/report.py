@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from probing.errors import ProbingError
+from probing.plotting import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,7 @@ def plot_accuracy(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def comparison_rows(

@@ -16,6 +16,7 @@ import torch
 
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
+from probing.plotting import save_figure
 from probing.probes.module import ProbeModule, check_feature_identity
 
 COLUMNS = ["probe", "layer", "class", "n", "share_flagged"]
@@ -93,7 +94,4 @@ def write(rows: list[dict[str, Any]], out: Path, title: str = "") -> tuple[Path,
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    png = out / "jailbreak_transfer.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return csv_path, png
+    return csv_path, save_figure(fig, out / "jailbreak_transfer.png")
