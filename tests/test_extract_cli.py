@@ -246,6 +246,71 @@ def test_too_long_skip_and_truncate(tmp_path, prompts, caplog):
     )
     assert trunc.num_rows == 20 and max(trunc.column("n_tokens")) == 40
     assert f"truncated {20 - skip.num_rows} prompts from the left to 40 tokens" in caplog.text
+    # which rows were cut is recorded, and `rendered` holds the text the model actually saw
+    flags, n_tokens = trunc.column("truncated"), trunc.column("n_tokens")
+    assert flags.dtype == bool and flags.sum() == 20 - skip.num_rows
+    assert (n_tokens[flags] == 40).all() and (n_tokens[~flags] <= 40).all()
+    kept = set(skip.column("rendered"))
+    for text, cut, n in zip(trunc.column("rendered"), flags, n_tokens):
+        assert (text in kept) != cut
+        assert len(lm.tokenizer(text)["input_ids"]) == n
+    assert not skip.column("truncated").any()
+
+
+def test_default_max_tokens_is_the_models_context(tmp_path, model_dir, capsys):
+    """No --max_tokens: the limit is the model's max_position_embeddings (256), not 4096."""
+    prompts = tmp_path / "long.csv"
+    prompts.write_text("goal\n" + "short one\nshort two\n" + "y" * 600 + "\n")
+    out = tmp_path / "ctx.h5"
+    assert (
+        cli(
+            "--model.name",
+            str(model_dir),
+            "--prompts",
+            f'[{{"path": "{prompts}"}}]',
+            "--output",
+            str(out),
+        )
+        == 0
+    )
+    ff = FeatureFile(out)
+    assert ff.num_rows == 2 and ff.meta["skipped"] == {"too_long": 1}
+    assert (
+        cli(
+            "--model.name",
+            str(model_dir),
+            "--prompts",
+            f'[{{"path": "{prompts}"}}]',
+            "--output",
+            str(tmp_path / "t.h5"),
+            "--too_long",
+            "truncate",
+        )
+        == 0
+    )
+    ff = FeatureFile(tmp_path / "t.h5")
+    assert ff.num_rows == 3 and max(ff.column("n_tokens")) == 256
+    assert ff.column("truncated").tolist() == [True, False, False]
+
+
+def test_gguf_context_length_reads_the_header(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from probing.models.context import gguf_context_length
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_token_list([f"t{i}" for i in range(300)])  # arrays before the key are skipped
+    writer.add_token_scores([0.0] * 300)
+    writer.add_context_length(8192)
+    writer.add_tensor("w", np.zeros((2, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert gguf_context_length(path) == 8192
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03\x00")
+    assert gguf_context_length(tmp_path / "bad.gguf") is None
+    assert gguf_context_length(tmp_path / "missing.gguf") is None
 
 
 @pytest.mark.slow

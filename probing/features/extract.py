@@ -27,6 +27,7 @@ from probing.features.shards import (
     shard_path,
 )
 from probing.features.store import FeatureWriter, RowTable, read_meta
+from probing.models.context import config_context_length, model_context_length
 from probing.models.load import LoadedModel, ModelConfig, load_model, load_tokenizer, model_identity
 from probing.prompts.render import Template, render
 from probing.prompts.sources import PromptSource, load_prompts
@@ -110,12 +111,9 @@ def _validate(cfg: ExtractConfig) -> None:
             raise ProbingError(message)
 
 
-def _context_length(tokenizer: Any, lm_config: Any | None) -> int:
-    for value in (
-        getattr(lm_config, "max_position_embeddings", None),
-        getattr(lm_config, "n_positions", None),
-        getattr(tokenizer, "model_max_length", None),
-    ):
+def _context_length(tokenizer: Any, model_length: int | None) -> int:
+    """The model's context length, else the tokenizer's ``model_max_length``, else 4096."""
+    for value in (model_length, getattr(tokenizer, "model_max_length", None)):
         if isinstance(value, int) and 0 < value < 10**7:
             return value
     return 4096
@@ -129,7 +127,7 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
     need = cfg.k if cfg.positions == "last_k" else 1
     skipped = {"too_long": 0, "too_short": 0}
     keep: list[int] = []
-    truncated = 0
+    truncated: set[int] = set()
     ids = rendered.ids
     for i, seq in enumerate(ids):
         if len(seq) > limit:
@@ -137,7 +135,7 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
                 skipped["too_long"] += 1
                 continue
             ids[i] = seq[-limit:]
-            truncated += 1
+            truncated.add(i)
         if len(ids[i]) < need:
             skipped["too_short"] += 1
             continue
@@ -149,7 +147,7 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
             limit,
         )
     if truncated:
-        log.warning("truncated %d prompts from the left to %d tokens", truncated, limit)
+        log.warning("truncated %d prompts from the left to %d tokens", len(truncated), limit)
     if skipped["too_short"]:
         log.warning("skipped %d prompts shorter than --k %d tokens", skipped["too_short"], cfg.k)
     if not keep:
@@ -161,13 +159,16 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
         digest.update(json.dumps([rendered.text[i], label_names[labels[i]]]).encode())
         digest.update(b"\n")
     order = sorted(keep, key=lambda i: -len(ids[i]))  # stable: ties keep prompt order
+    # a truncated row records the text of the tokens it kept (what the model actually saw)
+    used = {i: tokenizer.decode(ids[i]) for i in order if i in truncated}
     rows = RowTable(
         prompt=[prompts[i] for i in order],
-        rendered=[rendered.text[i] for i in order],
+        rendered=[used.get(i, rendered.text[i]) for i in order],
         label=np.array([labels[i] for i in order], dtype=np.int64),
         prompt_index=np.array(order, dtype=np.int64),
         source=np.array([sources[i] for i in order], dtype=np.int64),
         n_tokens=np.array([len(ids[i]) for i in order], dtype=np.int64),
+        truncated=np.array([i in truncated for i in order], dtype=bool),
     )
     return Plan(
         rows=rows,
@@ -188,6 +189,7 @@ def slice_plan(plan: Plan, start: int, stop: int) -> Plan:
         prompt_index=r.prompt_index[start:stop],
         source=r.source[start:stop],
         n_tokens=r.n_tokens[start:stop],
+        truncated=None if r.truncated is None else r.truncated[start:stop],
     )
     return dataclasses.replace(plan, rows=rows, ids=plan.ids[start:stop])
 
@@ -290,8 +292,12 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
             for k in ("model", "model_source", "model_revision", "gguf_sha256", "dtype")
         }
     )
-    lm_config = lm.model.config if lm is not None else None
-    plan = plan_rows(cfg, tokenizer, _context_length(tokenizer, lm_config))
+    model_length = (
+        config_context_length(lm.model.config)
+        if lm is not None
+        else model_context_length(cfg.model)
+    )
+    plan = plan_rows(cfg, tokenizer, _context_length(tokenizer, model_length))
     fp = fingerprint(cfg, identity, plan)
     path, file_fp, extra = Path(cfg.output), fp, {"plan_fingerprint": fp}
     if shard:

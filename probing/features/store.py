@@ -35,6 +35,7 @@ class RowTable:
     prompt_index: np.ndarray
     source: np.ndarray
     n_tokens: np.ndarray
+    truncated: np.ndarray | None = None  # bool per row: cut to --max_tokens (None: none was)
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -121,6 +122,8 @@ class FeatureWriter:
         file.create_dataset("prompt_index", data=np.asarray(rows.prompt_index, dtype=np.int64))
         file.create_dataset("source", data=np.asarray(rows.source, dtype=np.int64))
         file.create_dataset("n_tokens", data=np.asarray(rows.n_tokens, dtype=np.int64))
+        truncated = np.zeros(n, dtype=bool) if rows.truncated is None else rows.truncated
+        file.create_dataset("truncated", data=np.asarray(truncated, dtype=bool))
         file.create_dataset("prompt", data=rows.prompt, dtype=_STR)
         file.create_dataset("rendered", data=rows.rendered, dtype=_STR)
         file.create_dataset("rows_done", data=np.zeros(1, dtype=np.int64))
