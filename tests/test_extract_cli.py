@@ -17,6 +17,7 @@ from tiny import save_tiny, tiny_lm
 from probing.cli import main
 from probing.errors import ProbingError
 from probing.features import FeatureFile
+from probing.features.atomic import lock_path, partial_path
 from probing.features.extract import ExtractConfig, extract
 from probing.prompts import PromptSource
 
@@ -100,7 +101,8 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, prompts):
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    with h5py.File(killed) as f:
+    assert not killed.exists()  # the rows so far are in killed.h5.partial
+    with h5py.File(partial_path(killed)) as f:
         assert not f.attrs["complete"]
         assert 6 <= f["rows_done"][0] < 20
     with pytest.raises(ProbingError, match="incomplete"):
@@ -125,6 +127,48 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, prompts):
     for name in ("hidden", "lens_ids", "lens_logits", "label", "prompt_index", "n_tokens"):
         np.testing.assert_array_equal(a.file[name][:], b.file[name][:], err_msg=name)
     assert a.meta["fingerprint"] == b.meta["fingerprint"]
+
+
+def _slow_extract(prompts: Path, out: Path, *extra: str, rows: int = 2) -> subprocess.Popen:
+    """A second process extracting slowly into ``out``; returns once it has written ``rows`` rows."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "scripts" / "extract_slow.py"), str(prompts), str(out), *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SLOW_WRITE_S": "1.0"},
+    )
+    for line in proc.stdout:
+        if line.startswith("rows") and int(line.split()[1]) >= rows:
+            return proc
+    proc.wait(timeout=60)
+    raise AssertionError(f"the slow extraction ended early (exit {proc.returncode})")
+
+
+def test_second_writer_is_refused_and_finished_file_survives(tmp_path, model_dir, prompts, capsys):
+    out = tmp_path / "f.h5"
+    proc = _slow_extract(prompts, out)
+    try:
+        # another process on the same output: one line, nothing of the first run's file touched
+        args = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]']
+        assert cli(*args, "--output", str(out), "--overwrite", "true") == 2
+        _one_line_error(capsys, "is being written by another process")
+        assert main(["info", str(out)]) == 2
+        _one_line_error(capsys, "is being written by another process")
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert FeatureFile(out).num_rows == 20
+    assert not partial_path(out).exists() and not lock_path(out).exists()
+    # an --overwrite run killed half-way leaves the finished file as it was (atomic replace)
+    before = out.read_bytes()
+    proc = _slow_extract(prompts, out, "--overwrite")
+    proc.kill()
+    proc.wait()
+    assert out.read_bytes() == before and FeatureFile(out).num_rows == 20
+    assert partial_path(out).exists()
+    assert main(["info", str(out)]) == 0
+    assert "complete" in capsys.readouterr().out
 
 
 def _one_line_error(capsys, match: str) -> None:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 import probing
 from probing.errors import ProbingError
 from probing.features.activations import ActivationReader, Positions, num_positions
+from probing.features.atomic import WriteLock, partial_path
 from probing.features.shards import (
     all_shards_complete,
     merge_shards,
@@ -215,23 +216,44 @@ def fingerprint(cfg: ExtractConfig, identity: dict[str, Any], plan: Plan) -> str
 def _check_existing(
     path: Path, cfg: ExtractConfig, identity: dict[str, Any], plan: Plan, fp: str
 ) -> str:
-    """``new``, ``done`` (identical finished file) or ``resume``."""
-    if not path.exists() or cfg.overwrite:
+    """``new``, ``done`` (identical finished file) or ``resume`` (of ``path.partial``).
+
+    Called with the output's write lock held, so nobody else writes ``path`` or ``path.partial``.
+    """
+    partial = partial_path(path)
+    if cfg.overwrite or not (path.exists() or partial.exists()):
         return "new"
-    try:
-        meta = read_meta(path)
-    except ProbingError as err:
-        raise ProbingError(
-            f"--output {path} exists and is not a usable feature file ({err}); pass --overwrite to replace it"
-        ) from None
-    if meta.get("fingerprint") == fp:
-        if meta.get("complete"):
+    meta: dict[str, Any] = {}
+    if path.exists():
+        try:
+            meta = read_meta(path)
+        except ProbingError as err:
+            raise ProbingError(
+                f"--output {path} exists and is not a usable feature file ({err}); pass --overwrite to replace it"
+            ) from None
+        if meta.get("fingerprint") == fp and meta.get("complete"):
             return "done"
-        if cfg.resume:
-            return "resume"
-        raise ProbingError(
-            f"--output {path} holds an interrupted run of this config; pass --resume to continue it or --overwrite to start over"
-        )
+        if meta.get("fingerprint") == fp and not partial.exists():
+            # an interrupted file written in place (before OUTPUT.partial existed): resume it there
+            os.replace(path, partial)
+    if partial.exists():
+        try:
+            pmeta = read_meta(partial)
+        except ProbingError:
+            pmeta = {}
+        if pmeta.get("fingerprint") == fp and pmeta.get("complete"):
+            os.replace(partial, path)  # finished, but stopped before the rename
+            return "done"
+        if pmeta.get("fingerprint") == fp:
+            if cfg.resume:
+                return "resume"
+            raise ProbingError(
+                f"--output {path} holds an interrupted run of this config (in {partial.name}); pass --resume to continue it or --overwrite to start over"
+            )
+        if not meta:
+            raise ProbingError(
+                f"{partial} holds an interrupted run of another model, prompt set or config; pass --overwrite to start over or choose another --output"
+            )
     if meta.get("model") != identity["model"] or meta.get("gguf_sha256") != identity["gguf_sha256"]:
         what = f"model {meta.get('model')!r}"
     elif meta.get("prompt_hash") != plan.prompt_hash:
@@ -310,26 +332,29 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
         path = shard_path(cfg.output, index, count)
         file_fp = hashlib.sha256(f"{fp} shard {index}/{count}".encode()).hexdigest()
         log.info("shard %d of %d: rows %d:%d -> %s", index, count, start, stop, path)
-    state = _check_existing(path, cfg, identity, plan, file_fp)
-    if state == "done":
-        log.info(
-            "%s is already complete for this config (%d rows); nothing to do", path, len(plan.rows)
-        )
-    else:
-        _extract_rows(cfg, lm, tokenizer, plan, path, file_fp, extra, state)
+    with WriteLock(path) as lock:  # before the model loads: also checks that --output is writable
+        state = _check_existing(path, cfg, identity, plan, file_fp)
+        if state == "done":
+            log.info(
+                "%s is already complete for this config (%d rows); nothing to do",
+                path,
+                len(plan.rows),
+            )
+        else:
+            _extract_rows(cfg, lm, tokenizer, plan, path, file_fp, extra, state, lock)
     if shard:
         return _merge_if_last(cfg, shard[1]) or path
     return path
 
 
 def _extract_rows(
-    cfg, lm, tokenizer, plan: Plan, path: Path, fp: str, extra: dict, state: str
+    cfg, lm, tokenizer, plan: Plan, path: Path, fp: str, extra: dict, state: str, lock: WriteLock
 ) -> None:
     if lm is None:
         lm = load_model(cfg.model, tokenizer)
     reader = ActivationReader(lm, cfg.positions, cfg.k, cfg.lens_top_k)
     if state == "resume":
-        writer = FeatureWriter.reopen(path)
+        writer = FeatureWriter.reopen(path, lock)
         log.info("resuming %s at row %d of %d", path, writer.rows_done, writer.num_rows)
     else:
         writer = FeatureWriter.create(
@@ -341,6 +366,7 @@ def _extract_rows(
             hidden_size=int(lm.model.config.hidden_size),
             top_k=cfg.lens_top_k,
             storage_dtype=cfg.storage_dtype,
+            lock=lock,
         )
     try:
         _run(writer, reader, plan, cfg)

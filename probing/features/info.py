@@ -11,12 +11,15 @@ from typing import Any
 import h5py
 from jsonargparse import ArgumentParser
 
+from probing.features.atomic import being_written, partial_path
 from probing.features.store import read_meta
 
 
 def summarize(path: str | Path) -> dict[str, Any]:
     """Summary of a feature file (complete or not) as plain JSON-able values."""
     path = Path(path)
+    if not path.exists() and partial_path(path).exists() and not being_written(path):
+        path = partial_path(path)  # an interrupted extraction: show how far it got
     meta = read_meta(path)
     with h5py.File(path, "r") as f:
         labels = f["label"][:]

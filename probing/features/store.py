@@ -16,6 +16,14 @@ import h5py
 import numpy as np
 
 from probing.errors import ProbingError
+from probing.features.atomic import (
+    WriteLock,
+    being_written,
+    busy_error,
+    final_path,
+    fsync_path,
+    partial_path,
+)
 
 FORMAT = "probing-features"
 FORMAT_VERSION = 1
@@ -66,10 +74,16 @@ def decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
 
 
 class FeatureWriter:
-    """Appends batches of rows to a feature file; marks it complete only in :meth:`finish`."""
+    """Appends batches of rows to a feature file; marks it complete only in :meth:`finish`.
 
-    def __init__(self, file: h5py.File):
+    Rows go to ``OUTPUT.partial`` under an exclusive ``OUTPUT.lock`` (see :mod:`probing.features.atomic`);
+    :meth:`finish` renames the complete file to ``OUTPUT``, so a finished file is never half-written.
+    """
+
+    def __init__(self, file: h5py.File, path: Path | None = None, lock: WriteLock | None = None):
         self.file = file
+        self.path = final_path(path if path is not None else file.filename)
+        self.lock = lock
         self.hidden = file["hidden"]
         self.lens_ids = file["lens_ids"]
         self.lens_logits = file["lens_logits"]
@@ -88,14 +102,19 @@ class FeatureWriter:
         hidden_size: int,
         top_k: int,
         storage_dtype: str,
+        lock: WriteLock | None = None,
     ) -> FeatureWriter:
-        """Create a new (incomplete) file at ``path`` holding ``rows``' metadata."""
+        """Create a new (incomplete) ``path.partial`` holding ``rows``' metadata.
+
+        ``lock`` is the caller's held :class:`WriteLock` of ``path``; without one it is taken here.
+        """
         path = Path(path)
         n = len(rows)
+        lock = lock if lock is not None else WriteLock(path).acquire()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            file = h5py.File(path, "w")
+            file = h5py.File(partial_path(path), "w")
         except OSError as err:
+            lock.release()
             raise ProbingError(
                 f"cannot write the feature file {path}: {err.strerror or err}; "
                 "choose a writable location with --output"
@@ -141,18 +160,21 @@ class FeatureWriter:
         for key, value in attrs.items():
             file.attrs[key] = _encode_attr(key, value)
         file.flush()
-        return cls(file)
+        return cls(file, path, lock)
 
     @classmethod
-    def reopen(cls, path: str | os.PathLike) -> FeatureWriter:
-        """Open an incomplete file to continue writing after its last flushed row."""
+    def reopen(cls, path: str | os.PathLike, lock: WriteLock | None = None) -> FeatureWriter:
+        """Open the incomplete ``path.partial`` to continue writing after its last flushed row."""
+        path = Path(path)
+        lock = lock if lock is not None else WriteLock(path).acquire()
         try:
-            file = h5py.File(path, "r+")
+            file = h5py.File(partial_path(path), "r+")
         except OSError as err:
+            lock.release()
             raise ProbingError(
-                f"cannot reopen {path} to resume ({err}); start over with --overwrite"
+                f"cannot reopen {partial_path(path)} to resume ({err}); start over with --overwrite"
             ) from None
-        return cls(file)
+        return cls(file, path, lock)
 
     @property
     def num_rows(self) -> int:
@@ -186,22 +208,38 @@ class FeatureWriter:
         self.file.attrs[key] = _encode_attr(key, value)
 
     def finish(self) -> None:
-        """Mark the file complete; only call after every row is written."""
+        """Mark the file complete and move it into place; only call after every row is written."""
         if self.rows_done != self.num_rows:
             raise ValueError(f"finish() with {self.rows_done} of {self.num_rows} rows written")
         self.file.attrs["complete"] = True
         self.file.flush()
+        tmp = Path(self.file.filename)
+        self.file.close()
+        if tmp != self.path:
+            fsync_path(tmp)
+            os.replace(tmp, self.path)
         self.close()
 
     def close(self) -> None:
+        """Close the file and release the lock (an unfinished file stays in ``OUTPUT.partial``)."""
         if self.file.id.valid:
             self.file.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of a feature file, without checking that it is complete."""
     path = Path(path)
     if not path.exists():
+        if partial_path(path).exists():
+            if being_written(path):
+                raise busy_error(path)
+            raise ProbingError(
+                f"{path} is incomplete: an interrupted extraction left its rows in "
+                f"{partial_path(path)}; finish it with `probing extract --resume` and the same "
+                "config, or re-extract with --overwrite"
+            )
         raise ProbingError(
             f"feature file {path} does not exist; run `probing extract` first or fix the path"
         )
@@ -209,6 +247,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             meta = decode_attrs(f.attrs)
     except OSError as err:
+        if being_written(path):
+            raise busy_error(path) from None
         raise ProbingError(f"{path} is not a readable HDF5 file ({err}); re-extract it") from None
     if meta.get("format") != FORMAT:
         raise ProbingError(

@@ -1,5 +1,9 @@
-"""Extract with a tiny model, slowly, announcing each flushed batch (killed by test_resume)."""
+"""Extract with a tiny model, slowly, announcing each flushed batch (killed by test_resume).
 
+``extract_slow.py PROMPTS OUTPUT [--overwrite]``; ``SLOW_WRITE_S`` sets the pause per batch.
+"""
+
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,12 +23,16 @@ def slow_write(self, *args):
     original(self, *args)
     sys.stdout.write(f"rows {self.rows_done}\n")
     sys.stdout.flush()
-    time.sleep(0.3)
+    time.sleep(float(os.environ.get("SLOW_WRITE_S", "0.3")))
 
 
 FeatureWriter.write = slow_write
 prompts, output = sys.argv[1], sys.argv[2]
 cfg = ExtractConfig(
-    prompts=[PromptSource(path=prompts)], output=output, batch_size=2, progress=False
+    prompts=[PromptSource(path=prompts)],
+    output=output,
+    batch_size=2,
+    progress=False,
+    overwrite="--overwrite" in sys.argv[3:],
 )
 extract(cfg, lm=tiny_lm("llama"))
