@@ -6,11 +6,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_lm
+from tiny import SUPPORTED, tiny_lm
 
 from probing.features import FeatureFile
 from probing.features.activations import ActivationReader
 from probing.features.extract import ExtractConfig, extract
+from probing.models.lookup import ARCHITECTURES
 from probing.prompts import PromptSource
 
 PROMPTS = [
@@ -46,7 +47,11 @@ def by_prompt(ff: FeatureFile, dataset: str) -> np.ndarray:
     return ff.file[dataset][:][order]
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "qwen2"])
+def test_every_supported_architecture_has_a_tiny_model():
+    assert sorted(SUPPORTED) == sorted(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
 def test_matches_hf_hidden_states_unpadded(tmp_path, arch):
     """Layer i in the file is HF's hidden_states[i] at the last prompt token, for every layer."""
     lm = tiny_lm(arch)
@@ -88,7 +93,7 @@ def test_mean_position_is_mean_of_prompt_tokens(tmp_path):
     np.testing.assert_allclose(hidden[1, 2, 0], ref[2][0].mean(0).numpy(), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2"])
+@pytest.mark.parametrize("arch", SUPPORTED)
 def test_last_layer_lens_is_the_models_prediction(tmp_path, arch):
     """Top-1 of the lens at the last layer = argmax of the model's own next-token logits."""
     lm = tiny_lm(arch)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_lm
+from tiny import SUPPORTED, tiny_lm
 
 from probing.errors import ProbingError
 from probing.features.activations import left_pad, position_ids_from_mask
 from probing.grafting import graft
 
-ARCHS = ["llama", "gpt2", "gemma2", "falcon"]
+ARCHS = SUPPORTED  # every architecture of probing.models.lookup
 
 
 def batch(lm):

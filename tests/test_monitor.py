@@ -13,7 +13,7 @@ import pytest
 import torch
 from featurefactory import single_thread  # noqa: F401 (autouse fixture)
 from sklearn.metrics import roc_auc_score, roc_curve
-from tiny import save_tiny, tiny_lm
+from tiny import SUPPORTED, save_tiny, tiny_lm
 
 from probing.data import ActivationDataModule
 from probing.errors import ProbingError
@@ -137,6 +137,49 @@ def test_forward_stops_at_the_layer_and_hooks_are_removed(setup):
             assert {id(b): len(b._forward_hooks) for b in lm.parts.layers} == before
             assert all(len(b._forward_pre_hooks) == 1 for b in lm.parts.layers)
         assert len(norm_calls) == 1  # only when the last layer (after the final norm) is screened
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
+def test_stopped_forward_equals_stored_state_for_every_architecture(tmp_path, arch):
+    """Every architecture of the lookup: the forward stopped at layer l runs blocks 1..l only and
+    gives the state extraction stored for layer l (float32 storage)."""
+    from probing.monitor import LoadedProbe
+    from probing.probes import LinearProbe
+
+    lm = tiny_lm(arch)
+    src = tmp_path / "p.txt"
+    src.write_text("How do I bake bread?\nWrite a poem about the sea and the moon\nHi\n")
+    cfg = ExtractConfig(
+        prompts=[PromptSource(path=str(src), label="normal")],
+        output=str(tmp_path / "f.h5"),
+        template="chat",
+        storage_dtype="float32",
+        progress=False,
+    )
+    with FeatureFile(extract(cfg, lm=lm)) as ff:
+        meta, prompts, stored = ff.meta, ff.column("prompt"), ff.layers()
+    n, hidden = lm.parts.num_layers, int(lm.model.config.hidden_size)
+    module = LinearProbe(num_layers=n, hidden_size=hidden, class_names=["normal", "malicious"])
+    probe = LoadedProbe(
+        module=module.eval(), probe="linear", path=Path("tiny.ckpt"), sha256="",
+        layers=list(range(n)), class_names=["normal", "malicious"], feature_meta=meta,
+    )  # fmt: skip
+    calls: list[int] = []
+    handles = [
+        block.register_forward_pre_hook(lambda m, a, i=i: calls.append(i))
+        for i, block in enumerate(lm.parts.layers)
+    ]
+    try:
+        for layer in range(n):
+            screener = Screener(lm, probe, layer, batch_size=3)
+            seqs = screener.encode(prompts)
+            calls.clear()
+            got = screener.hidden(seqs, [layer])[:, 0].numpy()
+            assert calls == list(range(max(layer, 1))), (arch, layer)
+            np.testing.assert_allclose(got, stored[:, layer], atol=1e-5, rtol=1e-5)
     finally:
         for h in handles:
             h.remove()
