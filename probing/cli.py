@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "predict": ("probing.training.cli:run", "per-prompt, per-layer probabilities (Lightning CLI)"),
     "weak": ("probing.probes.weak:run", "the paper's per-layer linear SVM and MLP(100) baselines"),
+    "generalize": (
+        "probing.generalize.cli:run",
+        "leave-one-source-out / train→test matrices: do probes generalise to unseen sources?",
+    ),
     "lens": (
         "probing.lens.cli:run",
         "logit-lens emotion analysis and Top-K Intermediate Consistency",
@@ -50,6 +54,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the paper's accuracy grid across models and prompt formats",
     ),
     "demo": ("probing.demo:run", "the whole pipeline on the embedded models, ending in a report"),
+    "cache": (
+        "probing.models.cache_cli:run",
+        "list or clear (--clear true) the GGUF models converted into the model cache",
+    ),
 }
 TRAINER_COMMANDS = {"fit", "validate", "test", "predict"}
 

@@ -1,0 +1,163 @@
+"""``probing generalize``: leave-one-source-out and explicit train→test matrices over prompt sources.
+
+Writes ``OUTPUT/generalization.csv`` (``train, test, split, layer, probe, accuracy, auroc, tpr_at_1fpr,
+flagged_rate, rows, positives, threshold``), ``generalization.png`` and ``generalization.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from probing.config import parse_config
+from probing.errors import ProbingError
+from probing.generalize import report
+from probing.generalize.data import load_block
+from probing.generalize.matrix import Fold, loso_folds, matrix_folds, run_fold
+from probing.monitor.calibrate import check_fpr
+
+log = logging.getLogger(__name__)
+DESCRIPTION = (
+    "Does a probe generalise to prompt sources it never saw? Leave-one-source-out and explicit "
+    "train→test matrices, every layer, linear and MLP heads."
+)
+
+
+@dataclass
+class GeneralizeConfig:
+    """Cross-source generalisation of all-layer probes.
+
+    Args:
+        features: feature files (``.h5``) of one model and extraction; their prompt sources are the units
+            held out (names as ``probing info`` lists them; ``stem:name`` when two files share a name).
+        output: folder for ``generalization.csv``, ``generalization.png`` and ``generalization.md``.
+        classes: ``[negative, harmful]`` class names after ``class_map``; rows of other classes are dropped.
+        class_map: renames/merges classes first, e.g. ``{contrast: normal, jailbreak: malicious}``.
+        loso: leave-one-source-out: for every source, train on all the others and test on it.
+        matrix: explicit folds ``[{train: [sources], test: [sources], name: optional}]``.
+        probes: head kinds: ``linear`` (L2 logistic regression, L-BFGS) and/or ``mlp`` (one hidden layer).
+        layers: layers to probe: ``all``, an index, a list or ``"start:stop[:step]"``.
+        position: stored token position (``-1`` = last).
+        fpr: thresholds flag at most this share of the training sources' negatives (validation part).
+        split: fit/val/test fractions of the training sources' rows (stratified by source and class).
+        l2: L2 penalty on the mean loss (linear: on the weights; MLP: AdamW weight decay).
+        seed: seed of the split and the MLP initialisation.
+        memory_limit_gb: refuse to load more than this (rows × layers × hidden × 4 bytes).
+        wandb_project: also log the table and heatmap to this W&B project (offline without a key).
+    """
+
+    features: list[str]
+    output: str = "runs/generalize"
+    classes: list[str] = field(default_factory=lambda: ["normal", "malicious"])
+    class_map: dict[str, str] = field(default_factory=dict)
+    loso: bool = True
+    matrix: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[Literal["linear", "mlp"]] = field(default_factory=lambda: ["linear", "mlp"])
+    layers: str | int | list[int] = "all"
+    position: int = -1
+    fpr: float = 0.01
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    l2: float = 1e-2
+    seed: int = 0
+    memory_limit_gb: float = 8.0
+    wandb_project: str | None = None
+
+
+def _validate(cfg: GeneralizeConfig) -> None:
+    check_fpr(cfg.fpr)
+    if not cfg.loso and not cfg.matrix:
+        raise ProbingError("nothing to do: set --loso true or give --matrix folds")
+    if not cfg.probes:
+        raise ProbingError("--probes is empty; give linear and/or mlp")
+    if len(cfg.split) != 3 or any(s <= 0 for s in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
+        raise ProbingError(
+            f"--split must be three positive fractions summing to 1, got {list(cfg.split)}"
+        )
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise ProbingError(f"--output {out} is a file; give a folder")
+
+
+def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
+    """Run every fold; write the CSV, heatmap and markdown; return rows, summaries and paths."""
+    _validate(cfg)
+    block = load_block(
+        cfg.features, cfg.classes, cfg.class_map, cfg.layers, cfg.position, cfg.memory_limit_gb
+    )
+    names = block.source_names
+    folds: list[Fold] = (loso_folds(names) if cfg.loso else []) + matrix_folds(cfg.matrix, names)
+    rows, skipped = [], []
+    for fold in folds:
+        got = run_fold(block, fold, cfg.probes, cfg.fpr, cfg.l2, cfg.seed, cfg.split)
+        if not got:
+            skipped.append(fold.name)
+        rows += got
+    if not rows:
+        raise ProbingError(
+            f"every fold was skipped: no fold's training sources hold both classes {cfg.classes}"
+        )
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = block.meta.get("model", "")
+    sources = {
+        n: {
+            "rows": int((block.source == n).sum()),
+            "class": "/".join(sorted({cfg.classes[int(v)] for v in block.y[block.source == n]})),
+        }
+        for n in names
+    }
+    title = f"{model}, {len(names)} sources, {len(folds) - len(skipped)} folds"
+    csv_path = report.write_csv(rows, out)
+    png = report.plot(rows, cfg.probes, out / report.PLOT_NAME, title)
+    md = out / report.MD_NAME
+    md.write_text(
+        report.markdown(rows, cfg.probes, sources, skipped, title, cfg.fpr), encoding="utf-8"
+    )
+    summaries = {p: report.summarize(rows, p) for p in cfg.probes}
+    for p in cfg.probes:
+        log.info("%s", report.conclusion(summaries[p], p))
+    if cfg.wandb_project:
+        _log_wandb(cfg, rows, png)
+    log.info("wrote %s, %s, %s", csv_path, png, md)
+    return {
+        "rows": rows,
+        "summaries": summaries,
+        "csv": csv_path,
+        "png": png,
+        "md": md,
+        "skipped": skipped,
+    }
+
+
+def _log_wandb(cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path) -> None:
+    import wandb
+
+    from probing.training.wandb_utils import configure_wandb_mode
+
+    configure_wandb_mode()
+    run = wandb.init(
+        project=cfg.wandb_project, dir=cfg.output, job_type="generalize", config=vars(cfg)
+    )
+    try:
+        cols = list(report.COLUMNS)
+        run.log(
+            {
+                "generalization": wandb.Table(
+                    columns=cols, data=[[r.get(c) for c in cols] for r in rows]
+                ),
+                "generalization_heatmap": wandb.Image(str(png)),
+            }
+        )
+    finally:
+        run.finish()
+
+
+def parse(argv: list[str]) -> GeneralizeConfig:
+    return parse_config(GeneralizeConfig, argv, "probing generalize", DESCRIPTION)
+
+
+def run(argv: list[str]) -> int:
+    generalize(parse(argv))
+    return 0

@@ -1,0 +1,155 @@
+"""The rows of one or more feature files, grouped by prompt source, as one in-memory block.
+
+Every file must come from the same model and extraction settings (the identity keys below). Each row keeps
+its prompt source's name (``probing info`` lists them); a name used in two files is qualified with the
+file's stem (``stem:name``). Labels are mapped through ``class_map`` and must fall in ``classes`` (binary:
+the first is the negative class, the second the harmful one); rows of other classes are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probing.data.datamodule import class_indices, parse_layers
+from probing.errors import ProbingError
+from probing.features.store import FeatureFile
+
+log = logging.getLogger(__name__)
+
+IDENTITY_KEYS = (
+    "model",
+    "gguf_sha256",
+    "hidden_size",
+    "num_layers",
+    "template",
+    "system_prompt",
+    "positions",
+)
+
+
+@dataclass
+class SourceBlock:
+    """Activations ``x [N, L, D]`` (float32), binary labels ``y [N]`` and the source name of each row."""
+
+    x: torch.Tensor
+    y: np.ndarray
+    source: np.ndarray
+    layers: list[int]
+    meta: dict
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(dict.fromkeys(self.source.tolist()))
+
+    def rows_of(self, names: Sequence[str]) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.source, list(names)))
+
+
+def check_same_extraction(files: Sequence[FeatureFile]) -> None:
+    first = files[0]
+    for ff in files[1:]:
+        for key in IDENTITY_KEYS:
+            a, b = first.meta.get(key, ""), ff.meta.get(key, "")
+            if a != b:
+                raise ProbingError(
+                    f"--features: {ff.path} comes from another model or extraction than {first.path} "
+                    f"({key}={b!r} there, {a!r} here); give files of one model and settings"
+                )
+
+
+def load_block(
+    paths: Sequence[str],
+    classes: Sequence[str],
+    class_map: dict[str, str] | None = None,
+    layers: str | int | list[int] = "all",
+    position: int = -1,
+    memory_limit_gb: float = 8.0,
+) -> SourceBlock:
+    """Rows of ``classes`` from every file in ``paths``, with their source names."""
+    if not paths:
+        raise ProbingError("--features is empty; give one or more feature files (.h5)")
+    if len(classes) != 2 or len(set(classes)) != 2:
+        raise ProbingError(
+            f"--classes must name two classes [negative, harmful], got {list(classes)}"
+        )
+    class_map = dict(class_map or {})
+    files = [FeatureFile(p) for p in paths]
+    check_same_extraction(files)
+    chosen = parse_layers(layers, files[0].num_layers, "--layers")
+    picked = []
+    for ff in files:
+        y = class_indices(ff.labels, ff.label_names, list(classes), class_map)
+        keep = np.flatnonzero(y >= 0)
+        names = ff.source_names
+        src = np.asarray([names[int(i)] for i in ff.sources[keep]], dtype=object)
+        picked.append((ff, keep, y[keep], src))
+    counts = Counter(n for _, _, _, src in picked for n in set(src.tolist()))
+    total = sum(len(k) for _, k, _, _ in picked)
+    need = total * len(chosen) * files[0].hidden_size * 4 / 1e9
+    if need > memory_limit_gb:
+        raise ProbingError(
+            f"the selected rows need {need:.1f} GB in memory (limit {memory_limit_gb} GB): choose fewer "
+            "--layers or raise --memory_limit_gb"
+        )
+    xs, ys, sources = [], [], []
+    for ff, keep, y, src in picked:
+        if not len(keep):
+            log.warning("%s has no rows of the classes %s; skipped", ff.path, list(classes))
+            continue
+        if len(files) > 1:
+            src = np.asarray(
+                [f"{Path(ff.path).stem}:{n}" if counts[n] > 1 else n for n in src], dtype=object
+            )
+        x = ff.layers(chosen, position=position)[keep]
+        if not np.isfinite(x).all():
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
+            raise ProbingError(
+                f"{ff.path} has NaN/inf activations in {len(bad)} row(s) (first file rows "
+                f"{keep[bad[:5]].tolist()}); re-extract it (--storage_dtype float32) or drop layers"
+            )
+        xs.append(torch.from_numpy(x))
+        ys.append(y)
+        sources.append(src)
+        ff.close()
+    if not xs:
+        raise ProbingError(
+            f"no rows of the classes {list(classes)} in {list(paths)}; check --classes"
+        )
+    block = SourceBlock(
+        torch.cat(xs), np.concatenate(ys), np.concatenate(sources), chosen, files[0].meta
+    )
+    summary = ", ".join(
+        f"{n} ({(block.source == n).sum()} rows, {classes[int(block.y[block.source == n][0])]}"
+        + ("+" if len(set(block.y[block.source == n].tolist())) > 1 else "")
+        + ")"
+        for n in block.source_names
+    )
+    log.info("sources: %s", summary)
+    return block
+
+
+def split_rows(
+    y: np.ndarray, source: np.ndarray, rows: np.ndarray, fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Split ``rows`` into parts with ``fractions``, stratified by (source, class)."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    cum = np.cumsum(fractions)
+    strata = {(source[r], int(y[r])) for r in rows}
+    for key in sorted(strata, key=str):
+        idx = rows[(source[rows] == key[0]) & (y[rows] == key[1])]
+        idx = rng.permutation(idx)
+        bounds = np.round(cum * len(idx)).astype(int)
+        bounds[-1] = len(idx)
+        start = 0
+        for k, stop in enumerate(bounds):
+            parts[k].append(idx[start:stop])
+            start = stop
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]

@@ -1,0 +1,89 @@
+"""Per-source, per-layer metrics of a harm score: accuracy at a threshold, AUROC, TPR at 1% FPR, flag rate.
+
+A prompt source usually holds one class only (a file of normal prompts, a file of harmful ones). For such a
+source AUROC and TPR cannot be computed from its own rows; they are computed against a *reference*: the
+in-distribution rows of the other class (e.g. a held-out harmful source's scores ranked against the
+in-distribution test split's normal prompts). ``flagged_rate`` is the share of the source's rows flagged at
+the given threshold — for a source of safe prompts, its false positive rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from probing.monitor.calibrate import auroc, threshold_at_fpr, tpr_at_fpr
+
+METRIC_COLUMNS = ("accuracy", "auroc", "tpr_at_1fpr", "flagged_rate")
+
+
+def thresholds_at_fpr(negative_scores: np.ndarray, fpr: float) -> np.ndarray:
+    """One threshold per layer (``score >= t`` flags at most ``fpr`` of the negatives) for ``[n, L]``."""
+    return np.array(
+        [threshold_at_fpr(negative_scores[:, j], fpr) for j in range(negative_scores.shape[1])]
+    )
+
+
+def source_metrics(
+    scores: np.ndarray,
+    positive: np.ndarray,
+    threshold: np.ndarray,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    fpr: float = 0.01,
+) -> dict[str, np.ndarray]:
+    """Metrics per layer of ``scores [n, L]`` with ground truth ``positive [n]`` at ``threshold [L]``.
+
+    ``reference`` (scores ``[m, L]``, positive ``[m]``) supplies the missing class for AUROC and TPR when
+    the rows hold one class only.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    flagged = scores >= np.asarray(threshold)[None, :]
+    out: dict[str, np.ndarray] = {
+        "accuracy": (flagged == positive[:, None]).mean(0),
+        "flagged_rate": flagged.mean(0),
+    }
+    both_s, both_p = scores, positive
+    if (positive.all() or not positive.any()) and reference is not None:
+        ref_s, ref_p = np.asarray(reference[0], np.float64), np.asarray(reference[1], bool)
+        other = ref_p != positive[0] if len(positive) else np.zeros(len(ref_p), bool)
+        both_s = np.concatenate([scores, ref_s[other]])
+        both_p = np.concatenate([positive, ref_p[other]])
+    layers = scores.shape[1]
+    out["auroc"] = np.array([auroc(both_s[:, j], both_p) for j in range(layers)])
+    if positive.any() and (~both_p).any():
+        out["tpr_at_1fpr"] = np.array(
+            [tpr_at_fpr(both_s[:, j], both_p, fpr) for j in range(layers)]
+        )
+    else:
+        out["tpr_at_1fpr"] = np.full(layers, math.nan)
+    return out
+
+
+def per_source_rows(
+    scores: np.ndarray,
+    positive: np.ndarray,
+    sources: Sequence[str],
+    threshold: np.ndarray,
+    layers: Sequence[int],
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    fpr: float = 0.01,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (source, layer): ``source, layer, rows, positives, accuracy, auroc, tpr_at_1fpr,
+    flagged_rate, threshold`` plus ``extra`` columns."""
+    sources_arr = np.asarray(sources, dtype=object)
+    rows: list[dict[str, Any]] = []
+    for name in dict.fromkeys(sources_arr.tolist()):
+        sel = sources_arr == name
+        m = source_metrics(scores[sel], positive[sel], threshold, reference, fpr)
+        for j, layer in enumerate(layers):
+            row = {**(extra or {}), "source": name, "layer": int(layer), "rows": int(sel.sum())}
+            row["positives"] = int(positive[sel].sum())
+            row.update({k: float(m[k][j]) for k in METRIC_COLUMNS})
+            row["threshold"] = float(threshold[j])
+            rows.append(row)
+    return rows

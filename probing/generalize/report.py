@@ -1,0 +1,207 @@
+"""``generalization.csv``, the heatmap and ``generalization.md``: where in-distribution and cross-source part."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probing.generalize.matrix import IN_DISTRIBUTION
+from probing.plotting import save_figure
+
+COLUMNS = (
+    "train", "test", "split", "layer", "probe", "accuracy", "auroc", "tpr_at_1fpr",
+    "flagged_rate", "rows", "positives", "threshold",
+)  # fmt: skip
+CSV_NAME, PLOT_NAME, MD_NAME = "generalization.csv", "generalization.png", "generalization.md"
+GAP = 0.05  # accuracy gap that counts as "parted"
+
+
+def write_csv(rows: Sequence[dict[str, Any]], directory: Path) -> Path:
+    path = directory / CSV_NAME
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+    tmp.replace(path)
+    return path
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return value
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def summarize(rows: Sequence[dict[str, Any]], probe: str) -> list[dict[str, Any]]:
+    """Per layer: mean in-distribution and cross-source accuracy/AUROC over folds, the worst source."""
+    by_layer: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["probe"] != probe:
+            continue
+        d = by_layer[r["layer"]]
+        key = "in" if r["split"] == "in_distribution" else "cross"
+        d[f"{key}_acc"].append(r["accuracy"])
+        d[f"{key}_auroc"].append(r["auroc"])
+        if key == "cross":
+            d["cross_sources"].append((r["accuracy"], f"{r['test']} ({r['train']})"))
+    out = []
+    for layer in sorted(by_layer):
+        d = by_layer[layer]
+        worst = min(d["cross_sources"], default=(math.nan, "-"))
+        out.append(
+            {
+                "layer": layer,
+                "in_accuracy": _nanmean(d["in_acc"]),
+                "in_auroc": _nanmean(d["in_auroc"]),
+                "cross_accuracy": _nanmean(d["cross_acc"]),
+                "cross_auroc": _nanmean(d["cross_auroc"]),
+                "worst_accuracy": worst[0],
+                "worst_source": worst[1],
+            }
+        )
+    return out
+
+
+def parted_layers(summary: Sequence[dict[str, Any]], gap: float = GAP) -> list[int]:
+    return [
+        s["layer"]
+        for s in summary
+        if not math.isnan(s["cross_accuracy"]) and s["in_accuracy"] - s["cross_accuracy"] > gap
+    ]
+
+
+def _ranges(layers: Sequence[int]) -> str:
+    if not layers:
+        return "none"
+    parts, start, prev = [], layers[0], layers[0]
+    for x in [*layers[1:], None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        parts.append(str(start) if start == prev else f"{start}–{prev}")
+        if x is not None:
+            start = prev = x
+    return ", ".join(parts)
+
+
+def conclusion(summary: Sequence[dict[str, Any]], probe: str) -> str:
+    """A plain sentence on where in-distribution and cross-source results part."""
+    if not summary or all(math.isnan(s["cross_accuracy"]) for s in summary):
+        return f"{probe}: no cross-source result (every fold was skipped)."
+    high = [s["layer"] for s in summary if s["in_accuracy"] >= 0.95]
+    best = max(
+        summary, key=lambda s: -1 if math.isnan(s["cross_accuracy"]) else s["cross_accuracy"]
+    )
+    parted = parted_layers(summary)
+    first = f"from layer {high[0]}" if high else "at no layer"
+    return (
+        f"{probe}: in-distribution accuracy reaches 0.95 {first}; mean cross-source accuracy is best "
+        f"at layer {best['layer']} ({best['cross_accuracy']:.3f}, worst held-out source "
+        f"{best['worst_source']} {best['worst_accuracy']:.3f}); the two part (gap > {GAP}) at layers "
+        f"{_ranges(parted)}."
+    )
+
+
+def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, title: str) -> Path:
+    """Accuracy at the chosen threshold: one row per held-out test (and in-distribution), per layer."""
+    import matplotlib.pyplot as plt
+
+    layers = sorted({r["layer"] for r in rows})
+    fig, axes = plt.subplots(
+        len(probes), 1, figsize=(max(6, 0.28 * len(layers) + 4), 1.2 + 2.2 * len(probes)),
+        squeeze=False,
+    )  # fmt: skip
+    for ax, probe in zip(axes[:, 0], probes, strict=True):
+        keys: list[tuple[str, str]] = []
+        for r in rows:
+            if r["probe"] == probe:
+                key = (
+                    (IN_DISTRIBUTION, "")
+                    if r["split"] == "in_distribution"
+                    else (r["test"], r["train"])
+                )
+                if key not in keys:
+                    keys.append(key)
+        grid = np.full((len(keys), len(layers)), np.nan)
+        counts = np.zeros_like(grid)
+        for r in rows:
+            if r["probe"] != probe:
+                continue
+            key = (
+                (IN_DISTRIBUTION, "")
+                if r["split"] == "in_distribution"
+                else (r["test"], r["train"])
+            )
+            i, j = keys.index(key), layers.index(r["layer"])
+            grid[i, j] = np.nansum([grid[i, j] * counts[i, j], r["accuracy"]]) / (counts[i, j] + 1)
+            counts[i, j] += 1
+        im = ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1)
+        labels = [
+            "in-distribution (mean)"
+            if t == IN_DISTRIBUTION
+            else (t if tr.startswith("all but") else f"{tr} → {t}")
+            for t, tr in keys
+        ]
+        ax.set_yticks(range(len(keys)), labels, fontsize=7)
+        ax.set_xticks(range(len(layers)), [str(x) for x in layers], fontsize=6)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_title(
+            f"{probe}: accuracy at the threshold chosen on the training sources", fontsize=9
+        )
+        fig.colorbar(im, ax=ax, fraction=0.02)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def markdown(
+    rows: Sequence[dict[str, Any]],
+    probes: Sequence[str],
+    sources: dict[str, dict[str, Any]],
+    skipped: Sequence[str],
+    title: str,
+    fpr: float,
+) -> str:
+    lines = [f"# Does it generalise? {title}", ""]
+    lines += [
+        "Each fold trains on some prompt sources and tests on others it never saw. *In-distribution*: "
+        "a held-back part of the training sources. *Cross-source*: the held-out sources. Thresholds "
+        f"are chosen on the training sources (at most {fpr:g} of their negatives flagged); for a source "
+        "with one class only, `accuracy` is its catch rate (harmful) or 1 − its flag rate (safe).",
+        "",
+        "| source | rows | class |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {s['rows']} | {s['class']} |" for n, s in sources.items()]
+    if skipped:
+        lines += [
+            "",
+            "Skipped folds (their training sources hold one class only): " + ", ".join(skipped),
+        ]
+    for probe in probes:
+        summary = summarize(rows, probe)
+        lines += ["", f"## {probe}", "", conclusion(summary, probe), ""]
+        lines += [
+            "| layer | in-dist acc | in-dist AUROC | cross-source acc (mean) | cross-source AUROC (mean) | worst held-out source (acc) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in summary:
+            lines.append(
+                f"| {s['layer']} | {s['in_accuracy']:.3f} | {s['in_auroc']:.3f} | "
+                f"{s['cross_accuracy']:.3f} | {s['cross_auroc']:.3f} | {s['worst_source']} "
+                f"({s['worst_accuracy']:.3f}) |"
+            )
+    return "\n".join(lines).replace("nan", "–") + "\n"

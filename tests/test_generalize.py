@@ -1,0 +1,121 @@
+"""`probing generalize` and per-source metrics: a spurious source feature shows as in-distribution ≈ 1,
+cross-source ≈ chance; the linear heads match scikit-learn; bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from featurefactory import make_feature_file
+from sklearn.linear_model import LogisticRegression
+
+from probing.cli import main
+from probing.generalize.fit import fit_heads, score_heads
+from probing.generalize.metrics import source_metrics
+
+SOURCES = ["normal_a", "normal_b", "harm_real", "harm_styled"]
+
+
+def spurious_file(path, n_per=120, layers=3, dim=16, seed=0):
+    """Four sources: two normal ones; ``harm_real`` carries the real harm direction ``u``;
+    ``harm_styled`` is harmful but carries only its own style direction ``v`` (no ``u``)."""
+    rng = np.random.default_rng(seed)
+    u, v = rng.standard_normal((2, dim))
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    v = v - (v @ u) * u
+    v /= np.linalg.norm(v)
+    src = np.repeat(np.arange(4), n_per)
+    y = (src >= 2).astype(np.int64)
+    x = rng.standard_normal((len(src), layers, dim)).astype(np.float32)
+    x[src == 2] += 6 * u
+    x[src == 3] += 6 * v
+    meta = {"sources": [{"path": s, "label": None} for s in SOURCES]}
+    return make_feature_file(path, hidden=x, labels=y, sources=src, meta=meta)
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_spurious_source_is_in_distribution_perfect_and_cross_source_chance(tmp_path, caplog):
+    h5 = spurious_file(tmp_path / "f.h5")
+    out = tmp_path / "gen"
+    code = main(
+        ["generalize", "--features", f"[{h5}]", "--output", str(out), "--probes", "[linear]"]
+    )
+    assert code == 0
+    rows = _rows(out / "generalization.csv")
+    assert {
+        "train",
+        "test",
+        "layer",
+        "probe",
+        "accuracy",
+        "auroc",
+        "tpr_at_1fpr",
+        "flagged_rate",
+    } <= set(rows[0])
+    held = [r for r in rows if r["train"] == "all but harm_styled"]
+    ind = [float(r["accuracy"]) for r in held if r["split"] == "in_distribution"]
+    assert min(float(r["auroc"]) for r in held if r["split"] == "in_distribution") > 0.99
+    cross = [r for r in held if r["split"] == "cross_source"]
+    assert min(ind) > 0.9
+    assert all(r["test"] == "harm_styled" for r in cross)
+    assert all(0.25 < float(r["auroc"]) < 0.75 for r in cross)  # chance: ranked like the negatives
+    assert all(float(r["accuracy"]) < 0.2 for r in cross)  # its catch rate at the 1% FPR threshold
+    # a held-out *normal* source is handled fine: nothing spurious about it
+    normal = [r for r in rows if r["train"] == "all but normal_a" and r["split"] == "cross_source"]
+    assert all(float(r["auroc"]) > 0.95 and float(r["flagged_rate"]) < 0.2 for r in normal)
+    md = (out / "generalization.md").read_text()
+    assert "part" in md and "harm_styled" in md
+    assert (out / "generalization.png").stat().st_size > 0
+
+
+def test_matrix_fold_and_names(tmp_path):
+    h5 = spurious_file(tmp_path / "f.h5")
+    out = tmp_path / "gen"
+    matrix = "[{train: [normal_a, harm_real], test: [normal_b, harm_styled], name: real-only}]"
+    assert main(["generalize", "--features", f"[{h5}]", "--output", str(out), "--loso", "false",
+                 "--matrix", matrix, "--probes", "[linear, mlp]"]) == 0  # fmt: skip
+    rows = _rows(out / "generalization.csv")
+    assert {r["train"] for r in rows} == {"real-only"}
+    assert {r["probe"] for r in rows} == {"linear", "mlp"}
+    assert {r["test"] for r in rows} == {"in-distribution", "normal_b", "harm_styled"}
+
+
+def test_unknown_source_is_one_line(tmp_path, capsys):
+    h5 = spurious_file(tmp_path / "f.h5")
+    code = main(["generalize", "--features", f"[{h5}]", "--output", str(tmp_path / "g"), "--loso", "false",
+                 "--matrix", "[{train: [nope], test: [harm_real]}]"])  # fmt: skip
+    assert code == 2
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if "error" in x]
+    assert len(err) == 1 and "nope" in err[0] and "harm_real" in err[0]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_linear_heads_match_sklearn():
+    rng = np.random.default_rng(0)
+    n, dim, l2 = 300, 8, 0.05
+    x = rng.standard_normal((n, 2, dim)).astype(np.float32)
+    y = (x[:, 1, 0] + 0.5 * rng.standard_normal(n) > 0).astype(np.int64)
+    head = fit_heads(torch.from_numpy(x), torch.from_numpy(y), "linear", l2=l2)
+    ours = score_heads(head, torch.from_numpy(x)).numpy()
+    for j in range(2):
+        # mean CE + l2/2 (|w0|² + |w1|²) == sklearn's sum CE + |w|² / (2C) with C = 2 / (l2 n)
+        ref = LogisticRegression(C=2 / (l2 * n), tol=1e-10, max_iter=10000).fit(x[:, j], y)
+        np.testing.assert_allclose(ours[:, j], ref.predict_proba(x[:, j])[:, 1], atol=2e-3)
+
+
+def test_source_metrics_against_reference():
+    scores = np.array([[0.9], [0.2], [0.8]])
+    positive = np.array([True, True, True])
+    ref = (np.array([[0.1], [0.3], [0.5]]), np.array([False, False, False]))
+    m = source_metrics(scores, positive, np.array([0.5]), reference=ref)
+    assert m["accuracy"][0] == pytest.approx(2 / 3)
+    assert m["flagged_rate"][0] == pytest.approx(2 / 3)
+    assert m["auroc"][0] == pytest.approx(
+        7 / 9
+    )  # 0.9 and 0.8 beat all three negatives, 0.2 beats 0.1
