@@ -82,8 +82,10 @@ def make_feature_file(
     complete: bool = True,
     meta: dict[str, Any] | None = None,
     batch: int = 256,
+    sources: np.ndarray | None = None,
 ) -> Path:
-    """Write a feature file; ``hidden`` ``[N, L, D]`` (or ``[N, L, P, D]``) overrides the synthetic data."""
+    """Write a feature file; ``hidden`` ``[N, L, D]`` (or ``[N, L, P, D]``) overrides the synthetic data;
+    ``sources`` gives each row's source index (into ``meta["sources"]``)."""
     path = Path(path)
     if hidden is None:
         hidden, labels = synthetic_arrays(
@@ -99,7 +101,7 @@ def make_feature_file(
         rendered=[f"<user>prompt {i}</user>" for i in range(n)],
         label=np.asarray(labels, dtype=np.int64),
         prompt_index=np.arange(n, dtype=np.int64)[::-1].copy(),
-        source=np.zeros(n, dtype=np.int64),
+        source=np.zeros(n, dtype=np.int64) if sources is None else np.asarray(sources, np.int64),
         n_tokens=np.full(n, 5, dtype=np.int64),
     )
     full_meta = {

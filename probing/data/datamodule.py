@@ -159,6 +159,7 @@ class _Source:
     ff: FeatureFile
     rows: np.ndarray  # file row index of each kept row
     y: np.ndarray  # class index of each kept row
+    source: np.ndarray | None = None  # prompt-source index (into the file's source names) per row
     x: torch.Tensor | None = None  # [kept, L, D] when in memory
 
 
@@ -234,6 +235,9 @@ class ActivationDataModule(L.LightningDataModule):
         standardize: Standardise each layer and dimension with train-split mean and std.
         test_path: A feature file of the same model to test on instead of the test split (transfer);
             its classes are mapped by name through ``class_map``/``classes``; unknown ones are dropped.
+        holdout_sources: Prompt sources (names as ``probing info`` lists them) kept out of training,
+            validation and the test split entirely: the probe never sees them, and the per-source report
+            (``per_source_metrics.csv``) shows how it does on them.
         batch_size: Rows per batch.
         num_workers: DataLoader workers (only useful for chunked reads).
         in_memory: ``auto`` loads the layer block into memory when it fits ``memory_limit_gb``,
@@ -252,6 +256,7 @@ class ActivationDataModule(L.LightningDataModule):
         seed: int = 42,
         standardize: bool = True,
         test_path: str | None = None,
+        holdout_sources: list[str] | None = None,
         batch_size: int = 128,
         num_workers: int = 0,
         in_memory: Literal["auto", "always", "never"] = "auto",
@@ -289,9 +294,22 @@ class ActivationDataModule(L.LightningDataModule):
         )
         y = class_indices(raw, self.label_names, self.class_names, self.class_map)
         keep = np.flatnonzero(y >= 0)
+        self.source_names = ff.source_names
+        row_source = np.asarray(ff.sources, dtype=np.int64)
         ff.close()
-        self.sources = {"main": _Source(ff, keep, y[keep])}
-        parts = stratified_split(y[keep], self.split_fractions, seed)
+        self.holdout_sources = list(holdout_sources or [])
+        held = self._held_mask(row_source[keep])
+        main, out = keep[~held], keep[held]
+        self.sources = {"main": _Source(ff, main, y[main], row_source[main])}
+        if len(out):
+            self.sources["heldout"] = _Source(ff, out, y[out], row_source[out])
+        missing = sorted(set(range(self.num_classes)) - set(y[main].tolist()))
+        if missing and self.holdout_sources:
+            raise ProbingError(
+                f"--data.holdout_sources {self.holdout_sources} leaves no training rows of class "
+                f"{self.class_names[missing[0]]!r}; hold out fewer sources"
+            )
+        parts = stratified_split(y[main], self.split_fractions, seed)
         self.split_pos = dict(zip(("train", "val", "test"), parts, strict=False))
         if len(self.split_pos["train"]) == 0:
             raise ProbingError(f"--data.split={list(split)} leaves no training rows")
@@ -306,7 +324,8 @@ class ActivationDataModule(L.LightningDataModule):
                     f"--data.test_path {self.test_path} has no rows of the selected classes {self.class_names} "
                     f"(its classes: {test_ff.label_names}); map them with --data.class_map"
                 )
-            self.sources["transfer"] = _Source(test_ff, tkeep, ty[tkeep])
+            tsrc = np.asarray(test_ff.sources, dtype=np.int64)[tkeep]
+            self.sources["transfer"] = _Source(test_ff, tkeep, ty[tkeep], tsrc)
         self.stats: tuple[np.ndarray, np.ndarray] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._ready = False
@@ -319,6 +338,45 @@ class ActivationDataModule(L.LightningDataModule):
     @property
     def test_split_name(self) -> str:
         return "transfer" if self.test_path else "test"
+
+    def _held_mask(self, row_source: np.ndarray) -> np.ndarray:
+        unknown = [s for s in self.holdout_sources if s not in self.source_names]
+        if unknown:
+            raise ProbingError(
+                f"--data.holdout_sources names {unknown}, which are not prompt sources of {self.path} "
+                f"(its sources: {self.source_names}; `probing info` lists them)"
+            )
+        idx = [self.source_names.index(s) for s in self.holdout_sources]
+        held = np.isin(row_source, idx)
+        for name, i in zip(self.holdout_sources, idx, strict=True):
+            if not (row_source == i).any():
+                raise ProbingError(
+                    f"--data.holdout_sources: source {name!r} has no rows of the selected classes "
+                    f"{self.class_names}"
+                )
+        return held
+
+    def source_rows(self, split: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """``(x [n, L, D] standardised, y [n], source name per row)`` of ``split`` (``train``,
+        ``val``, ``test``, ``heldout``, ``transfer``); for per-source reports (in-memory data only)."""
+        self.setup()
+        if split in ("heldout", "transfer"):
+            src = self.sources.get(split)
+            if src is None:
+                return torch.zeros(0), np.zeros(0, np.int64), np.zeros(0, object)
+            pos = np.arange(len(src.rows))
+        else:
+            src, pos = self.sources["main"], self.split_pos[split]
+        if src.x is None:
+            ds = _ChunkRows(src, pos, self.layers, self.position, self.stats)
+            x = torch.cat([ds[i][0] for i in range(len(ds))]) if len(ds) else torch.zeros(0)
+            order = np.concatenate([b[2] for b in ds.blocks]) if ds.blocks else np.zeros(0, int)
+            pos = np.searchsorted(src.rows, order)
+        else:
+            x = src.x[torch.as_tensor(pos)]
+        names = src.ff.source_names if split == "transfer" else self.source_names
+        source = np.asarray([names[int(i)] for i in src.source[pos]], dtype=object)
+        return x, src.y[pos], source
 
     def _open_test(self, ff: FeatureFile) -> FeatureFile:
         test_ff = FeatureFile(self.test_path)
@@ -402,8 +460,8 @@ class ActivationDataModule(L.LightningDataModule):
         train = self.split_pos["train"]
         for j, layer in enumerate(self.layers):
             x = self.read_layer(layer)
-            if "transfer" in self.sources:
-                self.read_layer(layer, "transfer")
+            for other in set(self.sources) - {"main"}:
+                self.read_layer(layer, other)
             if self.standardize:
                 m, s = _moments(torch.from_numpy(x[:, None]), train)
                 mean[j], std[j] = m[0].numpy(), s[0].numpy()

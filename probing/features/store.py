@@ -24,6 +24,7 @@ from probing.features.atomic import (
     fsync_path,
     partial_path,
 )
+from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
 FORMAT_VERSION = 1
@@ -302,6 +303,16 @@ class FeatureFile:
     @property
     def num_rows(self) -> int:
         return int(self.file["hidden"].shape[0])
+
+    @property
+    def source_names(self) -> list[str]:
+        """Unique name of each prompt source (``source`` indexes it), e.g. ``malicious+jailbreak``."""
+        return source_names(list(self.meta.get("sources") or []))
+
+    @property
+    def sources(self) -> np.ndarray:
+        """Source index of each row (into :attr:`source_names`)."""
+        return self.file["source"][:]
 
     # -- data ---------------------------------------------------------------------------------
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import codecs
 import csv
+import dataclasses
+import io
 import json
 import logging
 import os
@@ -17,18 +19,26 @@ from typing import Any
 import yaml
 
 from probing.errors import ProbingError
+from probing.resources import builtin_path
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COLUMNS = ("prompt", "goal", "text", "instruction")
-BUILTIN_SETS = ("normal", "malicious", "jailbreak")
+BUILTIN_SETS = (
+    "normal",
+    "malicious",
+    "contrast",
+    "jailbreak",
+    "heldout_harmful",
+    "heldout_benign",
+)
 SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet")
 
 
 def datasets_dir() -> Path:
-    """The project's built-in prompt sets (``$PROBING_DATASETS`` overrides)."""
+    """The project's built-in prompt sets (``$PROBING_DATASETS`` overrides); package data in a wheel."""
     env = os.environ.get("PROBING_DATASETS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "datasets"
+    return Path(env) if env else builtin_path("datasets")
 
 
 @dataclass
@@ -37,8 +47,14 @@ class PromptSource:
 
     Args:
         path: a file (.csv .tsv .json .jsonl .txt .parquet), a built-in set (``normal``,
-            ``malicious``, ``jailbreak``) or ``hf:NAME`` for a Hugging Face dataset.
+            ``malicious``, ``contrast``, ``jailbreak``, ``heldout_harmful``, ``heldout_benign``) or
+            ``hf:NAME`` for a Hugging Face dataset.
         label: class name of these prompts (default: the built-in name or the file's stem).
+        name: name of this source in feature files and reports (default: the built-in name or the
+            file's stem, ``+jailbreak`` when wrapped, ``#2``… when repeated); what
+            ``--data.holdout_sources`` and ``probing generalize`` refer to.
+        where: keep only rows whose metadata columns have these values, e.g. ``{form: question}`` or
+            ``{category: [drugs, weapons]}`` (CSV/TSV columns, JSON fields).
         column: CSV/TSV column, JSON field or dataset column holding the prompt (default: the first of
             prompt, goal, text, instruction that exists).
         field: synonym of ``column`` for JSON sources.
@@ -51,6 +67,8 @@ class PromptSource:
 
     path: str
     label: str | None = None
+    name: str | None = None
+    where: dict[str, str | list[str]] | None = None
     column: str | None = None
     field: str | None = None
     limit: int | None = None
@@ -66,6 +84,35 @@ class PromptSource:
         if self.path in BUILTIN_SETS:
             return self.path
         return Path(self.path.removeprefix("hf:")).stem
+
+    @property
+    def default_name(self) -> str:
+        if self.name:
+            return self.name
+        base = self.path if self.path in BUILTIN_SETS else Path(self.path.removeprefix("hf:")).stem
+        if self.where:
+            base += "[" + ",".join(f"{k}={_where_text(v)}" for k, v in self.where.items()) + "]"
+        return base + ("+jailbreak" if self.jailbreak else "")
+
+
+def _where_text(value: str | list[str]) -> str:
+    return "|".join(value) if isinstance(value, list) else str(value)
+
+
+def source_names(sources: list[PromptSource] | list[dict[str, Any]] | list[str]) -> list[str]:
+    """Unique names of prompt sources (as stored in a feature file's ``sources`` attribute)."""
+    names: list[str] = []
+    for src in sources:
+        if isinstance(src, str):  # files written by hand or by older tools: a name per source
+            src = PromptSource(path=src, name=src)
+        elif isinstance(src, dict):
+            known = {f.name for f in dataclasses.fields(PromptSource)}
+            src = PromptSource(**{k: v for k, v in src.items() if k in known})
+        name, n = src.default_name, 2
+        while name in names:
+            name, n = f"{src.default_name}#{n}", n + 1
+        names.append(name)
+    return names
 
 
 def _pick_column(available: list[str], wanted: str | None, where: str) -> str:
@@ -96,19 +143,59 @@ def _check_prompts(values: list[Any], where: str, first_row: int = 1) -> list[st
     return out
 
 
-def _read_table(path: Path, column: str | None) -> list[str]:
+def read_text(path: Path) -> str:
+    """A prompt file's text: UTF-8 (a BOM is dropped); anything else is one clear error."""
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+        raise ProbingError(
+            f"{path} is not UTF-8 text (UTF-16 or binary content found); save it as UTF-8"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ProbingError(
+            f"{path} is not UTF-8 text (undecodable byte at offset {err.start}); save it as UTF-8"
+        ) from None
+
+
+def _matches(record: dict[str, Any], where: dict[str, str | list[str]]) -> bool:
+    for key, value in where.items():
+        wanted = value if isinstance(value, list) else [value]
+        if str(record.get(key)) not in {str(w) for w in wanted}:
+            return False
+    return True
+
+
+def _filter(
+    records: list[dict[str, Any]], where: dict[str, str | list[str]] | None, where_in: str
+) -> list[dict[str, Any]]:
+    if not where:
+        return records
+    keys = list(records[0]) if records else []
+    missing = [k for k in where if k not in keys]
+    if missing:
+        raise ProbingError(
+            f"{where_in} has no column {missing[0]!r} for `where` (it has {keys}); fix `where` of "
+            "this prompt source"
+        )
+    kept = [r for r in records if _matches(r, where)]
+    if not kept:
+        raise ProbingError(f"{where_in}: no row matches where={where}; fix `where`")
+    return kept
+
+
+def _read_table(path: Path, column: str | None, where: dict | None = None) -> list[str]:
     delimiter = "\t" if path.suffix == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise ProbingError(f"{path} is empty; expected a header row and prompts")
-        col = _pick_column(list(reader.fieldnames), column, str(path))
-        values = [row.get(col) for row in reader]
-    return _check_prompts(values, f"{path} column {col!r}", first_row=2)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise ProbingError(f"{path} is empty; expected a header row and prompts")
+    col = _pick_column(list(reader.fieldnames), column, str(path))
+    rows = _filter(list(reader), where, str(path))
+    return _check_prompts([row.get(col) for row in rows], f"{path} column {col!r}", first_row=2)
 
 
-def _read_json(path: Path, field: str | None) -> list[str]:
-    text = path.read_text(encoding="utf-8")
+def _read_json(path: Path, field: str | None, where: dict | None = None) -> list[str]:
+    text = read_text(path)
     try:
         if path.suffix == ".jsonl":
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -122,6 +209,8 @@ def _read_json(path: Path, field: str | None) -> list[str]:
             f"{path}: expected a list of records or strings, found {type(records).__name__}"
         )
     if records and all(isinstance(r, str) for r in records):
+        if where:
+            raise ProbingError(f"{path} holds plain strings: `where` needs records with fields")
         return _check_prompts(records, str(path))
     if not all(isinstance(r, dict) for r in records):
         raise ProbingError(f"{path}: expected every record to be an object (or every one a string)")
@@ -130,6 +219,7 @@ def _read_json(path: Path, field: str | None) -> list[str]:
     for i, r in enumerate(records):
         if key not in r:
             raise ProbingError(f"{path}: record {i + 1} has no field {key!r}; set `field`")
+    records = _filter(records, where, str(path))
     return _check_prompts([r[key] for r in records], f"{path} field {key!r}")
 
 
@@ -140,7 +230,10 @@ def _read_parquet(path: Path, column: str | None) -> list[str]:
         raise ProbingError(
             "reading Parquet needs pyarrow: pip install 'probing[parquet]'"
         ) from None
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several kinds for a file that is not Parquet
+        raise ProbingError(f"{path} is not a readable Parquet file ({err})") from None
     col = _pick_column(table.column_names, column, str(path))
     return _check_prompts(table.column(col).to_pylist(), f"{path} column {col!r}")
 
@@ -162,7 +255,7 @@ def _read_hf(name: str, column: str | None, split: str) -> list[str]:
     return _check_prompts(ds[col], f"hf:{name} column {col!r}")
 
 
-def read_file(path: Path, column: str | None) -> list[str]:
+def read_file(path: Path, column: str | None, where: dict | None = None) -> list[str]:
     if not path.exists():
         raise ProbingError(
             f"prompt file {path} does not exist; fix `path` of the prompt source "
@@ -174,14 +267,18 @@ def read_file(path: Path, column: str | None) -> list[str]:
         )
     if path.stat().st_size == 0:
         raise ProbingError(f"prompt file {path} is empty")
+    if where and path.suffix not in (".csv", ".tsv", ".json", ".jsonl"):
+        raise ProbingError(
+            f"{path}: `where` filters CSV/TSV columns or JSON fields, not {path.suffix} files"
+        )
     if path.suffix in (".csv", ".tsv"):
-        prompts = _read_table(path, column)
+        prompts = _read_table(path, column, where)
     elif path.suffix in (".json", ".jsonl"):
-        prompts = _read_json(path, column)
+        prompts = _read_json(path, column, where)
     elif path.suffix == ".parquet":
         prompts = _read_parquet(path, column)
     else:
-        prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [line for line in read_text(path).splitlines() if line.strip()]
     if not prompts:
         raise ProbingError(f"prompt file {path} holds no prompts")
     return prompts
@@ -212,11 +309,11 @@ def wrap_jailbreaks(goals: list[str]) -> list[str]:
     ]
 
 
-def _builtin(name: str) -> list[str]:
+def _builtin(name: str, where: dict | None = None) -> list[str]:
     folder = datasets_dir()
     if name == "jailbreak":
-        return wrap_jailbreaks(_builtin("malicious"))
-    return read_file(folder / f"{name}.csv", "prompt")
+        return wrap_jailbreaks(_builtin("malicious", where))
+    return read_file(folder / f"{name}.csv", "prompt", where)
 
 
 def load_source(src: PromptSource) -> list[str]:
@@ -227,11 +324,15 @@ def load_source(src: PromptSource) -> list[str]:
     if src.limit is not None and src.limit < 1:
         raise ProbingError(f"prompt source {src.path}: limit must be >= 1, got {src.limit}")
     if src.path in BUILTIN_SETS:
-        prompts = _builtin(src.path)
+        prompts = _builtin(src.path, src.where)
     elif src.path.startswith("hf:"):
+        if src.where:
+            raise ProbingError(
+                f"prompt source {src.path}: `where` is not supported for hf: sources"
+            )
         prompts = _read_hf(src.path[3:], column, src.split)
     else:
-        prompts = read_file(Path(src.path).expanduser(), column)
+        prompts = read_file(Path(src.path).expanduser(), column, src.where)
     if src.shuffle:
         prompts = prompts.copy()
         random.Random(src.seed).shuffle(prompts)
