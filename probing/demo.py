@@ -22,9 +22,10 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from probing.errors import ProbingError
+from probing.resources import builtin_path
 
 log = logging.getLogger(__name__)
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = builtin_path("configs")
 
 
 @dataclass

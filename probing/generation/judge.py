@@ -19,6 +19,7 @@ from typing import Literal
 import yaml
 
 from probing.errors import ProbingError
+from probing.resources import builtin_path
 
 Verdict = Literal["refusal", "compliance", "unclear"]
 
@@ -27,7 +28,7 @@ _APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u201b\u02bc\u2032\u00b4
 
 def default_judge_path() -> Path:
     """The project's keyword list, ``configs/judge/keywords.yaml``."""
-    return Path(__file__).resolve().parents[2] / "configs" / "judge" / "keywords.yaml"
+    return builtin_path("configs", "judge", "keywords.yaml")
 
 
 def normalize(text: str) -> str:

@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 
 from probing.errors import ProbingError
+from probing.resources import builtin_path
 
 Emotion = Literal["negative", "positive", "neutral"]
 EMOTIONS: tuple[str, str] = ("negative", "positive")
@@ -43,7 +44,7 @@ def normalise(token: str) -> str:
 
 def default_emotions_path() -> Path:
     """The project's lists, ``configs/emotion/default.yaml``."""
-    return Path(__file__).resolve().parents[2] / "configs" / "emotion" / "default.yaml"
+    return builtin_path("configs", "emotion", "default.yaml")
 
 
 @dataclass
