@@ -203,6 +203,60 @@ def test_cli_bad_input(tmp_path, model_dir, prompts, capsys, args, match):
     assert not (tmp_path / "o.h5").exists()
 
 
+ENCODED = {
+    "utf16.csv": ("goal\nhello there\n".encode("utf-16"), "not UTF-8 text (UTF-16"),
+    "utf16be.txt": (b"\xfe\xff" + "hello there\n".encode("utf-16-be"), "not UTF-8 text (UTF-16"),
+    "utf16.jsonl": ('{"prompt": "hi"}\n'.encode("utf-16"), "not UTF-8 text (UTF-16"),
+    "binary.txt": (b"\x7fELF\x02\x01\x00\x00" + bytes(range(256)), "not UTF-8 text"),
+    "latin1.csv": ("goal\ncaf\u00e9 au lait\n".encode("latin-1"), "undecodable byte at offset 8"),
+    "latin1.json": ('[{"prompt": "\u00fcber"}]'.encode("latin-1"), "undecodable byte"),
+    "text.parquet": (b"goal\nthis is a CSV file, not Parquet\n", "not a readable Parquet file"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENCODED))
+def test_cli_prompt_file_encodings(tmp_path, model_dir, capsys, name):
+    """A prompt file that is not UTF-8 (or not what its suffix says): exit 2, one line naming it."""
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    data, match = ENCODED[name]
+    bad = tmp_path / name
+    bad.write_bytes(data)
+    out = tmp_path / "o.h5"
+    args = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{bad}"}}]']
+    assert cli(*args, "--output", str(out)) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("probing ") and ": error: " in last and "Traceback" not in err, err
+    assert str(bad) in last and match in last, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("p.csv", "goal,id\nfirst prompt,1\nsecond prompt,2\n"),
+        ("p.txt", "first prompt\nsecond prompt\n"),
+        ("p.json", '[{"prompt": "first prompt"}, {"prompt": "second prompt"}]'),
+        ("p.jsonl", '{"prompt": "first prompt"}\n{"prompt": "second prompt"}\n'),
+    ],
+)
+def test_cli_bom_gives_the_same_prompts(tmp_path, model_dir, name, text):
+    """A UTF-8 BOM is dropped: the same prompts (the first one included) as without it."""
+    stored = []
+    for bom in (b"", b"\xef\xbb\xbf"):
+        folder = tmp_path / ("bom" if bom else "plain")
+        folder.mkdir()
+        (folder / name).write_bytes(bom + text.encode())
+        out = folder / "f.h5"
+        args = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{folder / name}"}}]']
+        assert cli(*args, "--output", str(out)) == 0
+        ff = FeatureFile(out)
+        order = np.argsort(ff.column("prompt_index"))
+        stored.append([ff.column("prompt")[i] for i in order])
+    assert stored[0] == stored[1] == ["first prompt", "second prompt"]
+
+
 def test_unwritable_output(tmp_path, model_dir, prompts, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
