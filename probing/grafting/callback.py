@@ -68,6 +68,7 @@ class GraftingCallback(L.Callback):
             from probing.models.load import ModelConfig, load_model
 
             cfg = dict(meta["config"]["model"])
+            cfg["trust_remote_code"] = False  # never switched on by a feature file's metadata
             if self.model:
                 cfg["name"] = self.model
             self._lm = load_model(ModelConfig(**cfg))

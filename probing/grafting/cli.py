@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,26 @@ def donors(cfg: GraftConfig, ff: FeatureFile) -> torch.Tensor:
     return vec
 
 
+def file_model_config(meta: dict[str, Any]) -> ModelConfig:
+    """The model a feature file was extracted from, as recorded, but never with remote code:
+    ``trust_remote_code`` comes only from the command line (``--model.trust_remote_code``)."""
+    recorded = dict((meta.get("config") or {}).get("model") or {})
+    fields = set(ModelConfig.__dataclass_fields__) - {"trust_remote_code"}
+    return ModelConfig(**{k: v for k, v in recorded.items() if k in fields})
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ProbingError(
+            f"cannot write into --output {out}: {err.strerror or err}; choose a writable folder"
+        ) from None
+
+
 def load_probe(path: str | None, ff: FeatureFile) -> Any:
     if not path:
         return None
@@ -128,22 +149,31 @@ def emotion_classifier(path: str | None):
 def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) -> SweepResult:
     """Run the sweep and write its files into ``cfg.output``."""
     ff = FeatureFile(cfg.features)
-    if lm is None:
-        model_cfg = cfg.model or ModelConfig(**ff.meta["config"]["model"])
-        lm = load_model(model_cfg)
-    check_same_model(ff, lm)
-    targets = _sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
-    seqs, prompts = target_sequences(ff, targets, lm.tokenizer)
-    jb: list[list[int]] = []
-    if cfg.jailbreak_class and cfg.jailbreak_class in ff.label_names:
-        jb_rows = _sample(class_rows(ff, cfg.jailbreak_class), cfg.limit, cfg.seed)
-        jb, _ = target_sequences(ff, jb_rows, lm.tokenizer)
+    # everything that needs no model is checked before loading it
     layers = (
         cfg.layers
         if cfg.layers is not None
         else list(range(1, ff.num_layers, max(1, cfg.layer_stride)))
     )
+    for layer in layers:
+        if not 0 <= layer < ff.num_layers:
+            raise ProbingError(
+                f"--layers {layer} is out of range: {ff.path} has layers 0..{ff.num_layers - 1} "
+                "(0 = embeddings); fix --layers"
+            )
+    targets = _sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
     probe = probe if probe is not None else load_probe(cfg.probe_ckpt, ff)
+    donor = donors(cfg, ff)
+    _check_writable(Path(cfg.output))
+    if lm is None:
+        model_cfg = cfg.model or file_model_config(ff.meta)
+        lm = load_model(model_cfg)
+    check_same_model(ff, lm)
+    seqs, prompts = target_sequences(ff, targets, lm.tokenizer)
+    jb: list[list[int]] = []
+    if cfg.jailbreak_class and cfg.jailbreak_class in ff.label_names:
+        jb_rows = _sample(class_rows(ff, cfg.jailbreak_class), cfg.limit, cfg.seed)
+        jb, _ = target_sequences(ff, jb_rows, lm.tokenizer)
     positive = 1
     if probe is not None and cfg.positive_class in getattr(probe, "class_names", []):
         positive = probe.class_names.index(cfg.positive_class)
@@ -156,7 +186,7 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
         probe=probe,
         positive_class=positive,
     )
-    result = runner.run(seqs, prompts, layers, donors(cfg, ff), jb)
+    result = runner.run(seqs, prompts, layers, donor, jb)
     write(cfg, result, lm)
     return result
 

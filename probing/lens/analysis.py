@@ -315,7 +315,7 @@ def file_tokenizer(meta: dict[str, Any], override: str | None = None) -> Any:
             f"the feature file was extracted from an in-memory model {meta.get('model')!r} whose "
             "tokenizer cannot be loaded by name; pass --tokenizer NAME_OR_FOLDER"
         )
-    fields = {"name", "gguf_file", "revision", "trust_remote_code"}
+    fields = {"name", "gguf_file", "revision"}  # never trust_remote_code from a file's metadata
     return load_tokenizer(ModelConfig(**{k: v for k, v in model.items() if k in fields}))
 
 

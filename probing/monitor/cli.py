@@ -75,6 +75,7 @@ class MonitorConfig:
             same weights: it is checked).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: compute dtype (default: the extraction's).
+        trust_remote_code: allow model code from the hub repo (never taken from the feature file).
         batch_size: prompts per forward pass.
     """
 
@@ -99,6 +100,7 @@ class MonitorConfig:
     model_name: str | None = None
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    trust_remote_code: bool = False
     batch_size: int = 8
 
 
@@ -133,7 +135,9 @@ def _needs_model(cfg: MonitorConfig) -> bool:
 
 def _load_lm(cfg: MonitorConfig, probe: LoadedProbe, lm: LoadedModel | None) -> LoadedModel:
     if lm is None:
-        lm = load_model(model_config(probe, cfg.model_name, cfg.device, cfg.dtype))
+        lm = load_model(
+            model_config(probe, cfg.model_name, cfg.device, cfg.dtype, cfg.trust_remote_code)
+        )
     check_model(probe, lm)
     return lm
 

@@ -11,7 +11,6 @@ to the raw state, then its head for that layer.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import math
@@ -119,13 +118,10 @@ def _probe_class(hp: dict[str, Any], state: dict[str, Any]) -> type:
         target = PROBE_CLASSES.get(heads)
         if target is None:
             raise ProbingError(f"cannot tell the probe class from its heads {heads}")
-    module, _, name = target.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ProbingError(
-            f"the checkpoint's probe class {target} is not importable: {err}"
-        ) from None
+    from probing.probes.module import probe_class
+
+    # allow-listed probe classes only: nothing named in a file is imported
+    return probe_class(target)
 
 
 def _init_kwargs(cls: type, hp: dict[str, Any]) -> dict[str, Any]:
@@ -141,13 +137,10 @@ def _init_kwargs(cls: type, hp: dict[str, Any]) -> dict[str, Any]:
 
 def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe:
     """Load a probe checkpoint of ``probing fit`` (any probe class) on CPU, in eval mode."""
+    from probing.probes.module import read_checkpoint
+
     path = Path(ckpt).expanduser()
-    if not path.is_file():
-        raise ProbingError(f"--ckpt {path} does not exist; give a checkpoint of `probing fit`")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle/zip errors of every kind: not a checkpoint
-        raise ProbingError(f"--ckpt {path} is not a readable checkpoint ({err})") from None
+    raw = read_checkpoint(path, "--ckpt")  # weights_only: tensors and plain data, no pickled code
     if not isinstance(raw, dict) or "hyper_parameters" not in raw or "state_dict" not in raw:
         raise ProbingError(f"--ckpt {path} is not a probe checkpoint of `probing fit`")
     hp, state = dict(raw["hyper_parameters"]), dict(raw["state_dict"])
@@ -270,9 +263,16 @@ def choose_layer(probe: LoadedProbe, spec: str | int = "auto", tolerance: float 
 
 # -- the model --------------------------------------------------------------------------------------
 def model_config(
-    probe: LoadedProbe, name: str | None = None, device: str = "cpu", dtype: str | None = None
+    probe: LoadedProbe,
+    name: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
 ) -> ModelConfig:
-    """The model the probe's features came from (``name`` overrides where it is loaded from)."""
+    """The model the probe's features came from (``name`` overrides where it is loaded from).
+
+    ``trust_remote_code`` comes from the command line only, never from the feature file.
+    """
     meta = probe.feature_meta
     base = dict((meta.get("config") or {}).get("model") or {})
     fields = set(ModelConfig.__dataclass_fields__)
@@ -283,6 +283,7 @@ def model_config(
     cfg.revision = cfg.revision or meta.get("model_revision") or None
     cfg.dtype = dtype or base.get("dtype") or meta.get("dtype") or "float32"
     cfg.device = device
+    cfg.trust_remote_code = trust_remote_code
     return cfg
 
 

@@ -396,23 +396,70 @@ def check_feature_identity(probe: ProbeModule, meta: dict[str, Any], what: str) 
             )
 
 
+def read_checkpoint(path: str | Path, option: str = "--ckpt") -> dict[str, Any]:
+    """A checkpoint's contents as tensors and plain data only (``weights_only``: nothing in it runs)."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise ProbingError(f"{option} {path} does not exist; give a checkpoint of `probing fit`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):  # weights_only met a class or function to import and call
+            raise ProbingError(
+                f"{option} {path} holds Python objects other than tensors and plain data; refusing "
+                "to unpickle it (only checkpoints written by `probing fit` are loaded)"
+            ) from None
+        raise ProbingError(f"{option} {path} is not a readable checkpoint (not a pickle)") from None
+    except Exception as err:  # torch raises several kinds for a non-checkpoint file
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ProbingError(f"{option} {path} is not a readable checkpoint ({msg})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ProbingError(f"{option} {path} is not a probe checkpoint of `probing fit`")
+    return ckpt
+
+
+def probe_class(target: str | None, option: str = "--ckpt") -> type[ProbeModule]:
+    """The probe class a checkpoint names, from the allow-list only (a name in a file is never imported)."""
+    allowed = {cls.__name__: cls for cls in (LinearProbe, MLPProbe, LinearMLPProbe)}
+    name = (target or "").rpartition(".")[2]
+    module = (target or "").rpartition(".")[0]
+    if name in allowed and module in ("", "probing.probes", "probing.probes.module"):
+        return allowed[name]
+    raise ProbingError(
+        f"{option} names the probe class {target!r}; only {', '.join(allowed)} (probing.probes) are "
+        "loaded from a checkpoint"
+    )
+
+
 def load_probe_checkpoint(
     path: str | Path, meta: dict[str, Any] | None = None, what: str = "the data"
 ) -> ProbeModule:
     """A trained probe from its checkpoint (class recorded in it), checked against ``meta``."""
-    import importlib
+    import inspect
 
     path = Path(path)
-    if not path.is_file():
-        raise ProbingError(f"probe checkpoint {path} does not exist; fix --probe_ckpt / --ckpt")
+    ckpt = read_checkpoint(path, "probe checkpoint")
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    targets = [t for t in (ckpt.get("probe_class"), hp.get("_class_path")) if t]
+    classes = [probe_class(t, f"probe checkpoint {path}") for t in targets] or [LinearProbe]
+    cls = classes[0]
+    names: set[str] = set()
+    for klass in cls.__mro__[: cls.__mro__.index(ProbeModule) + 1]:
+        names |= set(inspect.signature(klass.__init__).parameters)
+    # plain keyword arguments into an allow-listed class; no instantiator or class path from the file
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several kinds for a non-checkpoint file
-        raise ProbingError(f"{path} is not a readable checkpoint ({err})") from None
-    target = ckpt.get("probe_class", "probing.probes.module.LinearProbe")
-    module_name, _, cls_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    probe = cls.load_from_checkpoint(path, map_location="cpu")
+        probe = cls(**{k: v for k, v in hp.items() if k in names and not k.startswith("_")})
+    except TypeError as err:
+        raise ProbingError(f"probe checkpoint {path} is not a probe checkpoint ({err})") from None
+    try:
+        probe.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ProbingError(
+            f"probe checkpoint {path} does not fit {cls.__name__}: {str(err).splitlines()[0]}"
+        ) from None
+    probe.on_load_checkpoint(ckpt)
     probe.eval()
     if meta is not None:
         check_feature_identity(probe, meta, what)

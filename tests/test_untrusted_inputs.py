@@ -1,0 +1,170 @@
+"""Checkpoints and feature files are data, never code (issue 12): through the CLI, one line, nothing runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
+
+from probing.cli import main
+from probing.data import ActivationDataModule
+from probing.errors import ProbingError
+from probing.probes import LinearMLPProbe
+from probing.probes.module import load_probe_checkpoint
+
+SOURCES = [{"path": "normal", "label": None}, {"path": "malicious", "label": None}]
+
+
+class Payload:
+    """Pickles to ``os.system("touch MARKER")``: runs on any unpickling that allows globals."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging(monkeypatch):
+    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
+
+
+def one_line_error(capsys, match: str) -> str:
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("probing ") and ": error: " in last, err
+    assert match in last, err
+    assert "Traceback" not in err, err
+    return last
+
+
+def feature_file(path: Path, **meta) -> Path:
+    return make_feature_file(
+        path, n=80, num_layers=3, hidden_size=8, seed=1, meta={"sources": SOURCES, **meta}
+    )
+
+
+def train_probe(feat: Path, ckpt: Path) -> Path:
+    """A tiny probe saved as `probing fit` saves it (Trainer.save_checkpoint)."""
+    L.seed_everything(0, verbose=False)
+    dm = ActivationDataModule(str(feat), split=(0.5, 0.25, 0.25), batch_size=64)
+    module = LinearMLPProbe(
+        num_layers=dm.num_layers,
+        hidden_size=dm.hidden_size,
+        num_classes=dm.num_classes,
+        layers=dm.layers,
+        class_names=dm.class_names,
+        hidden_dim=4,
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+@pytest.fixture
+def evil(tmp_path):
+    """A pickle-payload checkpoint and a plain-data one naming subprocess.Popen, and their marker."""
+    marker = tmp_path / "ran"
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "x": Payload(marker)}, pickled)
+    popen = tmp_path / "popen.ckpt"
+    torch.save(
+        {
+            "state_dict": {},
+            "probe_class": "subprocess.Popen",
+            "hyper_parameters": {"_class_path": "subprocess.Popen", "args": ["touch", str(marker)]},
+        },
+        popen,
+    )
+    return pickled, popen, marker
+
+
+def test_monitor_refuses_code_in_checkpoints(evil, capsys):
+    pickled, popen, marker = evil
+    assert main(["monitor", "--ckpt", str(pickled), "--prompt", "hello"]) == 2
+    one_line_error(capsys, "refusing to unpickle it")
+    assert main(["monitor", "--ckpt", str(popen), "--prompt", "hello"]) == 2
+    one_line_error(capsys, "names the probe class 'subprocess.Popen'; only LinearProbe")
+    assert not marker.exists()
+
+
+def test_graft_refuses_code_in_probe_checkpoints(tmp_path, evil, capsys):
+    pickled, popen, marker = evil
+    feat = feature_file(tmp_path / "f.h5")
+    out = tmp_path / "graft"
+    for ckpt, match in ((pickled, "refusing to unpickle it"), (popen, "only LinearProbe")):
+        args = ["--features", str(feat), "--probe_ckpt", str(ckpt), "--output", str(out)]
+        assert main(["graft", *args]) == 2  # refused before any model is loaded
+        one_line_error(capsys, match)
+    assert not marker.exists() and not (out / "graft_results.csv").exists()
+
+
+def test_real_checkpoints_load_weights_only(tmp_path):
+    feat = feature_file(tmp_path / "f.h5")
+    ckpt = train_probe(feat, tmp_path / "p.ckpt")
+    assert torch.load(ckpt, weights_only=True)["probe_class"].endswith("LinearMLPProbe")
+    probe = load_probe_checkpoint(ckpt)
+    assert isinstance(probe, LinearMLPProbe) and set(probe.heads) == {"linear", "mlp"}
+    from probing.monitor import load_probe
+
+    assert load_probe(ckpt).module.layers == probe.layers
+
+
+def _record_model_config(monkeypatch, module: str) -> list:
+    seen: list = []
+
+    def fake_load_model(cfg, *args, **kwargs):
+        seen.append(cfg)
+        raise ProbingError("stopped before loading the model (test)")
+
+    monkeypatch.setattr(f"{module}.load_model", fake_load_model)
+    return seen
+
+
+REMOTE = {"config": {"model": {"name": "some-org/remote-model", "trust_remote_code": True}}}
+
+
+def test_feature_metadata_never_switches_on_remote_code(tmp_path, monkeypatch, capsys):
+    feat = feature_file(tmp_path / "f.h5", **REMOTE)
+    # graft: the file's model without remote code; only --model.trust_remote_code turns it on
+    seen = _record_model_config(monkeypatch, "probing.grafting.cli")
+    base = ["graft", "--features", str(feat), "--output", str(tmp_path / "g")]
+    assert main(base) == 2
+    one_line_error(capsys, "stopped before loading the model")
+    assert seen[-1].name == "some-org/remote-model" and seen[-1].trust_remote_code is False
+    assert main([*base, "--model.name", "x/y", "--model.trust_remote_code", "true"]) == 2
+    assert seen[-1].trust_remote_code is True
+    # monitor: the probe's training file asks for remote code; only --trust_remote_code gives it
+    ckpt = train_probe(feat, tmp_path / "p.ckpt")
+    seen = _record_model_config(monkeypatch, "probing.monitor.cli")
+    assert main(["monitor", "--ckpt", str(ckpt), "--prompt", "hello", "--layer", "1"]) == 2
+    one_line_error(capsys, "stopped before loading the model")
+    assert seen[-1].trust_remote_code is False
+    assert (
+        main(["monitor", "--ckpt", str(ckpt), "--prompt", "x", "--trust_remote_code", "true"]) == 2
+    )
+    assert seen[-1].trust_remote_code is True
+    # lens: the tokenizer named by the file, without remote code
+    tokenizers: list = []
+
+    def fake_tokenizer(cfg):
+        tokenizers.append(cfg)
+        raise ProbingError("stopped before loading the tokenizer (test)")
+
+    monkeypatch.setattr("probing.models.load.load_tokenizer", fake_tokenizer)
+    assert main(["lens", str(feat), "--output", str(tmp_path / "lens")]) == 2
+    one_line_error(capsys, "stopped before loading the tokenizer")
+    assert tokenizers[-1].name == "some-org/remote-model" and not tokenizers[-1].trust_remote_code
