@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from typing import Any, Literal
 import torch
 
 from probing.errors import ProbingError
+from probing.models import cache
+from probing.models.assemble import known_sha256
 from probing.models.builtin import BUILTIN_MODELS, sha256_file
 from probing.models.lookup import ModelParts, model_parts
 
@@ -80,6 +83,11 @@ def _resolve(cfg: ModelConfig) -> tuple[str, str | None, str]:
     return cfg.name, cfg.gguf_file, "hub"
 
 
+def _gguf_sha256(path: str) -> str:
+    """SHA-256 of a local GGUF: an assembled file's sidecar vouches for it, else it is hashed (memo)."""
+    return known_sha256(path) or sha256_file(path)
+
+
 def model_identity(cfg: ModelConfig) -> dict[str, Any]:
     """What identifies the model's weights, known without loading them (for fingerprints)."""
     where, gguf, source = _resolve(cfg)
@@ -87,9 +95,29 @@ def model_identity(cfg: ModelConfig) -> dict[str, Any]:
         "model": cfg.name,
         "model_source": source,
         "model_revision": cfg.revision or "",
-        "gguf_sha256": sha256_file(os.path.join(where, gguf)) if gguf and source != "hub" else "",
+        "gguf_sha256": _gguf_sha256(os.path.join(where, gguf)) if gguf and source != "hub" else "",
         "dtype": cfg.dtype,
     }
+
+
+def _where(cfg: ModelConfig) -> tuple[str, str | None, str]:
+    """Like :func:`_resolve`, but a local GGUF file becomes its converted folder in the model cache.
+
+    The first load converts the file (parsed once) into :func:`probing.models.cache.converted`;
+    later loads read config, tokenizer and safetensors from there. Without a writable cache the GGUF
+    is loaded directly.
+    """
+    where, gguf, source = _resolve(cfg)
+    if gguf and source != "hub":
+        path = os.path.join(where, gguf)
+        try:
+            entry = cache.converted(path, _gguf_sha256(path))
+        except (OSError, ValueError) as err:
+            raise _load_error(cfg, source, err) from None
+        if entry is not None:
+            log.debug("%s: converted copy in %s", cfg.name, entry)
+            return str(entry), None, source
+    return where, gguf, source
 
 
 def _load_error(cfg: ModelConfig, source: str, err: Exception) -> ProbingError:
@@ -104,14 +132,15 @@ def _load_error(cfg: ModelConfig, source: str, err: Exception) -> ProbingError:
 def load_tokenizer(cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
-    where, gguf, source = _resolve(cfg)
+    where, gguf, source = _where(cfg)
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
     if cfg.revision:
         kwargs["revision"] = cfg.revision
     try:
-        return AutoTokenizer.from_pretrained(where, **kwargs)
+        with cache.parse_once() if gguf else contextlib.nullcontext():
+            return AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(cfg, source, err) from None
 
@@ -121,7 +150,7 @@ def load_model(cfg: ModelConfig, tokenizer: Any = None) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     identity = model_identity(cfg)
-    where, gguf, source = _resolve(cfg)
+    where, gguf, source = _where(cfg)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg)
     kwargs: dict[str, Any] = {
@@ -134,9 +163,10 @@ def load_model(cfg: ModelConfig, tokenizer: Any = None) -> LoadedModel:
         kwargs["revision"] = cfg.revision
     if cfg.device_map:
         kwargs["device_map"] = cfg.device_map
-    log.info("loading %s (%s%s)", cfg.name, source, f", {gguf}" if gguf else "")
+    log.info("loading %s (%s%s)", cfg.name, source, f", {gguf}" if gguf else f", {where}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        with cache.parse_once() if gguf else contextlib.nullcontext():
+            model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(cfg, source, err) from None
     if not cfg.device_map:
