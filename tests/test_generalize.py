@@ -119,3 +119,54 @@ def test_source_metrics_against_reference():
     assert m["auroc"][0] == pytest.approx(
         7 / 9
     )  # 0.9 and 0.8 beat all three negatives, 0.2 beats 0.1
+
+
+def _two_layer_shortcut_file(path, n_per=150, dim=16, seed=1):
+    """Layer 0: every source has its own direction (in-distribution shortcut); layer 2: the harmful
+    sources share a real direction ``u``; layer 1: noise."""
+    rng = np.random.default_rng(seed)
+    dirs = rng.standard_normal((5, dim))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    src = np.repeat(np.arange(4), n_per)
+    y = np.isin(src, [2, 3]).astype(np.int64)
+    x = rng.standard_normal((len(src), 3, dim)).astype(np.float32)
+    for s in range(4):
+        x[src == s, 0] += 5 * dirs[s]
+    x[y == 1, 2] += 4 * dirs[4]
+    names = ["normal", "normal-heldout", "malicious", "malicious-heldout"]
+    meta = {"sources": [{"path": n, "name": n} for n in names]}
+    return make_feature_file(path, hidden=x, labels=y, sources=src, meta=meta)
+
+
+def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
+    import lightning as L
+
+    from probing.data import ActivationDataModule
+    from probing.monitor import load_probe
+    from probing.monitor.cli import MonitorConfig, monitor
+    from probing.monitor.screen import choose_layer
+    from probing.probes import LinearProbe
+
+    h5 = _two_layer_shortcut_file(tmp_path / "f.h5")
+    held = ["normal-heldout", "malicious-heldout"]
+    dm = ActivationDataModule(str(h5), holdout_sources=held, batch_size=64)
+    assert set(dm.source_names[i] for i in dm.sources["heldout"].source) == set(held)
+    assert not set(dm.sources["main"].source.tolist()) & {1, 3}
+    module = LinearProbe(
+        num_layers=3, hidden_size=16, num_classes=2, layers=dm.layers, class_names=dm.class_names
+    )
+    trainer = L.Trainer(max_epochs=15, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    ckpt = tmp_path / "probe.ckpt"
+    trainer.save_checkpoint(ckpt)
+    probe = load_probe(ckpt)
+    assert choose_layer(probe, "auto", 0.02) == 0  # in-distribution validation: the shortcut layer
+    report = monitor(
+        MonitorConfig(ckpt=str(ckpt), eval=True, auto_tolerance=0.02, eval_fprs=[0.05])
+    )
+    assert report["chosen_layer"] == 2  # cross-source validation: the layer that transfers
+    assert "held-out sources" in report["calibration_set"] or "heldout" in report["calibration_set"]
+    assert set(report["chosen"]["per_source"]) == {"normal", "malicious"}  # eval: the test split
+    with pytest.raises(Exception, match="holdout_sources"):
+        ActivationDataModule(str(h5), holdout_sources=["nope"])

@@ -210,13 +210,16 @@ def evaluate(
     calibrations: Sequence[Calibration] = (),
     class_map: dict[str, str] | None = None,
     fprs: Sequence[float] = EVAL_FPRS,
+    sources: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per layer: AUROC, TPR at each FPR (ROC of this set), results at calibrated thresholds, and
-    per class (normal / malicious / jailbreak ...): rows, mean score, flag rate, AUROC vs negatives."""
+    per class (normal / malicious / jailbreak ...) and per prompt source (``sources``, one name per
+    row): rows, mean score, flag rate, AUROC vs negatives."""
     scores = np.asarray(scores, dtype=np.float64)
     positive = scorer.is_positive(labels, class_map)
     labels_arr = np.asarray(labels, dtype=object)
     classes = list(dict.fromkeys(labels))
+    sources_arr = np.asarray(sources if sources is not None else [], dtype=object)
     neg = ~positive
     out = []
     for j, layer in enumerate(layers):
@@ -232,15 +235,24 @@ def evaluate(
         for cal in calibrations:
             t = cal.threshold(layer)
             entry["calibrated"][f"{cal.fpr:g}"] = {"threshold": t, **rates(s, positive, t)}
-        for name in classes:
-            rows = labels_arr == name
-            info: dict[str, Any] = {"rows": int(rows.sum()), "mean_score": float(s[rows].mean())}
-            for cal in calibrations:
-                info[f"flagged@{cal.fpr:g}"] = float((s[rows] >= cal.threshold(layer)).mean())
-            if positive[rows].all() and neg.any():
-                both = rows | neg
-                info["auroc_vs_negative"] = auroc(s[both], positive[both])
-            entry["per_class"][name] = info
+        groups = [("per_class", labels_arr, classes)]
+        if len(sources_arr):
+            groups.append(("per_source", sources_arr, list(dict.fromkeys(sources_arr.tolist()))))
+        for key, values, names in groups:
+            entry[key] = {}
+            for name in names:
+                rows = values == name
+                info: dict[str, Any] = {
+                    "rows": int(rows.sum()),
+                    "positive": bool(positive[rows].all()),
+                    "mean_score": float(s[rows].mean()),
+                }
+                for cal in calibrations:
+                    info[f"flagged@{cal.fpr:g}"] = float((s[rows] >= cal.threshold(layer)).mean())
+                if positive[rows].all() and neg.any():
+                    both = rows | neg
+                    info["auroc_vs_negative"] = auroc(s[both], positive[both])
+                entry[key][name] = info
         out.append(entry)
     return out
 
@@ -250,14 +262,19 @@ MATCH_KEYS = ("model", "gguf_sha256", "hidden_size", "num_layers", "template", "
 
 
 def feature_probs(
-    probe: LoadedProbe, path: str | os.PathLike | None = None, split: str = "all", block: int = 512
-) -> tuple[np.ndarray, list[str], str]:
+    probe: LoadedProbe,
+    path: str | os.PathLike | None = None,
+    split: str = "all",
+    block: int = 512,
+    with_sources: bool = False,
+) -> tuple[np.ndarray, list[str], str] | tuple[np.ndarray, list[str], list[str], str]:
     """Probabilities ``[N, L_sel, C]`` of the probe on a feature file's stored activations, the rows'
     label names, and a description of the rows.
 
     ``path`` None is the training file. On the training file ``split`` ``val``/``test`` selects the
-    training run's split (``test`` adds every row of a class the probe was not trained on); another
-    file's rows are all used.
+    training run's split (``test`` adds every row of a class the probe was not trained on;
+    ``heldout`` is the run's ``--data.holdout_sources``); another file's rows are all used.
+    ``with_sources`` also returns each row's prompt-source name (before the description).
     """
     training = probe.data_path
     if path is None:
@@ -296,8 +313,13 @@ def feature_probs(
         p = probe.probs(torch.from_numpy(np.asarray(x, dtype=np.float32)))
         out[done : done + len(take)] = p.numpy()
         done += len(take)
-    ff.close()
     names = [label_names[int(labels[r])] for r in rows]
+    if with_sources:
+        src_names, src = ff.source_names, ff.sources
+        ff.close()
+        row_sources = [src_names[int(src[r])] for r in rows]
+        return out, names, row_sources, f"{path} ({what}, {len(rows)} rows)"
+    ff.close()
     return out, names, f"{path} ({what}, {len(rows)} rows)"
 
 
@@ -306,10 +328,20 @@ def _split_rows(probe: LoadedProbe, path: Path, split: str, n: int) -> tuple[np.
 
     dm = ActivationDataModule(**{**probe.data_hparams, "path": str(path), "test_path": None})
     main = dm.sources["main"].rows
+    if split == "heldout":
+        if "heldout" not in dm.sources:
+            raise ProbingError(
+                f"the training run of {probe.path.name} held out no prompt sources "
+                "(--data.holdout_sources); give a labelled set with --calibrate"
+            )
+        names = ", ".join(dm.holdout_sources)
+        return np.sort(dm.sources["heldout"].rows), f"held-out sources {names}"
     rows = np.asarray(main)[dm.split_pos[split]]
     what = f"{split} split"
     if split == "test":
         unseen = np.setdiff1d(np.arange(n), main)
+        if "heldout" in dm.sources:  # held-out sources are for choosing the layer and threshold
+            unseen = np.setdiff1d(unseen, dm.sources["heldout"].rows)
         if len(unseen):
             rows = np.concatenate([rows, unseen])
             what += " + classes not trained on"
@@ -326,21 +358,62 @@ def labelled_probs(
     source: str | Sequence[Any] | None,
     split: str,
     screener: Screener | None = None,
-) -> tuple[np.ndarray, list[str], str]:
-    """Probabilities ``[N, L_sel, C]`` and label names of a labelled set: a feature file (``.h5``,
-    fast: stored activations; None = the training file's ``split``) or prompt sources (screened live
-    at every probed layer by ``screener``)."""
+) -> tuple[np.ndarray, list[str], list[str], str]:
+    """Probabilities ``[N, L_sel, C]``, label names and prompt-source names of a labelled set: a
+    feature file (``.h5``, fast: stored activations; None = the training file's ``split``) or prompt
+    sources (screened live at every probed layer by ``screener``)."""
     if source is None or (isinstance(source, (str, os.PathLike)) and is_feature_file(source)):
-        return feature_probs(probe, source, split)
-    from probing.prompts.sources import PromptSource, load_prompts
+        return feature_probs(probe, source, split, with_sources=True)  # type: ignore[return-value]
+    from probing.prompts.sources import PromptSource, load_prompts, source_names
 
     sources = [PromptSource(path=str(source))] if isinstance(source, (str, os.PathLike)) else source
-    prompts, labels, _, names = load_prompts(list(sources))
+    prompts, labels, src_ids, names = load_prompts(list(sources))
     if screener is None:
         raise ProbingError("labelled prompts need the model: give a screener")
     probs = screener.probabilities(prompts, probe.layers).numpy()
     where = ", ".join(s.path for s in sources)
-    return probs, [names[i] for i in labels], f"{where} ({len(prompts)} prompts, screened live)"
+    src_names = source_names(list(sources))
+    return (
+        probs,
+        [names[i] for i in labels],
+        [src_names[i] for i in src_ids],
+        f"{where} ({len(prompts)} prompts, screened live)",
+    )
+
+
+def default_split(probe: LoadedProbe) -> str:
+    """Where the monitor calibrates by default: the held-out sources of the probe's training run when
+    it has them (cross-source), else its validation split."""
+    return "heldout" if probe.data_hparams.get("holdout_sources") else "val"
+
+
+def choose_layer_cross_source(
+    probe: LoadedProbe, scorer: Scorer, fpr: float, tolerance: float = 0.02
+) -> int:
+    """``--layer auto`` by cross-source validation: on the run's held-out sources (never trained on),
+    the threshold of each layer flags at most ``fpr`` of their negatives; the earliest layer whose
+    TPR there is within ``tolerance`` of the best is chosen."""
+    probs, labels, _, what = labelled_probs(probe, None, "heldout")
+    positive = scorer.is_positive(labels, probe.class_map)
+    if positive.all() or not positive.any():
+        raise ProbingError(
+            f"--layer auto: the held-out sources ({what}) hold one class only; hold out sources of "
+            "both classes (--data.holdout_sources) or give --layer N"
+        )
+    cal = calibrate_scores(scorer(probs), positive, probe.layers, fpr, what)
+    tpr = [t if not math.isnan(t) else -1.0 for t in cal.tpr]
+    best = max(tpr)
+    layer = min(layer for layer, t in zip(probe.layers, tpr, strict=True) if t >= best - tolerance)
+    log.info(
+        "--layer auto (cross-source, %s): layer %d (TPR %.3f at FPR %g; best %.3f; earliest within %.3f)",
+        what,
+        layer,
+        tpr[probe.layers.index(layer)],
+        fpr,
+        best,
+        tolerance,
+    )
+    return layer
 
 
 def is_feature_file(path: str | os.PathLike) -> bool:
@@ -363,7 +436,7 @@ def calibrate_probe(
     if cached is not None and cached.layers == list(probe.layers):
         log.info("threshold at FPR %g from %s (%s)", fpr, store_path(probe.path), key)
         return cached
-    probs, labels, what = labelled_probs(probe, source, "val", screener)
+    probs, labels, _, what = labelled_probs(probe, source, default_split(probe), screener)
     scores = scorer(probs)
     positive = scorer.is_positive(labels, probe.class_map)
     cal = calibrate_scores(scores, positive, probe.layers, fpr, key)
@@ -383,7 +456,7 @@ def calibrate_probe(
 
 def _source_key(probe: LoadedProbe, source: str | Sequence[Any] | None) -> str:
     if source is None:
-        return f"val split of {probe.data_hparams.get('path')}"
+        return f"{default_split(probe)} split of {probe.data_hparams.get('path')}"
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         stamp = ""

@@ -20,6 +20,8 @@ from probing.monitor.calibrate import (
     calibrate_probe,
     check_fpr,
     check_threshold,
+    choose_layer_cross_source,
+    default_split,
     evaluate,
     is_feature_file,
     labelled_probs,
@@ -50,8 +52,10 @@ class MonitorConfig:
         ckpt: probe checkpoint of ``probing fit`` (its feature file's model is loaded).
         probe: probe inside the checkpoint (``linear``, ``mlp``; default: the first).
         layer: layer to screen at: an index, or ``auto`` (the earliest layer within
-            ``auto_tolerance`` of the best validation accuracy recorded in training).
-        auto_tolerance: accuracy tolerance of ``--layer auto`` (0.005 = half a point; 0 = the best).
+            ``auto_tolerance`` of the best validation accuracy recorded in training; for a probe
+            trained with ``--data.holdout_sources``: the earliest layer within ``auto_tolerance`` of the
+            best TPR at ``fpr`` on those held-out sources — cross-source validation).
+        auto_tolerance: tolerance of ``--layer auto`` (0.005 = half a point; 0 = the best).
         prompt: one prompt to screen.
         prompts: prompts to screen: a file (CSV/TSV/JSON/JSONL/TXT/Parquet), a built-in set, or a list
             of prompt sources ``[{path, label, ...}]``; with ``--eval`` a labelled set (sources, or a
@@ -61,8 +65,8 @@ class MonitorConfig:
         threshold: flag prompts whose score is at least this probability (overrides ``--fpr``).
         fpr: target false positive rate of the threshold chosen on the calibration set.
         calibrate: labelled calibration set (a feature file ``.h5`` or prompt sources; default: the
-            validation split of the probe's training feature file). Thresholds are stored in
-            ``monitor.json`` beside the checkpoint and reused.
+            held-out sources of the probe's training run, or its validation split when it held out
+            none). Thresholds are stored in ``monitor.json`` beside the checkpoint and reused.
         positive: harmful class of a binary probe (score = p(positive)).
         negative: normal class (score of probes with 3+ classes = 1 - p(negative)).
         eval: report AUROC, TPR at ``eval_fprs`` and per-class results for every layer (default set:
@@ -150,7 +154,10 @@ def monitor(
     _validate(cfg)
     probe = load_probe(cfg.ckpt, cfg.probe)
     scorer = Scorer(tuple(probe.class_names), cfg.positive, cfg.negative)
-    layer = choose_layer(probe, cfg.layer, cfg.auto_tolerance)
+    if str(cfg.layer).strip().lower() == "auto" and default_split(probe) == "heldout":
+        layer = choose_layer_cross_source(probe, scorer, cfg.fpr, cfg.auto_tolerance)
+    else:
+        layer = choose_layer(probe, cfg.layer, cfg.auto_tolerance)
     screener = None
     if _needs_model(cfg):
         lm = _load_lm(cfg, probe, lm)
@@ -187,13 +194,15 @@ def _evaluate(
     layer: int,
     screener: Screener | None,
 ) -> dict[str, Any]:
-    probs, labels, what = labelled_probs(probe, cfg.prompts, "test", screener)
+    probs, labels, sources, what = labelled_probs(probe, cfg.prompts, "test", screener)
     if cfg.threshold is None:
         cals = [calibrate_probe(probe, scorer, f, cfg.calibrate, screener) for f in cfg.eval_fprs]
     else:
         cals = []
     scores = scorer(probs)
-    per_layer = evaluate(scores, labels, scorer, probe.layers, cals, probe.class_map, cfg.eval_fprs)
+    per_layer = evaluate(
+        scores, labels, scorer, probe.layers, cals, probe.class_map, cfg.eval_fprs, sources
+    )
     if cfg.threshold is not None:
         positive = scorer.is_positive(labels, probe.class_map)
         for j, entry in enumerate(per_layer):
@@ -253,13 +262,19 @@ def eval_table(report: dict[str, Any]) -> str:
             c = e["calibrated"][k]
             line += f"  {_fmt(c['tpr']):>7}/{_fmt(c['fpr'])}{'':>4}"
         lines.append(line + mark)
-    lines.append(f"per class at layer {report['chosen_layer']} (*):")
-    for name, info in report["chosen"]["per_class"].items():
-        parts = [f"n={info['rows']}", f"mean score {_fmt(info['mean_score'])}"]
-        parts += [f"{k} {_fmt(v)}" for k, v in info.items() if k.startswith("flagged@")]
-        if "auroc_vs_negative" in info:
-            parts.append(f"AUROC vs negative {_fmt(info['auroc_vs_negative'])}")
-        lines.append(f"  {name:<12} " + ", ".join(parts))
+    for key, what in (("per_class", "class"), ("per_source", "source")):
+        groups = report["chosen"].get(key) or {}
+        if not groups:
+            continue
+        lines.append(f"per {what} at layer {report['chosen_layer']} (*):")
+        width = max(12, *(len(n) for n in groups))
+        for name, info in groups.items():
+            kind = "harmful" if info.get("positive") else "safe"
+            parts = [f"n={info['rows']} {kind}", f"mean score {_fmt(info['mean_score'])}"]
+            parts += [f"{k} {_fmt(v)}" for k, v in info.items() if k.startswith("flagged@")]
+            if "auroc_vs_negative" in info:
+                parts.append(f"AUROC vs negative {_fmt(info['auroc_vs_negative'])}")
+            lines.append(f"  {name:<{width}} " + ", ".join(parts))
     return "\n".join(lines)
 
 
