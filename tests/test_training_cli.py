@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
 
 from probing.cli import main
@@ -206,3 +207,80 @@ def test_nan_and_corrupt_files_exit_2(workdir, capsys):
         assert code == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("probing fit: error: ") and message in last
+
+
+def _last_error(capsys, match: str) -> None:
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("probing ") and ": error: " in last, err
+    assert match in last, err
+    # (a handler left by an earlier test on a closed capture stream prints "--- Logging error ---")
+    assert err.count("Traceback") == err.count("--- Logging error ---"), err
+
+
+def test_test_validate_predict_need_a_trained_checkpoint(workdir, feat, capsys):
+    plain = [
+        "--data.path",
+        feat,
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        "plain",
+    ]
+    fit = [
+        "fit",
+        "--config",
+        LINEAR,
+        *plain,
+        "--trainer.max_epochs",
+        "2",
+        "--test_after_fit",
+        "false",
+    ]
+    assert main([*fit, *FAST]) == 0
+    metrics = workdir / "plain" / "per_layer_metrics.csv"
+    assert not metrics.exists()
+    (best,) = (workdir / "plain" / "checkpoints").glob("epoch*.ckpt")
+    # without --ckpt_path an untrained probe would be scored: refused, nothing written
+    for sub in ("test", "validate", "predict"):
+        assert main([sub, "--config", LINEAR, *plain, *FAST]) == 2
+        _last_error(capsys, "give --ckpt_path")
+    assert not metrics.exists() and not (workdir / "plain" / "predictions.csv").exists()
+    # a missing, an unreadable and a code-carrying path: one line each
+    (workdir / "junk.ckpt").write_text("not a checkpoint")
+    torch.save({"state_dict": {}, "x": _Payload(workdir / "ran")}, workdir / "evil.ckpt")
+    for path, match in (
+        ("nope.ckpt", "does not exist"),
+        ("junk.ckpt", "not a readable checkpoint"),
+        ("evil.ckpt", "refusing to unpickle it"),
+    ):
+        assert main(["test", "--config", LINEAR, *plain, "--ckpt_path", path, *FAST]) == 2
+        _last_error(capsys, match)
+    assert not (workdir / "ran").exists() and not metrics.exists()
+    # best / last of the newest run, resolved in this new process; best == the file itself
+    results = {}
+    for ckpt in ("best", str(best), "last", "plain"):
+        assert main(["test", "--config", LINEAR, *plain, "--ckpt_path", ckpt, *FAST]) == 0
+        results[ckpt] = metrics.read_text()
+    assert results["best"] == results[str(best)] == results["plain"]
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resumed_fit_writes_into_its_own_run(workdir, feat):
+    base = ["fit", "--config", LINEAR, "--data.path", feat, "--test_after_fit", "false", *FAST]
+    assert main([*base, "--trainer.max_epochs", "1"]) == 0
+    (run,) = run_dirs(workdir)
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert main([*base, "--trainer.max_epochs", "2", "--ckpt_path", str(last)]) == 0
+    assert run_dirs(workdir) == [run]  # no second run folder
+    assert torch.load(last, weights_only=True)["epoch"] == 1

@@ -12,17 +12,93 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from probing.data import ActivationDataModule
-from probing.probes.module import ProbeModule
+from probing.errors import ProbingError
+from probing.probes.module import ProbeModule, probe_class, read_checkpoint
 from probing.training import wandb_utils
 
 log = logging.getLogger(__name__)
 LINKS = ("num_layers", "hidden_size", "num_classes", "layers", "class_names")
+NEEDS_CHECKPOINT = ("validate", "test", "predict")
+CKPT_HELP = (
+    "a checkpoint file of `probing fit`, a run directory (its best checkpoint), or best/last "
+    "(of the newest run under the logger's save_dir or --trainer.default_root_dir)"
+)
+
+
+def _run_roots(trainer_cfg: Any) -> list[Path]:
+    """Folders that hold run directories: each logger's ``save_dir``, then ``default_root_dir``."""
+    roots: list[Path] = []
+    logger = trainer_cfg.get("logger")
+    for lg in logger if isinstance(logger, list) else [logger]:
+        init = lg.get("init_args") if hasattr(lg, "get") else None
+        save = init.get("save_dir") if init is not None and hasattr(init, "get") else None
+        if save:
+            roots.append(Path(save))
+    roots.append(Path(trainer_cfg.get("default_root_dir") or "."))
+    return roots
+
+
+def _best_in(folder: Path) -> Path:
+    """The best checkpoint of a run's ``checkpoints/`` folder (as ModelCheckpoint recorded it)."""
+    last = folder / "last.ckpt"
+    if last.is_file():
+        for state in (read_checkpoint(last, "--ckpt_path").get("callbacks") or {}).values():
+            best = state.get("best_model_path") if isinstance(state, dict) else None
+            if best and (folder / Path(best).name).is_file():
+                return folder / Path(best).name
+    others = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt")
+    if len(others) == 1:
+        return others[0]
+    if not others and last.is_file():
+        return last
+    raise ProbingError(
+        f"--ckpt_path best: cannot tell the best of {[p.name for p in others]} in {folder}; "
+        "give the checkpoint file with --ckpt_path"
+    )
+
+
+def resolve_ckpt_path(value: str | None, subcommand: str, trainer_cfg: Any) -> str:
+    """``--ckpt_path`` as a readable checkpoint file (checked: tensors and plain data only)."""
+    if value is None:
+        raise ProbingError(
+            f"probing {subcommand} scores a trained probe: give --ckpt_path ({CKPT_HELP}); "
+            "without it an untrained probe would be scored"
+        )
+    path = Path(value).expanduser()
+    if value in ("best", "last") and not path.exists():
+        patterns = (
+            "checkpoints",
+            "*/checkpoints",
+            "*/*/checkpoints",
+        )  # <save_dir>/<name>/<version>
+        runs = [c for root in _run_roots(trainer_cfg) for pat in patterns for c in root.glob(pat)]
+        runs = [c for c in runs if any(c.glob("*.ckpt"))]
+        if not runs:
+            roots = ", ".join(str(r) for r in _run_roots(trainer_cfg))
+            raise ProbingError(
+                f"--ckpt_path {value}: no run with checkpoints under {roots}; give the checkpoint "
+                "file or run directory with --ckpt_path"
+            )
+        folder = max(runs, key=lambda c: max(p.stat().st_mtime for p in c.glob("*.ckpt")))
+        path = _best_in(folder) if value == "best" else folder / "last.ckpt"
+        log.info("--ckpt_path %s: %s", value, path)
+    elif path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        path = _best_in(folder)
+    if not path.is_file():
+        raise ProbingError(f"--ckpt_path {path} does not exist; give {CKPT_HELP}")
+    # one line for an unreadable or unsafe file; the probe class only from the allow-list
+    hp = read_checkpoint(path, "--ckpt_path").get("hyper_parameters") or {}
+    if hp.get("_class_path"):
+        probe_class(hp["_class_path"], f"--ckpt_path {path}")
+    return str(path)
 
 
 class ProbingSaveConfig(SaveConfigCallback):
@@ -57,12 +133,45 @@ class ProbingCLI(LightningCLI):
             help="After `fit`, test the best checkpoint and write the per-layer metrics and plot.",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # before Lightning reads the checkpoint's hyperparameters into the config: resolve
+        # best/last/run directories (a new process has no trainer state), check the file, and
+        # refuse test/validate/predict without one (they would score an untrained probe)
+        sub = self.config.get("subcommand")
+        if sub:
+            cfg = self.config[sub]
+            cfg["weights_only"] = True  # Lightning loads --ckpt_path as tensors and plain data
+            if sub in NEEDS_CHECKPOINT or cfg.get("ckpt_path"):
+                cfg["ckpt_path"] = resolve_ckpt_path(cfg.get("ckpt_path"), sub, cfg["trainer"])
+            if sub == "fit" and cfg.get("ckpt_path"):
+                _resume_in_own_run(cfg)
+        super()._parse_ckpt_path()
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
             return
         ckpt = self.trainer.checkpoint_callback
         ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True
+        )
+
+
+def _resume_in_own_run(cfg: Any) -> None:
+    """``fit --ckpt_path RUN/checkpoints/X.ckpt``: keep writing into RUN (the logger's version)."""
+    ckpt = Path(cfg["ckpt_path"]).resolve()
+    if ckpt.parent.name != "checkpoints":
+        return
+    run = ckpt.parent.parent
+    logger = cfg["trainer"].get("logger")
+    for lg in logger if isinstance(logger, list) else [logger]:
+        init = lg.get("init_args") if hasattr(lg, "get") else None
+        if init is None or "version" not in init or init.get("version") is not None:
+            continue
+        init["version"] = run.name  # the run directory is <save_dir>/<name>/<version>
+        if "resume" in init and init.get("resume") is None:
+            init["resume"] = "allow"  # W&B: continue the run of that id
+        log.info("resuming %s: logging into its run directory %s", ckpt.name, run)
 
 
 def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
