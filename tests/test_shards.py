@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -157,3 +158,39 @@ def test_torchrun_two_processes_equal_single(tmp_path, prompts):
     assert main(["extract", *args, "--output", str(tmp_path / "single.h5")]) == 0
     assert shard_path(out, 0, 2).exists() and shard_path(out, 1, 2).exists()
     assert_same_rows(FeatureFile(out), FeatureFile(tmp_path / "single.h5"))
+
+
+def test_merge_output_needs_overwrite_and_info_sees_missing_shards(tmp_path, prompts, capsys):
+    lm = tiny_lm("llama")
+    out = tmp_path / "m.h5"
+    for i in range(2):
+        extract(config(prompts, out, shard=f"{i}/2"), lm=lm)
+    s = [str(shard_path(out, i, 2)) for i in range(2)]
+    capsys.readouterr()
+    # an existing file that is not this merge is kept unless --overwrite
+    other = tmp_path / "other.h5"
+    other.write_bytes(b"precious results")
+    assert main(["merge", *s, "--output", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert (
+        err.startswith("probing merge: error: ")
+        and "already exists" in err
+        and "--overwrite" in err
+    )
+    assert other.read_bytes() == b"precious results"
+    assert main(["merge", *s, "--output", str(other), "--overwrite"]) == 0
+    assert FeatureFile(other).num_rows == 23
+    # the same merge again is a no-op
+    before = out.stat().st_mtime_ns
+    assert main(["merge", *s, "--output", str(out)]) == 0
+    assert out.stat().st_mtime_ns == before
+    capsys.readouterr()
+    # a merged file whose shard is gone is not complete (its rows would read as zeros)
+    os.remove(s[1])
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert not info["complete"] and info["missing_shards"] == [os.path.basename(s[1])]
+    assert main(["info", str(out)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "INCOMPLETE" in first and os.path.basename(s[1]) in first

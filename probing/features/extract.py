@@ -390,7 +390,7 @@ def _merge_if_last(cfg: ExtractConfig, count: int) -> Path | None:
             "other shards are still running; the last one to finish merges them (or: probing merge)"
         )
         return None
-    out = merge_shards(paths, cfg.output)
+    out = merge_shards(paths, cfg.output, overwrite=cfg.overwrite)
     log.info("all %d shards complete: merged into %s", count, out)
     return out
 

@@ -27,9 +27,12 @@ def summarize(path: str | Path) -> dict[str, Any]:
         shape = f["hidden"].shape
     names = meta["label_names"]
     counts = Counter(int(x) for x in labels)
+    # a merged file reads a missing shard's rows as zeros: it is not complete without them
+    missing = [rel for rel in meta.get("shards") or [] if not (path.parent / rel).exists()]
     return {
         "path": str(path),
-        "complete": bool(meta.get("complete")),
+        "complete": bool(meta.get("complete")) and not missing,
+        "missing_shards": missing,
         "rows": int(shape[0]),
         "rows_done": rows_done,
         "layers": int(meta["num_layers"]),
@@ -55,11 +58,15 @@ def summarize(path: str | Path) -> dict[str, Any]:
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    state = (
-        "complete"
-        if s["complete"]
-        else f"INCOMPLETE ({s['rows_done']} of {s['rows']} rows written)"
-    )
+    if s["complete"]:
+        state = "complete"
+    elif s.get("missing_shards"):
+        state = (
+            f"INCOMPLETE (merged file; shard(s) {', '.join(s['missing_shards'])} missing: their "
+            "rows would read as zeros; keep the shards beside the merged file or re-extract)"
+        )
+    else:
+        state = f"INCOMPLETE ({s['rows_done']} of {s['rows']} rows written)"
     labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
     lines = [
         f"{s['path']}: {state}",

@@ -15,6 +15,14 @@ def run(argv: list[str]) -> int:
     )
     parser.add_argument("shards", type=str, nargs="+", help="all shard files")
     parser.add_argument("--output", type=str, required=True, help="merged feature file to write")
+    parser.add_argument(
+        "--overwrite",
+        type=bool,
+        default=False,
+        nargs="?",
+        const=True,
+        help="replace an existing --output (else refused, unless it is this very merge)",
+    )
     args = parser.parse_args(argv)
-    merge_shards(args.shards, args.output)
+    merge_shards(args.shards, args.output, overwrite=args.overwrite)
     return 0

@@ -98,11 +98,31 @@ def _check_shards(paths: list[Path]) -> list[dict]:
     return metas
 
 
-def merge_shards(paths: list[str | Path], output: str | Path) -> Path:
-    """One feature file presenting all shards' rows in single-process order (virtual datasets)."""
+def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = False) -> Path:
+    """One feature file presenting all shards' rows in single-process order (virtual datasets).
+
+    An existing ``output`` is replaced only with ``overwrite``; a complete merge of the same run
+    (same plan fingerprint and shards) is left as it is.
+    """
     paths = [Path(p) for p in paths]
     output = Path(output)
     metas = _check_shards(paths)
+    if output.exists() and not overwrite:
+        try:
+            old = read_meta(output)
+        except ProbingError:
+            old = {}
+        rel = sorted(os.path.relpath(p.resolve(), output.resolve().parent) for p in paths)
+        if (
+            old.get("complete")
+            and old.get("fingerprint") == metas[0]["plan_fingerprint"]
+            and sorted(old.get("shards") or []) == rel
+        ):
+            return output
+        raise ProbingError(
+            f"--output {output} already exists and is not this merge; pass --overwrite to replace "
+            "it or choose another --output"
+        )
     order = sorted(range(len(paths)), key=lambda i: metas[i]["shard_index"])
     paths = [paths[i] for i in order]
     metas = [metas[i] for i in order]
