@@ -20,12 +20,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from probing.errors import ProbingError
+from probing.features.identity import IDENTITY_MATCH_KEYS, identity_mismatch
 from probing.features.store import FeatureFile
 
 log = logging.getLogger(__name__)
 
 # Metadata a transfer test file must share with the training file (same model, same extraction).
-MATCH_KEYS = ("model", "gguf_sha256", "hidden_size", "num_layers", "template", "positions")
+MATCH_KEYS = IDENTITY_MATCH_KEYS  # the one identity rule (probing.features.identity)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -380,13 +381,13 @@ class ActivationDataModule(L.LightningDataModule):
 
     def _open_test(self, ff: FeatureFile) -> FeatureFile:
         test_ff = FeatureFile(self.test_path)
-        for key in MATCH_KEYS:
-            a, b = ff.meta.get(key), test_ff.meta.get(key)
-            if a != b:
-                raise ProbingError(
-                    f"--data.test_path {self.test_path} comes from a different model or extraction: "
-                    f"{key}={b!r} there but {a!r} in --data.path {self.path}"
-                )
+        diff = identity_mismatch(ff.meta, test_ff.meta)
+        if diff is not None:
+            key, a, b = diff
+            raise ProbingError(
+                f"--data.test_path {self.test_path} comes from a different model or extraction: "
+                f"{key}={b!r} there but {a!r} in --data.path {self.path}"
+            )
         if not -test_ff.num_positions <= self.position < test_ff.num_positions:
             raise ProbingError(
                 f"--data.position={self.position} is out of range for {self.test_path}"

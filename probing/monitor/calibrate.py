@@ -24,6 +24,7 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from probing.errors import ProbingError
+from probing.features.identity import identity_mismatch
 from probing.features.store import FeatureFile
 
 if TYPE_CHECKING:
@@ -258,7 +259,6 @@ def evaluate(
 
 
 # -- scores straight from a feature file (the fast path) ----------------------------------------------
-MATCH_KEYS = ("model", "gguf_sha256", "hidden_size", "num_layers", "template", "positions")
 
 
 def feature_probs(
@@ -288,13 +288,13 @@ def feature_probs(
     ff = FeatureFile(path)
     is_training = training is not None and path.resolve() == training.resolve()
     if not is_training:
-        for key in MATCH_KEYS:
-            a, b = probe.feature_meta.get(key), ff.meta.get(key)
-            if a is not None and a != b:
-                raise ProbingError(
-                    f"{path} comes from another model or extraction than the probe's features: "
-                    f"{key}={b!r} there, {a!r} for the probe"
-                )
+        diff = identity_mismatch(probe.feature_meta, ff.meta)
+        if diff is not None:
+            key, a, b = diff
+            raise ProbingError(
+                f"{path} comes from another model or extraction than the probe's features: "
+                f"{key}={b!r} there, {a!r} for the probe"
+            )
     n = ff.num_rows
     if is_training and split in ("val", "test"):
         rows, what = _split_rows(probe, path, split, n)

@@ -25,6 +25,7 @@ from probing.errors import ProbingError
 from probing.probes import report
 from probing.probes.heads import LinearHeads, MLPHeads
 from probing.probes.metrics import METRICS, LayerMetrics, bootstrap_accuracy
+from probing.probes.per_source import COLUMNS, per_source_results, write_per_source
 from probing.training import wandb_utils
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,9 @@ class ProbeModule(L.LightningModule):
         directory = wandb_utils.run_dir(self.trainer)
         if self.trainer.is_global_zero:
             self._write_reports(directory, rows, split, best)
+            per_source = per_source_results(self, self.trainer.datamodule)
+            if write_per_source(per_source, directory):
+                wandb_utils.log_table(self.trainer, "per_source_metrics", COLUMNS, per_source)
 
     def _rows(self, results: dict[str, dict[str, list[float]]], split: str) -> list[dict[str, Any]]:
         rows = []
@@ -384,16 +388,15 @@ def feature_identity(meta: dict[str, Any]) -> dict[str, Any]:
 
 def check_feature_identity(probe: ProbeModule, meta: dict[str, Any], what: str) -> None:
     """Refuse to apply a probe to activations of another model or format."""
-    trained = probe.hparams.get("feature_meta") or {}
-    for key in ("gguf_sha256", "model", "hidden_size", "num_layers", "template", "positions"):
-        mine, theirs = trained.get(key), meta.get(key)
-        if key == "model" and trained.get("gguf_sha256") and meta.get("gguf_sha256"):
-            continue  # the weights' hash decides
-        if mine not in (None, "") and theirs not in (None, "") and mine != theirs:
-            raise ProbingError(
-                f"the probe was trained on {key}={mine!r} but {what} has {key}={theirs!r}; use a "
-                "probe trained on features of this model and prompt format"
-            )
+    from probing.features.identity import identity_mismatch
+
+    diff = identity_mismatch(probe.hparams.get("feature_meta") or {}, meta)
+    if diff is not None:
+        key, mine, theirs = diff
+        raise ProbingError(
+            f"the probe was trained on {key}={mine!r} but {what} has {key}={theirs!r}; use a "
+            "probe trained on features of this model and prompt format"
+        )
 
 
 def read_checkpoint(path: str | Path, option: str = "--ckpt") -> dict[str, Any]:

@@ -145,7 +145,15 @@ class ProbingCLI(LightningCLI):
                 cfg["ckpt_path"] = resolve_ckpt_path(cfg.get("ckpt_path"), sub, cfg["trainer"])
             if sub == "fit" and cfg.get("ckpt_path"):
                 _resume_in_own_run(cfg)
-        super()._parse_ckpt_path()
+        try:
+            super()._parse_ckpt_path()
+        except (ValueError, SystemExit) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ProbingError(
+                f"the hyperparameters in --ckpt_path {self.config[sub].get('ckpt_path')} do not fit "
+                f"the configured probe ({first}); give a checkpoint of `probing fit` with the same "
+                "--model (class_path)"
+            ) from None
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):

@@ -1,0 +1,42 @@
+"""The one rule for "these activations come from the same model and prompt format".
+
+Used wherever features meet a probe or other features: a probe applied to another feature file
+(monitor --eval / --calibrate, transfer tests, grafting with --probe_ckpt) and a data module's
+``--data.test_path``. The rendered prompt decides what the model saw, so the template, the system
+prompt and the stored positions belong to the identity as much as the weights do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# checked in this order; the first difference is reported
+IDENTITY_MATCH_KEYS = (
+    "gguf_sha256",
+    "model",
+    "hidden_size",
+    "num_layers",
+    "template",
+    "system_prompt",
+    "positions",
+)
+# "" is a value for these ("no system prompt"); for the others it means "not recorded"
+_EMPTY_IS_A_VALUE = ("system_prompt",)
+
+
+def identity_mismatch(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first identity key on which two feature metadata differ, as ``(key, a's, b's)``, or None.
+
+    A key either side does not record (older files and checkpoints) is not compared; the model name
+    is not compared when both sides carry the GGUF's sha256 (the weights' hash decides).
+    """
+    for key in IDENTITY_MATCH_KEYS:
+        if key == "model" and a.get("gguf_sha256") and b.get("gguf_sha256"):
+            continue
+        unknown = (None,) if key in _EMPTY_IS_A_VALUE else (None, "")
+        x, y = a.get(key), b.get(key)
+        if x in unknown or y in unknown:
+            continue
+        if x != y:
+            return key, x, y
+    return None
