@@ -24,6 +24,7 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from probing.errors import ProbingError
+from probing.features.checks import check_finite, check_shape
 from probing.features.identity import identity_mismatch
 from probing.features.store import FeatureFile
 
@@ -295,6 +296,7 @@ def feature_probs(
                 f"{path} comes from another model or extraction than the probe's features: "
                 f"{key}={b!r} there, {a!r} for the probe"
             )
+    check_shape(ff)
     n = ff.num_rows
     if is_training and split in ("val", "test"):
         rows, what = _split_rows(probe, path, split, n)
@@ -310,6 +312,7 @@ def feature_probs(
         if not len(take):
             continue
         x = ds[lo : min(lo + block, n), :, probe.position][take - lo][:, probe.layers]
+        check_finite(x, take, path)
         p = probe.probs(torch.from_numpy(np.asarray(x, dtype=np.float32)))
         out[done : done + len(take)] = p.numpy()
         done += len(take)
