@@ -7,10 +7,11 @@ their traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from probing.errors import ProbingError
 
@@ -99,6 +100,35 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
+class ConfigError(ProbingError):
+    """An option or config file the parser rejects (printed as one line with a ``--help`` hint)."""
+
+
+def _one_line(message: str, limit: int = 2) -> str:
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return " ".join(lines[:limit]) + (" …" if len(lines) > limit else "")
+
+
+@contextlib.contextmanager
+def _one_line_config_errors(command: str) -> Iterator[None]:
+    """A top-level jsonargparse parser (its ``exit_on_error``) raises :class:`ConfigError` instead of
+    printing a 20-line usage and exiting; nested parsers that raise for their callers are untouched."""
+    from jsonargparse import ArgumentParser
+
+    original = ArgumentParser.error
+
+    def error(self, message, ex=None):  # noqa: ANN001 (jsonargparse's signature)
+        if not self.exit_on_error:
+            return original(self, message, ex)
+        raise ConfigError(f"{_one_line(message)}; see `probing {command} --help`") from None
+
+    ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ArgumentParser.error = original  # type: ignore[method-assign]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `probing` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -114,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     target = COMMANDS[name][0]
     try:
-        code = _load(target)([name, *rest] if name in TRAINER_COMMANDS else rest)
+        with _one_line_config_errors(name):
+            code = _load(target)([name, *rest] if name in TRAINER_COMMANDS else rest)
     except ProbingError as err:
         sys.stderr.write(f"probing {name}: error: {err}\n")
         return 2

@@ -440,3 +440,27 @@ def test_embedded_model_on_paper_data(tmp_path, shared_data):
     with torch.no_grad():
         logits = lm.model(**lm.tokenizer(text, return_tensors="pt")).logits[0, -1]
     assert ff.file["lens_ids"][0, -1, 0, 0] == int(logits.argmax())
+
+
+def test_model_free_checks_and_config_errors_come_first(
+    tmp_path, model_dir, prompts, capsys, monkeypatch
+):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before a check that needs none")
+
+    monkeypatch.setattr("probing.features.extract.load_model", no_model)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    base = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]']
+    assert cli(*base, "--output", str(blocker / "o.h5")) == 2
+    _one_line_error(capsys, "choose a writable location with --output")
+    # a config error is one line with the --help hint, not a usage dump
+    for args, match in (
+        (["--batch_size", "abc"], 'Parser key "batch_size"'),
+        (["--no_such_option", "1"], "unrecognized arguments"),
+    ):
+        assert cli(*base, *args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "usage:" not in err, err
+        assert err.startswith("probing extract: error: ") and match in err
+        assert err.endswith("see `probing extract --help`")

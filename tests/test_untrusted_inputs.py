@@ -236,3 +236,18 @@ def test_monitor_eval_refuses_damaged_feature_files(tmp_path, capsys):
         f["label"] = data
     assert main([*args, "--prompts", str(labels)]) == 2
     one_line_error(capsys, "dataset 'label' has shape (70,), expected (80,)")
+
+
+def test_graft_checks_layers_and_output_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before a check that needs none")
+
+    monkeypatch.setattr("probing.grafting.cli.load_model", no_model)
+    feat = feature_file(tmp_path / "f.h5")
+    base = ["graft", "--features", str(feat)]
+    assert main([*base, "--layers", "[1, 9]", "--output", str(tmp_path / "g")]) == 2
+    one_line_error(capsys, "--layers 9 is out of range")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main([*base, "--output", str(blocker / "g")]) == 2
+    one_line_error(capsys, "cannot write into --output")
