@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from probing.cli import main
 from probing.generalize.fit import fit_heads, score_heads
-from probing.generalize.metrics import source_metrics
+from probing.probes.rates import source_metrics
 
 SOURCES = ["normal_a", "normal_b", "harm_real", "harm_styled"]
 
@@ -131,8 +131,8 @@ def _two_layer_shortcut_file(path, n_per=150, dim=16, seed=1):
     y = np.isin(src, [2, 3]).astype(np.int64)
     x = rng.standard_normal((len(src), 3, dim)).astype(np.float32)
     for s in range(4):
-        x[src == s, 0] += 5 * dirs[s]
-    x[y == 1, 2] += 4 * dirs[4]
+        x[src == s, 0] += 7 * dirs[s]
+    x[y == 1, 2] += 3 * dirs[4]
     names = ["normal", "normal-heldout", "malicious", "malicious-heldout"]
     meta = {"sources": [{"path": n, "name": n} for n in names]}
     return make_feature_file(path, hidden=x, labels=y, sources=src, meta=meta)
@@ -147,12 +147,14 @@ def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
     from probing.monitor.screen import choose_layer
     from probing.probes import LinearProbe
 
+    L.seed_everything(0)
     h5 = _two_layer_shortcut_file(tmp_path / "f.h5")
     held = ["normal-heldout", "malicious-heldout"]
     dm = ActivationDataModule(str(h5), holdout_sources=held, batch_size=64)
     assert set(dm.source_names[i] for i in dm.sources["heldout"].source) == set(held)
     assert not set(dm.sources["main"].source.tolist()) & {1, 3}
     module = LinearProbe(
+        lr=0.05,
         num_layers=3, hidden_size=16, num_classes=2, layers=dm.layers, class_names=dm.class_names
     )
     trainer = L.Trainer(max_epochs=15, logger=False, enable_checkpointing=False,

@@ -16,7 +16,7 @@ from probing.errors import ProbingError
 from probing.generalize import report
 from probing.generalize.data import load_block
 from probing.generalize.matrix import Fold, loso_folds, matrix_folds, run_fold
-from probing.monitor.calibrate import check_fpr
+from probing.probes.rates import check_fpr
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (

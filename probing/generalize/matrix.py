@@ -19,7 +19,7 @@ import torch
 from probing.errors import ProbingError
 from probing.generalize.data import SourceBlock, split_rows
 from probing.generalize.fit import Kind, fit_heads, score_heads
-from probing.generalize.metrics import per_source_rows, thresholds_at_fpr
+from probing.probes.rates import per_source_rows, thresholds_at_fpr
 
 log = logging.getLogger(__name__)
 IN_DISTRIBUTION = "in-distribution"

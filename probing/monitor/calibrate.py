@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from probing.errors import ProbingError
 from probing.features.checks import check_finite, check_shape
 from probing.features.identity import identity_mismatch
 from probing.features.store import FeatureFile
+from probing.probes.rates import auroc, check_fpr, threshold_at_fpr, tpr_at_fpr
 
 if TYPE_CHECKING:
     from probing.monitor.screen import LoadedProbe, Screener
@@ -87,14 +87,6 @@ class Scorer:
         return np.array([class_map.get(x, x) != self.negative for x in labels], dtype=bool)
 
 
-def check_fpr(fpr: float, option: str = "--fpr") -> float:
-    if not (isinstance(fpr, (int, float)) and 0 < fpr < 1):
-        raise ProbingError(
-            f"{option} must be a rate strictly between 0 and 1 (e.g. 0.01), got {fpr}"
-        )
-    return float(fpr)
-
-
 def check_threshold(threshold: float, option: str = "--threshold") -> float:
     if not (
         isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 <= threshold <= 1
@@ -104,41 +96,6 @@ def check_threshold(threshold: float, option: str = "--threshold") -> float:
             "choose one with --fpr"
         )
     return float(threshold)
-
-
-def threshold_at_fpr(negative_scores: np.ndarray, fpr: float) -> float:
-    """The lowest threshold flagging at most ``floor(fpr * n)`` of the negatives (``score >= t``).
-
-    With fewer than ``1 / fpr`` negatives this is just above the highest negative score (no negative
-    is flagged), which a warning reports.
-    """
-    fpr = check_fpr(fpr)
-    neg = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
-    if neg.size == 0:
-        raise ProbingError(
-            "the calibration set has no negative (normal) rows; a threshold for a false positive "
-            "rate needs them: give a labelled set with --calibrate or set --threshold"
-        )
-    k = int(math.floor(fpr * neg.size + 1e-9))
-    if k >= neg.size:
-        return 0.0
-    return float(np.nextafter(neg[k], np.inf))
-
-
-def tpr_at_fpr(scores: np.ndarray, positive: np.ndarray, fpr: float) -> float:
-    """Highest true positive rate at a false positive rate ``<= fpr`` on the ROC curve (sklearn)."""
-    positive = np.asarray(positive, dtype=bool)
-    if positive.all() or not positive.any():
-        return math.nan
-    f, t, _ = roc_curve(positive, np.asarray(scores, dtype=np.float64))
-    return float(t[f <= fpr + 1e-12].max())
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    positive = np.asarray(positive, dtype=bool)
-    if positive.all() or not positive.any():
-        return math.nan
-    return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
 
 
 def rates(scores: np.ndarray, positive: np.ndarray, threshold: float) -> dict[str, float]:
@@ -298,7 +255,7 @@ def feature_probs(
             )
     check_shape(ff)
     n = ff.num_rows
-    if is_training and split in ("val", "test"):
+    if is_training and split in ("val", "test", "heldout"):
         rows, what = _split_rows(probe, path, split, n)
     else:
         rows, what = np.arange(n), "all rows"

@@ -1,4 +1,5 @@
-"""Per-source, per-layer metrics of a harm score: accuracy at a threshold, AUROC, TPR at 1% FPR, flag rate.
+"""Harm-score primitives: thresholds at a target false positive rate, TPR at FPR, AUROC, and per-source,
+per-layer metrics.
 
 A prompt source usually holds one class only (a file of normal prompts, a file of harmful ones). For such a
 source AUROC and TPR cannot be computed from its own rows; they are computed against a *reference*: the
@@ -14,8 +15,53 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from probing.monitor.calibrate import auroc, threshold_at_fpr, tpr_at_fpr
+from probing.errors import ProbingError
+
+
+def check_fpr(fpr: float, option: str = "--fpr") -> float:
+    if not (isinstance(fpr, (int, float)) and 0 < fpr < 1):
+        raise ProbingError(
+            f"{option} must be a rate strictly between 0 and 1 (e.g. 0.01), got {fpr}"
+        )
+    return float(fpr)
+
+
+def threshold_at_fpr(negative_scores: np.ndarray, fpr: float) -> float:
+    """The lowest threshold flagging at most ``floor(fpr * n)`` of the negatives (``score >= t``).
+
+    With fewer than ``1 / fpr`` negatives this is just above the highest negative score (no negative
+    is flagged), which a warning reports.
+    """
+    fpr = check_fpr(fpr)
+    neg = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
+    if neg.size == 0:
+        raise ProbingError(
+            "the calibration set has no negative (normal) rows; a threshold for a false positive "
+            "rate needs them: give a labelled set with --calibrate or set --threshold"
+        )
+    k = int(math.floor(fpr * neg.size + 1e-9))
+    if k >= neg.size:
+        return 0.0
+    return float(np.nextafter(neg[k], np.inf))
+
+
+def tpr_at_fpr(scores: np.ndarray, positive: np.ndarray, fpr: float) -> float:
+    """Highest true positive rate at a false positive rate ``<= fpr`` on the ROC curve (sklearn)."""
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
+        return math.nan
+    f, t, _ = roc_curve(positive, np.asarray(scores, dtype=np.float64))
+    return float(t[f <= fpr + 1e-12].max())
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
+        return math.nan
+    return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
+
 
 METRIC_COLUMNS = ("accuracy", "auroc", "tpr_at_1fpr", "flagged_rate")
 
