@@ -59,15 +59,68 @@ def templates() -> list[dict[str, str]]:
     return items
 
 
+HEADERS = {
+    "normal.csv": ["prompt", "task", "form"],
+    "malicious.csv": ["prompt", "category", "form"],
+    "contrast.csv": ["prompt", "mirrors", "kind", "form"],
+    "heldout_harmful.csv": ["prompt", "category", "form"],
+    "heldout_benign.csv": ["prompt", "mirrors", "form"],
+}
+ALL = list(HEADERS)
+TRAINING = ["normal.csv", "malicious.csv", "contrast.csv"]
+FORMS = {"imperative", "question", "first_person", "terse", "polite"}
+
+
+@pytest.fixture(scope="module")
+def contrast() -> list[dict[str, str]]:
+    return _rows("contrast.csv")
+
+
 def test_headers():
-    for name, second in (("normal.csv", "task"), ("malicious.csv", "category")):
+    for name, header in HEADERS.items():
         with open(DATASETS / name, newline="", encoding="utf-8") as f:
-            assert next(csv.reader(f)) == ["prompt", second], name
+            assert next(csv.reader(f)) == header, name
 
 
-def test_counts(normal, malicious):
-    assert len(normal) >= 300
-    assert len(malicious) >= 300
+def test_counts(normal, malicious, contrast):
+    assert len(normal) >= 600
+    assert len(malicious) >= 600
+    assert len(contrast) >= 400
+    assert len(_rows("heldout_harmful.csv")) >= 200
+    assert len(_rows("heldout_benign.csv")) >= 200
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_forms_balanced(name):
+    """Form carries no label: every form is at least 15% of every training set."""
+    counts = Counter(r["form"] for r in _rows(name))
+    assert set(counts) == FORMS, counts
+    total = sum(counts.values())
+    assert all(n / total >= 0.15 for n in counts.values()), counts
+
+
+def test_terse_and_question_forms_look_like_it():
+    for name in TRAINING:
+        for row in _rows(name):
+            if row["form"] == "terse":
+                assert row["prompt"] == row["prompt"].lower(), (name, row["prompt"])
+                assert not row["prompt"].endswith((".", "?", "!")), (name, row["prompt"])
+            if row["form"] == "question":
+                assert row["prompt"].rstrip().endswith("?"), (name, row["prompt"])
+
+
+def test_contrast_mirrors_every_malicious_category(malicious, contrast):
+    categories = set(r["category"] for r in malicious)
+    mirrors = Counter(r["mirrors"] for r in contrast)
+    assert set(mirrors) == categories, mirrors
+    assert min(mirrors.values()) >= 20, mirrors
+
+
+def test_heldout_sets_have_both_forms():
+    for name in ("heldout_harmful.csv", "heldout_benign.csv"):
+        counts = Counter(r["form"] for r in _rows(name))
+        assert set(counts) == {"imperative", "question"}, (name, counts)
+        assert min(counts.values()) >= 100, (name, counts)
 
 
 def test_malicious_categories(malicious):
@@ -83,7 +136,7 @@ def test_normal_tasks(normal):
     assert all(c and re.fullmatch(r"[a-z_]+", c) for c in counts), counts
 
 
-@pytest.mark.parametrize("name", ["normal.csv", "malicious.csv"])
+@pytest.mark.parametrize("name", ALL)
 def test_prompts_single_nonempty_lines(name):
     for i, row in enumerate(_rows(name), start=2):
         prompt = row["prompt"]
@@ -93,16 +146,20 @@ def test_prompts_single_nonempty_lines(name):
         assert None not in row, f"{name} row {i} has extra columns"
 
 
-@pytest.mark.parametrize("name", ["normal.csv", "malicious.csv"])
+@pytest.mark.parametrize("name", ALL)
 def test_no_duplicates(name):
     counts = Counter(_norm(r["prompt"]) for r in _rows(name))
     dupes = [p for p, n in counts.items() if n > 1]
     assert not dupes, dupes
 
 
-def test_no_prompt_in_both_sets(normal, malicious):
-    shared = {_norm(r["prompt"]) for r in normal} & {_norm(r["prompt"]) for r in malicious}
-    assert not shared, shared
+def test_no_prompt_in_two_sets():
+    seen: dict[str, str] = {}
+    for name in ALL:
+        for r in _rows(name):
+            key = _norm(r["prompt"])
+            assert key not in seen, (r["prompt"], seen.get(key), name)
+            seen[key] = name
 
 
 def test_jailbreak_styles(templates):
@@ -139,7 +196,7 @@ def _paper_lines() -> set[str]:
     return out
 
 
-def test_no_line_copied_from_paper_data(normal, malicious):
+def test_no_line_copied_from_paper_data():
     if not SHARED_DATA.is_dir() or not any(SHARED_DATA.glob("*.csv")):
         reason = f"paper data not found at {SHARED_DATA}"
         if os.environ.get("CI") == "true":
@@ -147,6 +204,6 @@ def test_no_line_copied_from_paper_data(normal, malicious):
         pytest.skip(reason)
     paper = _paper_lines()
     assert paper
-    ours = [r["prompt"] for r in normal + malicious]
+    ours = [r["prompt"] for name in ALL for r in _rows(name)]
     copied = [p for p in ours if _norm_loose(p) in paper]
     assert not copied, copied
