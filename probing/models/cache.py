@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ FORMAT = 1  # bump when what an entry holds, or how it is made, changes
 MARKER = "probing-cache.json"
 CONVERT_DTYPE = "float32"
 SUBDIR = "converted"
+_PATCH_LOCK = threading.RLock()  # parse_once swaps module attributes: one thread at a time
 
 
 def converted_dir() -> Path:
@@ -143,7 +145,13 @@ def parse_once() -> Iterator[None]:
     every module of the model. Within the block a reader is made once per file and shared (it only
     reads, through a memory map), metadata-only results are memoized (a deep copy is handed out each
     time) and the name map is built once per (architecture, layers). Outside it nothing changes.
+    Threads loading GGUF files at once take turns.
     """
+    with _PATCH_LOCK:
+        yield from _parse_once()
+
+
+def _parse_once() -> Iterator[None]:
     import gguf
     from transformers import modeling_gguf_pytorch_utils as mgpu
 
