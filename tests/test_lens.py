@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 
 import h5py
 import numpy as np
@@ -31,7 +32,8 @@ from probing.lens.emotions import (
     load_emotions,
     normalise,
 )
-from probing.lens.plots import plot_all
+from probing.lens.plots import heatmap_figure, plot_all
+from probing.plotting import ESCAPED_NOTE
 from probing.prompts import PromptSource
 
 # -- emotion lists ---------------------------------------------------------------------------------
@@ -176,6 +178,49 @@ def test_labels_spell_out_invisible_tokens():
         "∅",
     ]
     assert label("abcdefghijklmnop", width=6) == "abcde…"
+
+
+class CJKTokenizer(StubTokenizer):
+    """The example's ``Ġof`` decodes to a CJK word (no glyphs in matplotlib's default font)."""
+
+    def convert_ids_to_tokens(self, ids):
+        return [
+            "中文" if i == ID["of"] else t for i, t in zip(ids, super().convert_ids_to_tokens(ids))
+        ]
+
+
+def heatmap_texts(r, name="normal") -> tuple[list[str], list[str]]:
+    fig = heatmap_figure(r, name)
+    legend = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    return [t.get_text() for t in fig.axes[0].texts], legend
+
+
+def test_heatmap_escapes_a_cjk_token_no_font_has_and_says_so(monkeypatch):
+    monkeypatch.setattr("probing.plotting._fallback_family", lambda codepoint: None)
+    ids, logits, labels = example()
+    r = analyse_arrays(ids, logits, labels, ["normal", "malicious"], CJKTokenizer(), top=3)
+    cells, legend = heatmap_texts(r)
+    assert "\\u4e2d\\u6587" in cells and "中文" not in cells
+    assert {"the", "a"} <= set(cells)  # tokens the font has are drawn as they are
+    assert ESCAPED_NOTE in legend
+    _, plain_legend = heatmap_texts(
+        analyse_arrays(ids, logits, labels, ["n", "m"], StubTokenizer()), "n"
+    )
+    assert ESCAPED_NOTE not in plain_legend  # nothing escaped, nothing said
+
+
+def test_heatmap_draws_a_cjk_token_without_boxes():
+    """With the installed fonts: drawn with a font that has the glyphs, or escaped; never a box."""
+    ids, logits, labels = example()
+    r = analyse_arrays(ids, logits, labels, ["normal", "malicious"], CJKTokenizer(), top=3)
+    fig = heatmap_figure(r, "normal")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r"Glyph \d+ .*missing from")
+        fig.canvas.draw()
+    cells = [t.get_text() for t in fig.axes[0].texts]
+    legend = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert ("中文" in cells) != ("\\u4e2d\\u6587" in cells)
+    assert (ESCAPED_NOTE in legend) == ("中文" not in cells)
 
 
 def test_csvs_and_plots_have_the_documented_columns(tmp_path):

@@ -1,4 +1,8 @@
-"""Plots of a :class:`~probing.lens.analysis.LensAnalysis` (matplotlib, Agg canvas, no pyplot state)."""
+"""Plots of a :class:`~probing.lens.analysis.LensAnalysis` (matplotlib, Agg canvas, no pyplot state).
+
+Tokens are drawn with a fallback font where the default lacks a character; characters no installed
+font has are shown escaped (``\\u4e2d``), and the heatmap's legend says so.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from probing.lens.analysis import LensAnalysis, check_layers, label
-from probing.plotting import save_figure
+from probing.plotting import ESCAPED_NOTE, drawable, save_figure
 
 COLOURS = {"negative": "#d62728", "positive": "#2ca02c", "neutral": "#9e9e9e"}
 EMOTION_NAMES = {
@@ -86,7 +90,14 @@ def plot_heatmap(
     layers: Sequence[int] | None = None,
     width: int = 9,
 ) -> Path:
-    """``lens_heatmap_<class>.png``: layers × frequency rank, cells labelled with the token.
+    """``lens_heatmap_<class>.png``: see :func:`heatmap_figure`."""
+    return _save(heatmap_figure(result, name, layers, width), path)
+
+
+def heatmap_figure(
+    result: LensAnalysis, name: str, layers: Sequence[int] | None = None, width: int = 9
+) -> Figure:
+    """Layers × frequency rank, cells labelled with the token (escaped where no font has it).
 
     Colour is the token's emotion; its strength is the share of the class's prompts with the token
     in their top-K at that layer. The last layer is at the top.
@@ -97,19 +108,23 @@ def plot_heatmap(
     image = np.ones((len(layers), top, 3))
     fig = _figure(1.4 + 0.95 * top, 1.4 + 0.3 * len(layers))
     ax = fig.subplots()
+    any_escaped = False
     for row, layer in enumerate(layers):
         for rank, t in enumerate(c.top[layer]):
             share = t.count / c.n
             alpha = 0.15 + 0.85 * share
             image[row, rank] = (1 - alpha) + alpha * np.array(to_rgb(COLOURS[t.emotion]))
             dark = alpha > 0.6 and t.emotion != "neutral"
+            text, families, escaped = drawable(label(t.token, width))
+            any_escaped |= escaped
             ax.text(
                 rank,
                 row,
-                label(t.token, width),
+                text,
                 ha="center",
                 va="center",
                 fontsize=7,
+                fontfamily=families,
                 color="white" if dark else "black",
             )
     ax.imshow(image, aspect="auto", origin="lower", interpolation="nearest")
@@ -129,8 +144,10 @@ def plot_heatmap(
         fontsize=9,
     )
     handles = [Patch(color=COLOURS[e], label=EMOTION_NAMES[e]) for e in COLOURS]
+    if any_escaped:
+        handles.append(Patch(color="none", label=ESCAPED_NOTE))
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    return _save(fig, path)
+    return fig
 
 
 def safe_name(name: str) -> str:
