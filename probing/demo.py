@@ -21,6 +21,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from probing import demo_generalise as generalise
 from probing.errors import ProbingError
 from probing.resources import builtin_path
 
@@ -39,6 +40,8 @@ class DemoConfig:
         normal: built-in normal prompts used.
         malicious: built-in malicious prompts used.
         jailbreak: built-in jailbreak prompts used.
+        contrast: built-in contrast prompts (safe requests in harmful words) for "Does it generalise?".
+        heldout: prompts of each held-out set and form (safe-sounding / harmful × imperative / question).
         alignment_per_class: prompts per class on the alignment model.
         epochs: probe training epochs.
         graft_prompts: malicious prompts grafted into.
@@ -52,9 +55,11 @@ class DemoConfig:
     output: str = "demo_out"
     model: str = "smollm2-135m-instruct"
     alignment_model: str = "qwen2.5-coder-0.5b-instruct"
-    normal: int = 250
-    malicious: int = 250
-    jailbreak: int = 120
+    normal: int = 200
+    malicious: int = 200
+    jailbreak: int = 100
+    contrast: int = 150
+    heldout: int = 50
     alignment_per_class: int = 50
     epochs: int = 30
     graft_prompts: int = 24
@@ -159,7 +164,9 @@ def probing_side(demo: Demo) -> None:
         extract(
             ExtractConfig(
                 model=ModelConfig(name=cfg.model),
-                prompts=_prompts(cfg.normal, cfg.malicious, cfg.jailbreak),
+                prompts=generalise.prompt_sources(
+                    cfg.normal, cfg.malicious, cfg.jailbreak, cfg.contrast, cfg.heldout
+                ),
                 output=str(feats),
                 template="chat",
             ),
@@ -214,7 +221,23 @@ def probing_side(demo: Demo) -> None:
     def do_lens() -> None:
         from probing.lens.cli import run as lens_run
 
-        lens_run([str(feats), "--output", str(demo.out / "lens")], tokenizer=state["lm"].tokenizer)
+        lens_run(
+            [
+                str(feats),
+                "--output",
+                str(demo.out / "lens"),
+                "--classes",
+                "[normal, malicious, jailbreak]",
+            ],
+            tokenizer=state["lm"].tokenizer,
+        )
+
+    def do_generalise() -> None:
+        from probing.features.store import FeatureFile
+
+        with FeatureFile(feats) as ff:
+            names = ff.source_names
+        state["generalise"] = generalise.run_generalise(feats, demo.out / "generalise", names)
 
     def do_refusal() -> None:
         from probing.generation.refusal import RefusalConfig, refusal
@@ -240,8 +263,12 @@ def probing_side(demo: Demo) -> None:
     demo.stage("jailbreak transfer", do_transfer)
     demo.stage("logit lens", do_lens)
     demo.stage("refusal", do_refusal)
+    demo.stage("does it generalise", do_generalise)
+    result = state.pop("generalise", None)
     state.clear()
     _probing_report(demo, feats)
+    if result is not None:
+        demo.sections.append(generalise.section(result, "generalise", cfg.model))
 
 
 def _probing_report(demo: Demo, feats: Path) -> None:
@@ -453,8 +480,9 @@ def write_report(demo: Demo) -> Path:
 
 probing {probing.__version__}. Models: `{demo.cfg.model}` (probing side), `{demo.cfg.alignment_model}`
 (alignment side). Data: the built-in sets in `datasets/` (requests only) — normal {demo.cfg.normal},
-malicious {demo.cfg.malicious}, jailbreak {demo.cfg.jailbreak}. Layer 0 = embeddings, layer i = output of
-decoder block i.
+malicious {demo.cfg.malicious}, jailbreak {demo.cfg.jailbreak}, contrast {demo.cfg.contrast}, held-out
+{demo.cfg.heldout} per set and form (evaluation only). Layer 0 = embeddings, layer i = output of decoder
+block i.
 
 {"".join(s + chr(10) for s in demo.sections)}
 ## Skipped stages
