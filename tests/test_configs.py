@@ -99,6 +99,13 @@ def check_monitor_config(path: Path) -> None:
     parse(["--config", str(path)])
 
 
+def check_generalize_config(path: Path) -> None:
+    from probing.generalize.cli import parse
+
+    cfg = parse(["--config", str(path)])
+    assert cfg.features and (cfg.loso or cfg.matrix)
+
+
 def check_compare_config(path: Path) -> None:
     from probing.compare.cli import parse
 
@@ -134,6 +141,7 @@ CHECKERS = {
     "refusal": check_refusal_config,
     "monitor": check_monitor_config,
     "compare": check_compare_config,
+    "generalize": check_generalize_config,
     "graft": check_graft_config,
     "judge": check_judge_config,
     "emotion": check_emotion_config,

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 from jsonargparse import ArgumentParser
 
 from probing.features.atomic import being_written, partial_path
 from probing.features.store import read_meta
+from probing.prompts.sources import source_names
 
 
 def summarize(path: str | Path) -> dict[str, Any]:
@@ -23,6 +25,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
     meta = read_meta(path)
     with h5py.File(path, "r") as f:
         labels = f["label"][:]
+        row_sources = f["source"][:] if "source" in f else np.zeros(len(labels), np.int64)
         rows_done = int(f["rows_done"][0])
         shape = f["hidden"].shape
     names = meta["label_names"]
@@ -41,6 +44,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "positions": meta["positions"],
         "num_positions": int(meta["num_positions"]),
         "labels": {name: counts.get(i, 0) for i, name in enumerate(names)},
+        "sources": _sources(meta, row_sources, labels),
         "model": meta["model"],
         "model_source": meta.get("model_source", ""),
         "architecture": meta.get("architecture", ""),
@@ -57,6 +61,17 @@ def summarize(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _sources(meta: dict[str, Any], row_sources: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Rows and label of each prompt source, by the name `--data.holdout_sources` and `generalize` use."""
+    names = source_names(list(meta.get("sources") or []))
+    out = {}
+    for i, name in enumerate(names):
+        sel = row_sources == i
+        found = sorted({meta["label_names"][int(x)] for x in labels[sel]})
+        out[name] = {"rows": int(sel.sum()), "label": "/".join(found) or "-"}
+    return out
+
+
 def format_summary(s: dict[str, Any]) -> str:
     if s["complete"]:
         state = "complete"
@@ -68,10 +83,12 @@ def format_summary(s: dict[str, Any]) -> str:
     else:
         state = f"INCOMPLETE ({s['rows_done']} of {s['rows']} rows written)"
     labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
+    sources = ", ".join(f"{k} {v['rows']} ({v['label']})" for k, v in s["sources"].items())
     lines = [
         f"{s['path']}: {state}",
         f"  model      {s['model']} ({s['architecture']}, {s['dtype']}, {s['model_source']})",
         f"  rows       {s['rows']}  [{labels}]",
+        f"  sources    {sources}",
         f"  layers     {s['layers']} (0 = embeddings, 1..{s['decoder_layers']} = decoder blocks)",
         f"  hidden     {s['hidden_size']} × {s['num_positions']} position(s) '{s['positions']}', stored {s['storage_dtype']}",
         f"  template   {s['template']}; lens top-{s['lens_top_k']}",
