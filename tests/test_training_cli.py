@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch
 from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
 
 from probing.cli import main
+from probing.training.cli import build_cli
+from probing.training.wandb_utils import wandb_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = str(ROOT / "configs" / "probe" / "linear.yaml")
@@ -162,6 +165,25 @@ def test_print_config(workdir, feat, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "class_path: probing.probes.LinearProbe" in out and "WandbLogger" in out
+
+
+@pytest.mark.parametrize(
+    ("environ", "mode"),
+    [({}, "offline"), ({"WANDB_API_KEY": "k"}, None), ({"WANDB_MODE": "disabled"}, None)],
+)
+def test_wandb_mode_is_given_to_the_run_not_the_environment(
+    workdir, feat, monkeypatch, environ, mode
+):
+    """Offline without an API key; with one (or WANDB_MODE set) W&B decides; os.environ untouched."""
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    cli = build_cli(["--config", LINEAR, "--data.path", feat], run=False)
+    (logger,) = cli.trainer.loggers
+    assert logger._wandb_init.get("mode") == mode
+    assert {k: v for k, v in os.environ.items() if k in ("WANDB_MODE", "WANDB_API_KEY")} == environ
+    assert wandb_mode(environ) == mode
 
 
 @pytest.mark.parametrize(

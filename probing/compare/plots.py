@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from probing.plotting import save_figure
+from matplotlib.ticker import MaxNLocator
+
+from probing.plotting import save_figure, subplots
 
 if TYPE_CHECKING:
     from probing.compare.run import CompareConfig, RunResult
@@ -41,17 +43,12 @@ def grid(
     title: str = "",
 ) -> Path:
     """Accuracy per layer (or relative depth) of every run; failed runs are named in their panel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     models = _models(results) or ["(no runs)"]
     from probing.compare.run import classifier_names
 
     rows = classifier_names(results, cfg)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         len(rows),
         len(models),
         figsize=(3.6 * len(models) + 0.6, 2.8 * len(rows) + 0.7),

@@ -134,11 +134,14 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
 def _log_wandb(cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path) -> None:
     import wandb
 
-    from probing.training.wandb_utils import configure_wandb_mode
+    from probing.training.wandb_utils import wandb_mode
 
-    configure_wandb_mode()
     run = wandb.init(
-        project=cfg.wandb_project, dir=cfg.output, job_type="generalize", config=vars(cfg)
+        project=cfg.wandb_project,
+        dir=cfg.output,
+        job_type="generalize",
+        config=vars(cfg),
+        mode=wandb_mode(),
     )
     try:
         cols = list(report.COLUMNS)

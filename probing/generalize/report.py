@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from probing.generalize.matrix import IN_DISTRIBUTION
-from probing.plotting import save_figure
+from probing.plotting import save_figure, subplots
 
 COLUMNS = (
     "train", "test", "split", "layer", "probe", "accuracy", "auroc", "tpr_at_1fpr",
@@ -117,10 +117,8 @@ def conclusion(summary: Sequence[dict[str, Any]], probe: str) -> str:
 
 def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, title: str) -> Path:
     """Accuracy at the chosen threshold: one row per held-out test (and in-distribution), per layer."""
-    import matplotlib.pyplot as plt
-
     layers = sorted({r["layer"] for r in rows})
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         len(probes), 1, figsize=(max(6, 0.28 * len(layers) + 4), 1.2 + 2.2 * len(probes)),
         squeeze=False,
     )  # fmt: skip

@@ -27,7 +27,7 @@ from probing.grafting.sweep import (
     target_sequences,
 )
 from probing.models.load import LoadedModel, ModelConfig, load_model
-from probing.plotting import save_figure
+from probing.plotting import save_figure, subplots
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +213,6 @@ def write(cfg: GraftConfig, result: SweepResult, lm: LoadedModel) -> Path:
 
 
 def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     grafted = [s for s in summary if s["condition"] == "grafted"]
     refs = {s["condition"]: s for s in summary if s["condition"] != "grafted"}
     layers = [s["layer"] for s in grafted]
@@ -228,7 +223,7 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
     ]
     if grafted and grafted[0]["probe_flip_rate"] != "":
         metrics.append(("probe_flip_rate", "probe flip rate (later layers)"))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
+    fig, axes = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
     for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
         ax.plot(layers, [s[key] for s in grafted], marker="o", ms=3, label="grafted")
         for name, style in (("ungrafted", "--"), ("jailbreak", ":")):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from probing.errors import ProbingError
-from probing.plotting import save_figure
+from probing.plotting import save_figure, subplots
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +112,12 @@ def plot_accuracy(
     split: str | None = None,
 ) -> Path:
     """Accuracy per layer, one line per probe (the paper's Figure 3 style); saves a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in rows if split is None or r["split"] == split]
     series: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         key = row["probe"] if split is not None else f"{row['probe']} ({row['split']})"
         series.setdefault(key, []).append(row)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     markers = "osD^v<>ph*"
     for i, (name, pts) in enumerate(sorted(series.items())):
         pts = sorted(pts, key=lambda r: r["layer"])

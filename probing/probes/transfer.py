@@ -16,7 +16,7 @@ import torch
 
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
-from probing.plotting import save_figure
+from probing.plotting import save_figure, subplots
 from probing.probes.module import ProbeModule, check_feature_identity
 
 COLUMNS = ["probe", "layer", "class", "n", "share_flagged"]
@@ -66,18 +66,13 @@ def flagged_share(
 
 
 def write(rows: list[dict[str, Any]], out: Path, title: str = "") -> tuple[Path, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "jailbreak_transfer.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = subplots(figsize=(6.5, 3.6))
     for key in sorted({(r["probe"], r["class"]) for r in rows}):
         sel = [r for r in rows if (r["probe"], r["class"]) == key]
         ax.plot(

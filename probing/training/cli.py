@@ -155,6 +155,13 @@ class ProbingCLI(LightningCLI):
                 "--model (class_path)"
             ) from None
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # the run's W&B mode (offline without an API key), given to its loggers, not the environment
+        loggers = wandb_utils.wandb_loggers(self.trainer)
+        if loggers:
+            wandb_utils.set_wandb_mode(loggers, wandb_utils.wandb_mode())
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
             return
@@ -184,7 +191,6 @@ def _resume_in_own_run(cfg: Any) -> None:
 
 def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
     """Parse ``argv`` (subcommand first) and, with ``run``, execute it. Importable for tests."""
-    wandb_utils.configure_wandb_mode()
     with warnings.catch_warnings():
         # the dispatcher passes argv explicitly while sys.argv holds the same words
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +13,26 @@ import lightning as L
 log = logging.getLogger(__name__)
 
 
-def configure_wandb_mode(environ: dict[str, str] | None = None) -> str | None:
-    """Make W&B offline when no API key is set and ``WANDB_MODE`` is unset; returns the mode chosen.
+def wandb_mode(environ: Mapping[str, str] | None = None) -> str | None:
+    """The ``mode`` for ``wandb.init``: ``"offline"`` without ``WANDB_API_KEY`` and ``WANDB_MODE``.
 
+    None (W&B decides) when ``WANDB_MODE`` is set (it is respected) or an API key is: online.
     Switch to online with ``WANDB_API_KEY=...`` (or ``wandb login`` plus ``WANDB_MODE=online``).
+    Reads the environment, never writes it.
     """
     env = os.environ if environ is None else environ
-    if env.get("WANDB_MODE"):
-        return env["WANDB_MODE"]
-    if env.get("WANDB_API_KEY"):
+    if env.get("WANDB_MODE") or env.get("WANDB_API_KEY"):
         return None
-    env["WANDB_MODE"] = "offline"
     log.info("W&B runs offline (no WANDB_API_KEY); set WANDB_MODE=online or WANDB_API_KEY to sync")
     return "offline"
+
+
+def set_wandb_mode(loggers: Sequence[Any], mode: str | None) -> None:
+    """Give each W&B logger's run ``mode`` (unless its config names one) before its run starts."""
+    for lg in loggers:
+        init = getattr(lg, "_wandb_init", None)  # WandbLogger's keyword arguments of wandb.init
+        if mode is not None and isinstance(init, dict) and init.get("mode") is None:
+            init["mode"] = mode
 
 
 def run_dir(trainer: L.Trainer) -> Path:
