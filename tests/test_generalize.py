@@ -155,7 +155,11 @@ def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
     assert not set(dm.sources["main"].source.tolist()) & {1, 3}
     module = LinearProbe(
         lr=0.05,
-        num_layers=3, hidden_size=16, num_classes=2, layers=dm.layers, class_names=dm.class_names
+        num_layers=3,
+        hidden_size=16,
+        num_classes=2,
+        layers=dm.layers,
+        class_names=dm.class_names,
     )
     trainer = L.Trainer(max_epochs=15, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
@@ -172,3 +176,30 @@ def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
     assert set(report["chosen"]["per_source"]) == {"normal", "malicious"}  # eval: the test split
     with pytest.raises(Exception, match="holdout_sources"):
         ActivationDataModule(str(h5), holdout_sources=["nope"])
+
+
+def test_demo_section_states_where_the_claim_holds(tmp_path):
+    """The demo's "Does it generalise?" section on a file whose harmful sources share no direction with the
+    held-out harmful questions: the verdict must say the early-layer claim does not hold."""
+    from probing.demo_generalise import run_generalise, section
+
+    rng = np.random.default_rng(3)
+    names = ["normal", "malicious", "contrast", "heldout-benign-imperative", "heldout-benign-question",
+             "heldout-harmful-imperative", "heldout-harmful-question", "jailbreak"]  # fmt: skip
+    labels = ["normal", "malicious", "contrast", "heldout_benign", "heldout_benign",
+              "heldout_harmful", "heldout_harmful", "jailbreak"]  # fmt: skip
+    label_names = list(dict.fromkeys(labels))
+    src = np.repeat(np.arange(len(names)), 80)
+    y = np.array([label_names.index(labels[s]) for s in src])
+    x = rng.standard_normal((len(src), 3, 8)).astype(np.float32)
+    u, q = np.eye(8)[0], np.eye(8)[1]
+    x[np.isin(src, [1, 5, 7])] += 5 * u  # harmful imperatives share u
+    x[src == 6] += 5 * q  # harmful questions do not
+    meta = {"sources": [{"path": n, "name": n} for n in names]}
+    h5 = make_feature_file(
+        tmp_path / "d.h5", hidden=x, labels=y, sources=src, label_names=label_names, meta=meta
+    )
+    result = run_generalise(h5, tmp_path / "gen", names)
+    text = section(result, "gen", "synthetic")
+    assert "## Does it generalise?" in text and "normal+malicious+contrast" in text
+    assert "does not hold" in text
