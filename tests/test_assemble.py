@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import probing.models.assemble as assemble_mod
-import probing.models.builtin as builtin_mod
 from probing.errors import ProbingError
 from probing.models.assemble import (
     QWEN25_CODER_05B_INSTRUCT,
@@ -77,7 +76,7 @@ def test_reuses_a_verified_file_without_hashing(split, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("should not hash or rebuild")
 
-    monkeypatch.setattr(builtin_mod, "sha256_file", boom)
+    monkeypatch.setattr(assemble_mod, "sha256_file", boom)
     monkeypatch.setattr(SplitGGUF, "_build", boom)
     assert split.assemble(cache) == path
     assert path.stat().st_mtime_ns == before
@@ -89,8 +88,8 @@ def test_hashes_once_without_sidecar_then_trusts_it(split, tmp_path, monkeypatch
     (cache / "fake.gguf.sha256").unlink()
     assert known_sha256(path) is None
     calls = []
-    real = builtin_mod.sha256_file
-    monkeypatch.setattr(builtin_mod, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = assemble_mod.sha256_file
+    monkeypatch.setattr(assemble_mod, "sha256_file", lambda p: calls.append(p) or real(p))
     before = path.stat().st_mtime_ns
     assert split.assemble(cache) == path
     assert split.assemble(cache) == path

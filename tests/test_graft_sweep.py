@@ -13,7 +13,7 @@ from probing.errors import ProbingError
 from probing.features import FeatureFile
 from probing.features.extract import ExtractConfig, extract
 from probing.generation.judge import KeywordJudge
-from probing.grafting.cli import GraftConfig, donors, plot, write
+from probing.grafting.run import GraftConfig, donors, plot, write
 from probing.grafting.sweep import GraftSweep, check_same_model, class_rows, target_sequences
 from probing.prompts import PromptSource
 

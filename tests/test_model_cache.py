@@ -17,7 +17,7 @@ from probing.cli import main
 from probing.features import FeatureFile
 from probing.features.extract import ExtractConfig, extract
 from probing.models import ModelConfig, cache, load_model, load_tokenizer
-from probing.models.builtin import sha256_file
+from probing.models.assemble import sha256_file
 from probing.prompts import PromptSource
 
 gguf = pytest.importorskip("gguf")

@@ -146,7 +146,7 @@ def model_test_accuracy(model):
     """Test accuracy per layer from the JSON report written at test time."""
     import json
 
-    from probing.training.wandb_utils import run_dir
+    from probing.probes.wandb_utils import run_dir
 
     data = json.loads((run_dir(model.trainer) / "per_layer_metrics.json").read_text())
     rows = [r for r in data["rows"] if r["split"] == "test" and r["probe"] == model.probe_names[0]]

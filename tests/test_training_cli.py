@@ -15,8 +15,8 @@ import torch
 from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
 
 from probing.cli import main
+from probing.probes.wandb_utils import wandb_mode
 from probing.training.cli import build_cli
-from probing.training.wandb_utils import wandb_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = str(ROOT / "configs" / "probe" / "linear.yaml")
@@ -90,7 +90,8 @@ def test_fit_test_predict_end_to_end(workdir, feat, capsys):
     assert wrun.name.endswith(run.name)
     assert list((wrun / "files" / "media" / "table").glob("per_layer_metrics*.table.json"))
     assert list((wrun / "files" / "media" / "images").glob("accuracy_per_layer*.png"))
-    table = json.loads(next((wrun / "files" / "media" / "table").glob("*.json")).read_text())
+    tables = (wrun / "files" / "media" / "table").glob("per_layer_metrics*.json")
+    table = json.loads(next(tables).read_text())
     assert table["columns"][:3] == ["layer", "probe", "split"] and len(table["data"]) == 4 * 2 * 2
     needles = (b"prompt_hash", b"synthetic-model", b"test_after_fit", b"layer_03")
     for _ in range(100):  # the W&B service may still be writing the offline run file
@@ -299,6 +300,7 @@ class _Payload:
 
 def test_resumed_fit_writes_into_its_own_run(workdir, feat):
     base = ["fit", "--config", LINEAR, "--data.path", feat, "--test_after_fit", "false", *FAST]
+    base += ["--data.batch_size", "32"]  # mini-batches: epochs to resume (full batch is one epoch)
     assert main([*base, "--trainer.max_epochs", "1"]) == 0
     (run,) = run_dirs(workdir)
     last = run / "checkpoints" / "last.ckpt"

@@ -146,7 +146,7 @@ REMOTE = {"config": {"model": {"name": "some-org/remote-model", "trust_remote_co
 def test_feature_metadata_never_switches_on_remote_code(tmp_path, monkeypatch, capsys):
     feat = feature_file(tmp_path / "f.h5", **REMOTE)
     # graft: the file's model without remote code; only --model.trust_remote_code turns it on
-    seen = _record_model_config(monkeypatch, "probing.grafting.cli")
+    seen = _record_model_config(monkeypatch, "probing.grafting.run")
     base = ["graft", "--features", str(feat), "--output", str(tmp_path / "g")]
     assert main(base) == 2
     one_line_error(capsys, "stopped before loading the model")
@@ -242,7 +242,7 @@ def test_graft_checks_layers_and_output_before_loading_the_model(tmp_path, monke
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before a check that needs none")
 
-    monkeypatch.setattr("probing.grafting.cli.load_model", no_model)
+    monkeypatch.setattr("probing.grafting.run.load_model", no_model)
     feat = feature_file(tmp_path / "f.h5")
     base = ["graft", "--features", str(feat)]
     assert main([*base, "--layers", "[1, 9]", "--output", str(tmp_path / "g")]) == 2

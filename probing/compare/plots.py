@@ -35,6 +35,14 @@ def _label(res: RunResult) -> str:
     return text if res.spec.name is None else f"{res.name} ({text})"
 
 
+def classifier_names(results: list[RunResult], cfg: CompareConfig) -> list[str]:
+    """The weak classifiers, then any probe names, in order of appearance."""
+    names = dict.fromkeys(cfg.classifiers)
+    for res in results:
+        names.update(dict.fromkeys(r["classifier"] for r in res.rows))
+    return list(names)
+
+
 def grid(
     results: list[RunResult],
     cfg: CompareConfig,
@@ -45,8 +53,6 @@ def grid(
     """Accuracy per layer (or relative depth) of every run; failed runs are named in their panel."""
 
     models = _models(results) or ["(no runs)"]
-    from probing.compare.run import classifier_names
-
     rows = classifier_names(results, cfg)
     fig, axes = subplots(
         len(rows),

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from probing.compare import plots
+from probing.compare.plots import classifier_names
 from probing.errors import ProbingError
 from probing.features.activations import Positions
 from probing.features.extract import ExtractConfig, extract, fingerprint, plan_rows
@@ -430,14 +432,6 @@ def _metric_row(result: RunResult, row: dict[str, Any]) -> dict[str, Any]:
 # -- summary ------------------------------------------------------------------------------------
 
 
-def classifier_names(results: list[RunResult], cfg: CompareConfig) -> list[str]:
-    """The weak classifiers, then any probe names, in order of appearance."""
-    names = dict.fromkeys(cfg.classifiers)
-    for res in results:
-        names.update(dict.fromkeys(r["classifier"] for r in res.rows))
-    return list(names)
-
-
 def first_crossing(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
     """The lowest layer whose accuracy reaches ``threshold`` (``None`` if none does)."""
     hits = [r for r in rows if r["accuracy"] >= threshold]
@@ -543,8 +537,6 @@ def markdown(result: CompareResult, cfg: CompareConfig) -> str:
 
 def compare(cfg: CompareConfig) -> CompareResult:
     """Run every run (failures recorded, not raised), then write CSVs, plots and the summary."""
-    from probing.compare import plots
-
     validate(cfg)
     reference = PromptSet.from_sources(cfg.prompts) if cfg.prompts else None
     models = _Models()

@@ -168,16 +168,6 @@ def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = 
     return output
 
 
-def check_virtual_sources(path: Path, meta: dict) -> None:
-    """A merged file reads missing shards as zeros silently: refuse it instead."""
-    for rel in meta.get("shards", []):
-        if not (path.parent / rel).exists():
-            raise ProbingError(
-                f"{path} is a merged file whose shard {rel} is missing (it would read as zeros); "
-                "keep shard files beside the merged file or re-extract"
-            )
-
-
 def all_shards_complete(output: str | Path, count: int) -> list[Path] | None:
     paths = [shard_path(output, i, count) for i in range(count)]
     for p in paths:

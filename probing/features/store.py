@@ -263,6 +263,16 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def check_virtual_sources(path: Path, meta: dict) -> None:
+    """A merged file reads missing shards as zeros silently: refuse it instead."""
+    for rel in meta.get("shards", []):
+        if not (path.parent / rel).exists():
+            raise ProbingError(
+                f"{path} is a merged file whose shard {rel} is missing (it would read as zeros); "
+                "keep shard files beside the merged file or re-extract"
+            )
+
+
 class FeatureFile:
     """A complete feature file, opened lazily (safe to pass to DataLoader workers before use)."""
 
@@ -277,8 +287,6 @@ class FeatureFile:
                 "`probing extract --resume` and the same config, or re-extract with --overwrite"
             )
         if self.meta.get("shards"):
-            from probing.features.shards import check_virtual_sources
-
             check_virtual_sources(self.path, self.meta)
         self._file: h5py.File | None = None
         self._pid: int | None = None

@@ -134,7 +134,7 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
 def _log_wandb(cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path) -> None:
     import wandb
 
-    from probing.training.wandb_utils import wandb_mode
+    from probing.probes.wandb_utils import wandb_mode
 
     run = wandb.init(
         project=cfg.wandb_project,

@@ -14,7 +14,8 @@ from typing import Any
 
 import lightning as L
 
-from probing.grafting.cli import GraftConfig, sweep
+from probing.grafting.run import GraftConfig, sweep
+from probing.probes.wandb_utils import run_dir
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ class GraftingCallback(L.Callback):
         return self._lm
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> None:
-        from probing.training.wandb_utils import run_dir
-
         root = run_dir(trainer)  # a collective: every rank calls it
         if not trainer.is_global_zero:
             return

@@ -100,8 +100,6 @@ class SplitGGUF:
         if _sidecar_matches(target, self.sha256):
             return target
         if target.is_file():
-            from probing.models.builtin import sha256_file  # builtin.py imports this module
-
             log.info("checking %s (no valid %s sidecar)", target, _sidecar(target).name)
             if sha256_file(target) == self.sha256:
                 _write_sidecar(target, self.sha256)
@@ -219,3 +217,19 @@ QWEN25_CODER_05B_INSTRUCT = SplitGGUF(
         for i in range(1, 7)
     ),
 )
+
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
+    """SHA-256 of a file, computed once per process for an unchanged file (path, size, mtime)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(block):
+                digest.update(chunk)
+        _SHA_MEMO[key] = digest.hexdigest()
+    return _SHA_MEMO[key]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,19 +71,3 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         ),
     ]
 }
-
-
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
-    """SHA-256 of a file, computed once per process for an unchanged file (path, size, mtime)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(block):
-                digest.update(chunk)
-        _SHA_MEMO[key] = digest.hexdigest()
-    return _SHA_MEMO[key]

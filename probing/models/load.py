@@ -13,8 +13,8 @@ import torch
 
 from probing.errors import ProbingError
 from probing.models import cache
-from probing.models.assemble import known_sha256
-from probing.models.builtin import BUILTIN_MODELS, sha256_file
+from probing.models.assemble import known_sha256, sha256_file
+from probing.models.builtin import BUILTIN_MODELS
 from probing.models.lookup import ModelParts, model_parts
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from probing.errors import ProbingError
-from probing.probes import report
+from probing.probes import report, wandb_utils
 from probing.probes.heads import LinearHeads, MLPHeads
 from probing.probes.metrics import METRICS, LayerMetrics, bootstrap_accuracy
 from probing.probes.per_source import COLUMNS, per_source_results, write_per_source
-from probing.training import wandb_utils
 
 log = logging.getLogger(__name__)
 SHORT = {"accuracy": "acc", "f1": "f1", "auroc": "auroc"}

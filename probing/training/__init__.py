@@ -1,1 +1,1 @@
-"""Lightning CLI front end (`probing fit|validate|test|predict`) and logger helpers."""
+"""Lightning CLI front end (`probing fit|validate|test|predict`)."""

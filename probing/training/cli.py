@@ -20,8 +20,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from probing.data import ActivationDataModule
 from probing.errors import ProbingError
+from probing.probes import wandb_utils
 from probing.probes.module import ProbeModule, probe_class, read_checkpoint
-from probing.training import wandb_utils
 
 log = logging.getLogger(__name__)
 LINKS = ("num_layers", "hidden_size", "num_classes", "layers", "class_names")

@@ -1,4 +1,4 @@
-"""Run directory and Weights & Biases helpers (W&B is optional: every helper is a no-op without it)."""
+"""Run directory and Weights & Biases helpers of a probe run (a no-op without a W&B logger)."""
 
 from __future__ import annotations
 

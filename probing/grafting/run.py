@@ -1,0 +1,242 @@
+"""A grafting sweep over layers from its config: donors, probe, sweep, CSV + plot (``probing graft``)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from probing.errors import ProbingError
+from probing.features.store import FeatureFile
+from probing.generation.judge import load_judge
+from probing.grafting.sweep import (
+    GraftSweep,
+    SweepResult,
+    check_same_model,
+    class_mean,
+    class_rows,
+    target_sequences,
+)
+from probing.models.load import LoadedModel, ModelConfig, load_model
+from probing.plotting import save_figure, subplots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GraftConfig:
+    """A grafting sweep.
+
+    Args:
+        features: feature file of the model to graft (donor states and target prompts come from it).
+        model: the model; default: the feature file's model as it was extracted.
+        source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, or a
+            ``vector`` file (.npy, ``[D]`` or ``[layers, D]``).
+        source_class: class whose mean state is grafted (``source: class_mean``).
+        source_row: row of the feature file whose states are grafted (``source: row``).
+        vector: .npy file with the donor (``source: vector``).
+        target_class: class of the prompts grafted into.
+        jailbreak_class: class of real jailbreak prompts for comparison (skipped if not in the file).
+        limit: prompts per class (a seeded sample).
+        seed: seed of the sample.
+        layers: layers to graft at (default: every ``layer_stride``-th layer from 1).
+        layer_stride: spacing of the default layers.
+        max_new_tokens: greedy continuation length judged for refusal.
+        batch_size: prompts per forward pass.
+        probe_ckpt: a trained probe checkpoint; its predictions after the grafted layer give the flip rate.
+        positive_class: the probe's class that counts as flagged.
+        judge: refusal keyword list (default configs/judge/keywords.yaml).
+        emotions: emotion token lists (default configs/emotion/default.yaml).
+        output: folder for graft_results.csv, graft_summary.csv, graft_sweep.png.
+    """
+
+    features: str
+    model: ModelConfig | None = None
+    source: Literal["class_mean", "row", "vector"] = "class_mean"
+    source_class: str = "normal"
+    source_row: int = 0
+    vector: str | None = None
+    target_class: str = "malicious"
+    jailbreak_class: str | None = "jailbreak"
+    limit: int = 40
+    seed: int = 0
+    layers: list[int] | None = None
+    layer_stride: int = 1
+    max_new_tokens: int = 20
+    batch_size: int = 8
+    probe_ckpt: str | None = None
+    positive_class: str = "malicious"
+    judge: str | None = None
+    emotions: str | None = None
+    output: str = "runs/graft"
+
+
+def _sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    if len(rows) <= limit:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+
+
+def donors(cfg: GraftConfig, ff: FeatureFile) -> torch.Tensor:
+    if cfg.source == "class_mean":
+        return class_mean(ff, cfg.source_class)
+    if cfg.source == "row":
+        if not 0 <= cfg.source_row < ff.num_rows:
+            raise ProbingError(
+                f"--source_row {cfg.source_row} is out of range: {ff.path} has rows 0..{ff.num_rows - 1}"
+            )
+        return torch.from_numpy(ff.layers(rows=cfg.source_row)).reshape(ff.num_layers, -1)
+    if not cfg.vector:
+        raise ProbingError("--source vector needs --vector FILE.npy")
+    try:
+        vec = torch.from_numpy(np.load(cfg.vector)).float()
+    except (OSError, ValueError) as err:
+        raise ProbingError(f"cannot read --vector {cfg.vector}: {err}") from None
+    if vec.ndim == 2 and vec.shape[0] != ff.num_layers:
+        raise ProbingError(
+            f"--vector has {vec.shape[0]} layers, expected {ff.num_layers} (or one [D] vector)"
+        )
+    if vec.shape[-1] != ff.hidden_size or vec.ndim not in (1, 2):
+        raise ProbingError(
+            f"--vector has shape {tuple(vec.shape)}, expected [{ff.hidden_size}] or [{ff.num_layers}, {ff.hidden_size}]"
+        )
+    return vec
+
+
+def file_model_config(meta: dict[str, Any]) -> ModelConfig:
+    """The model a feature file was extracted from, as recorded, but never with remote code:
+    ``trust_remote_code`` comes only from the command line (``--model.trust_remote_code``)."""
+    recorded = dict((meta.get("config") or {}).get("model") or {})
+    fields = set(ModelConfig.__dataclass_fields__) - {"trust_remote_code"}
+    return ModelConfig(**{k: v for k, v in recorded.items() if k in fields})
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ProbingError(
+            f"cannot write into --output {out}: {err.strerror or err}; choose a writable folder"
+        ) from None
+
+
+def load_probe(path: str | None, ff: FeatureFile) -> Any:
+    if not path:
+        return None
+    from probing.probes.module import load_probe_checkpoint
+
+    return load_probe_checkpoint(path, ff.meta)
+
+
+def emotion_classifier(path: str | None):
+    from probing.lens.emotions import load_emotions
+
+    return load_emotions(path).classify
+
+
+def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) -> SweepResult:
+    """Run the sweep and write its files into ``cfg.output``."""
+    ff = FeatureFile(cfg.features)
+    # everything that needs no model is checked before loading it
+    layers = (
+        cfg.layers
+        if cfg.layers is not None
+        else list(range(1, ff.num_layers, max(1, cfg.layer_stride)))
+    )
+    for layer in layers:
+        if not 0 <= layer < ff.num_layers:
+            raise ProbingError(
+                f"--layers {layer} is out of range: {ff.path} has layers 0..{ff.num_layers - 1} "
+                "(0 = embeddings); fix --layers"
+            )
+    targets = _sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
+    probe = probe if probe is not None else load_probe(cfg.probe_ckpt, ff)
+    donor = donors(cfg, ff)
+    _check_writable(Path(cfg.output))
+    if lm is None:
+        model_cfg = cfg.model or file_model_config(ff.meta)
+        lm = load_model(model_cfg)
+    check_same_model(ff, lm)
+    seqs, prompts = target_sequences(ff, targets, lm.tokenizer)
+    jb: list[list[int]] = []
+    if cfg.jailbreak_class and cfg.jailbreak_class in ff.label_names:
+        jb_rows = _sample(class_rows(ff, cfg.jailbreak_class), cfg.limit, cfg.seed)
+        jb, _ = target_sequences(ff, jb_rows, lm.tokenizer)
+    positive = 1
+    if probe is not None and cfg.positive_class in getattr(probe, "class_names", []):
+        positive = probe.class_names.index(cfg.positive_class)
+    runner = GraftSweep(
+        lm,
+        load_judge(cfg.judge),
+        emotion_classifier(cfg.emotions),
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        probe=probe,
+        positive_class=positive,
+    )
+    result = runner.run(seqs, prompts, layers, donor, jb)
+    write(cfg, result, lm)
+    return result
+
+
+def write(cfg: GraftConfig, result: SweepResult, lm: LoadedModel) -> Path:
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("graft_results.csv", result.rows), ("graft_summary.csv", result.summary)):
+        with open(out / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    config = dataclasses.asdict(cfg)
+    (out / "graft_config.json").write_text(
+        json.dumps({"config": config, "model": lm.meta}, indent=2, default=str)
+    )
+    plot(
+        result.summary,
+        out / "graft_sweep.png",
+        title=f"grafting {cfg.source} of {cfg.source_class} into {cfg.target_class} — {lm.meta.get('model')}",
+    )
+    log.info("wrote %s", out)
+    return out
+
+
+def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    grafted = [s for s in summary if s["condition"] == "grafted"]
+    refs = {s["condition"]: s for s in summary if s["condition"] != "grafted"}
+    layers = [s["layer"] for s in grafted]
+    metrics = [
+        ("refusal_rate", "refusal rate"),
+        ("affirmative_first_rate", "affirmative first token"),
+        ("mean_kl", "mean KL vs ungrafted"),
+    ]
+    if grafted and grafted[0]["probe_flip_rate"] != "":
+        metrics.append(("probe_flip_rate", "probe flip rate (later layers)"))
+    fig, axes = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
+    for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
+        ax.plot(layers, [s[key] for s in grafted], marker="o", ms=3, label="grafted")
+        for name, style in (("ungrafted", "--"), ("jailbreak", ":")):
+            if name in refs and refs[name][key] != "" and key != "mean_kl":
+                ax.axhline(
+                    refs[name][key],
+                    ls=style,
+                    color="grey" if name == "ungrafted" else "red",
+                    label=name,
+                )
+        ax.set_xlabel("grafted layer (0 = embeddings)")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,250 @@
+"""The package's shape: no import cycle between modules of ``probing/``; imports inside functions
+only for optional or heavy dependencies (and the listed ones still to be moved).
+
+The graph has an edge A → B for every ``import``/``from ... import`` of B in A, at the top level or
+inside a function (a function-local import that hides a cycle is still a cycle); imports under
+``if TYPE_CHECKING:`` are not run and do not count. ``from probing.x import y`` is an edge to
+``probing.x.y`` when ``y`` is a submodule, else to ``probing.x`` (its ``__init__``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "probing"
+
+# Function-local imports of other packages: optional extras (not installed everywhere) or heavy
+# libraries loaded only by the commands that need them. A new entry needs a reason like these.
+LOCAL_THIRD_PARTY = {
+    "datasets": "optional: Hugging Face prompt sources",
+    "pyarrow": "optional: parquet prompt sources",
+    "gguf": "optional: GGUF models",
+    "wandb": "optional at run time: logging only when a W&B logger/project is configured",
+    "sklearn": "weak classifiers only",
+    "safetensors": "model cache only",
+    "transformers": "heavy: only commands that load a model or tokenizer",
+    "torch": "heavy: the model cache's conversion only",
+    "lightning": "heavy: W&B logger class, only when a trainer is given",
+    "matplotlib": "a figure the caller made with pyplot",
+    "jsonargparse": "heavy: the parser only when a command runs",
+    "fcntl": "POSIX only",
+    "shutil": "stdlib",
+    "inspect": "stdlib",
+    "pickle": "stdlib",
+}
+
+# Function-local imports between modules of probing/ that exist today (module -> imported module).
+# Each is a lazy import (a command's heavy dependencies) or a cycle still to be removed; new ones
+# fail the test. Remove an entry when its import moves to the top of the module.
+LOCAL_PROBING = {
+    ("probing.compare.run", "probing.data"),
+    ("probing.compare.run", "probing.probes.report"),
+    ("probing.compare.run", "probing.probes.weak"),
+    ("probing.compare.run", "probing.training.cli"),
+    ("probing.demo", "probing"),
+    ("probing.demo", "probing.compare.cli"),
+    ("probing.demo", "probing.features.extract"),
+    ("probing.demo", "probing.features.info"),
+    ("probing.demo", "probing.features.store"),
+    ("probing.demo", "probing.generation.refusal"),
+    ("probing.demo", "probing.grafting.cli"),
+    ("probing.demo", "probing.lens.cli"),
+    ("probing.demo", "probing.models"),
+    ("probing.demo", "probing.probes.weak"),
+    ("probing.demo", "probing.probes.module"),
+    ("probing.demo", "probing.probes.transfer"),
+    ("probing.demo", "probing.prompts"),
+    ("probing.demo", "probing.training.cli"),
+    ("probing.grafting.callback", "probing.features.store"),
+    ("probing.grafting.callback", "probing.models.load"),
+    ("probing.generalize.cli", "probing.probes.wandb_utils"),
+    ("probing.grafting.run", "probing.lens.emotions"),
+    ("probing.grafting.run", "probing.probes.module"),
+    ("probing.lens.analysis", "probing.models.load"),
+    ("probing.lens.cli", "probing.features.store"),
+    ("probing.monitor.calibrate", "probing.data"),
+    ("probing.monitor.calibrate", "probing.prompts.sources"),
+    ("probing.monitor.screen", "probing.data"),
+    ("probing.monitor.screen", "probing.generation.generate"),
+    ("probing.monitor.screen", "probing.probes.module"),
+    ("probing.probes.module", "probing.features.identity"),
+}
+
+# Drivers (argv in, files out) sit above the library: no library module imports one. Known
+# exceptions, to go with issue 13 item 1 (compare calls library functions, not argv lists).
+DRIVER_IMPORTS_KNOWN = {("probing.compare.run", "probing.training.cli")}
+
+
+def is_driver(module: str) -> bool:
+    """``probing.cli``, ``probing.demo*``, every ``*.cli`` and ``probing.training``."""
+    return (
+        module == "probing.cli"
+        or module.startswith("probing.demo")
+        or module.endswith(".cli")
+        or module.split(".")[:2] == ["probing", "training"]
+    )
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """Absolute names of the modules ``node`` imports (probing's resolved to a file's module)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:  # relative: from the module's package
+        package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+        for _ in range(node.level - 1):
+            package = package.rpartition(".")[0]
+        base = f"{package}.{base}" if base else package
+    return [
+        f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+        for alias in node.names
+    ]
+
+
+def imports(module: str) -> tuple[set[str], set[str]]:
+    """``(top-level, function-local)`` imported module names of ``module`` (TYPE_CHECKING skipped)."""
+    top: set[str] = set()
+    local: set[str] = set()
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child, in_function)
+            return
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            (local if in_function else top).update(_targets(module, node))
+            return
+        inner = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(ast.parse(MODULES[module].read_text()), False)
+    return top, local
+
+
+def _own(name: str) -> str | None:
+    """The module of probing/ that ``name`` is (or is in), or None for another package."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for module in MODULES:
+        top, local = imports(module)
+        targets = {_own(t) for t in top | local if t.split(".")[0] == "probing"}
+        edges[module] = {t for t in targets if t is not None and t != module}
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[frozenset[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(frozenset(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            connect(v)
+    return found
+
+
+def _path(edges: dict[str, set[str]], component: frozenset[str]) -> str:
+    """One cycle through ``component``, written ``a -> b -> a``."""
+    start = min(component)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(edges[v] & component):
+            if w == start:
+                return " -> ".join([*paths[v], start])
+            if w not in paths:
+                paths[w] = [*paths[v], w]
+                queue.append(w)
+    return ", ".join(sorted(component))
+
+
+def test_the_graph_sees_the_package():
+    edges = graph()
+    assert "probing.probes.module" in edges and "probing.probes.heads" in edges
+    assert "probing.probes.heads" in edges["probing.probes.module"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+def test_no_import_cycles():
+    edges = graph()
+    found = cycles(edges)
+    assert not found, "import cycles in probing/:\n" + "\n".join(_path(edges, c) for c in found)
+
+
+def test_library_modules_import_no_driver():
+    """``probes`` → ``training`` and ``grafting/callback`` → ``grafting/cli`` were such imports."""
+    upward = {
+        (module, target)
+        for module, targets in graph().items()
+        if not is_driver(module)
+        for target in targets
+        if is_driver(target)
+    }
+    assert upward <= DRIVER_IMPORTS_KNOWN, sorted(upward - DRIVER_IMPORTS_KNOWN)
+
+
+def test_function_local_imports_are_listed():
+    """New function-local imports fail: move them to the top, or list an optional dependency."""
+    new, seen = [], set()
+    for module in MODULES:
+        _, local = imports(module)
+        for target in sorted(local):
+            own = _own(target) if target.split(".")[0] == "probing" else None
+            if own is not None:
+                seen.add((module, own))
+                if (module, own) not in LOCAL_PROBING:
+                    new.append(f"{module}: import {target} inside a function")
+            elif target.split(".")[0] not in LOCAL_THIRD_PARTY:
+                new.append(
+                    f"{module}: import {target} inside a function (not an optional dependency)"
+                )
+    assert not new, "\n".join(new)
+    stale = sorted(LOCAL_PROBING - seen)
+    assert not stale, f"listed in LOCAL_PROBING but no longer imported in a function: {stale}"
