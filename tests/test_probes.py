@@ -142,6 +142,66 @@ def test_linear_probe_matches_sklearn_logistic_regression(synthetic):
         )
 
 
+@pytest.mark.parametrize("cls", [LinearProbe, LinearMLPProbe])
+def test_full_batch_linear_probe_equals_sklearn_logistic_regression(synthetic, cls):
+    """``batch_size: full``: L-BFGS on mean CE + l2/2 |W|^2 is LogisticRegression(C=2/(l2 n))."""
+    from sklearn.linear_model import LogisticRegression
+
+    l2 = 0.01
+    trainer, model, dm = fit_probe(
+        synthetic, cls=cls, dm_kwargs={"batch_size": "full", "split": [0.7, 0.0, 0.3]}, l2=l2
+    )
+    assert model.full_batch and trainer.current_epoch == 1  # one epoch, whatever max_epochs
+    train, test = dm.split_pos["train"], dm.split_pos["test"]
+    x, y = dm.sources["main"].x, dm.sources["main"].y
+    with torch.no_grad():
+        probs = model(x[test])["linear"].softmax(-1)[..., 1].numpy()
+    accuracy = model_test_accuracy(model)
+    for j in range(len(dm.layers)):
+        ref = LogisticRegression(C=2 / (l2 * len(train)), tol=1e-10, max_iter=10000)
+        ref.fit(x[train, j].numpy(), y[train])
+        expected = ref.predict_proba(x[test, j].numpy())[:, 1]
+        assert abs(probs[:, j] - expected).max() < 2e-3, f"layer {j}"
+        assert accuracy[j] == pytest.approx(ref.score(x[test, j].numpy(), y[test]), abs=1e-9)
+
+
+def test_full_batch_mlp_stops_early_and_checkpoints_load(synthetic, tmp_path):
+    from probing.monitor.screen import load_probe
+    from probing.probes.module import load_probe_checkpoint
+
+    L.seed_everything(0, verbose=False)
+    dm = ActivationDataModule(str(synthetic), batch_size="full")
+    model = LinearMLPProbe(
+        num_layers=dm.num_layers, hidden_size=dm.hidden_size, num_classes=dm.num_classes,
+        layers=dm.layers, class_names=dm.class_names, lr=1e-2, max_full_epochs=2000,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=40, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert trainer.current_epoch == 1 and 1 < trainer.global_step < 2000  # early stopped
+    acc = model.val_results["mlp"]["accuracy"]
+    assert acc[3] > 0.9 and acc == sorted(acc)  # separability rises with the layer
+    (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    x = dm.sources["main"].x[:5]
+    with torch.no_grad():
+        expected = {k: v.softmax(-1) for k, v in model(x).items()}
+    loaded = load_probe_checkpoint(ckpt)
+    with torch.no_grad():
+        got = loaded(x)
+    for name in ("linear", "mlp"):
+        torch.testing.assert_close(got[name].softmax(-1), expected[name])
+    assert load_probe(ckpt) is not None
+
+
+def test_full_batch_falls_back_to_mini_batches_out_of_memory(synthetic):
+    dm = ActivationDataModule(str(synthetic), batch_size="full", in_memory="never")
+    dm.setup()
+    assert not dm.full_batch
+    assert dm.train_dataloader().batch_size >= 1
+
+
 def model_test_accuracy(model):
     """Test accuracy per layer from the JSON report written at test time."""
     import json

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Metadata a transfer test file must share with the training file (same model, same extraction).
 MATCH_KEYS = IDENTITY_MATCH_KEYS  # the one identity rule (probing.features.identity)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+FULL_FALLBACK_BATCH = 256  # batch_size: full on data that is not in memory (or several processes)
 
 
 def parse_layers(
@@ -239,7 +240,10 @@ class ActivationDataModule(L.LightningDataModule):
         holdout_sources: Prompt sources (names as ``probing info`` lists them) kept out of training,
             validation and the test split entirely: the probe never sees them, and the per-source report
             (``per_source_metrics.csv``) shows how it does on them.
-        batch_size: Rows per batch.
+        batch_size: Rows per batch, or ``full``: every split is one batch (the whole training split in
+            one step) when the layer block is in memory and the run is one process; the probes then
+            fit in one pass (L-BFGS for linear heads, full-batch AdamW with per-layer early stopping
+            for MLP heads). Otherwise ``full`` falls back to mini-batches of 256 rows (logged).
         num_workers: DataLoader workers (only useful for chunked reads).
         in_memory: ``auto`` loads the layer block into memory when it fits ``memory_limit_gb``,
             ``always``/``never`` force it.
@@ -258,7 +262,7 @@ class ActivationDataModule(L.LightningDataModule):
         standardize: bool = True,
         test_path: str | None = None,
         holdout_sources: list[str] | None = None,
-        batch_size: int = 128,
+        batch_size: int | Literal["full"] = 128,
         num_workers: int = 0,
         in_memory: Literal["auto", "always", "never"] = "auto",
         memory_limit_gb: float | None = None,
@@ -270,8 +274,10 @@ class ActivationDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.in_memory, self.memory_limit_gb = in_memory, memory_limit_gb
         self.class_map = dict(class_map or {})
-        if batch_size < 1:
-            raise ProbingError(f"--data.batch_size must be positive, got {batch_size}")
+        if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ProbingError(
+                f"--data.batch_size must be a positive integer or 'full', got {batch_size!r}"
+            )
         self.split_fractions = _check_split(split)
 
         ff = FeatureFile(self.path)
@@ -330,6 +336,7 @@ class ActivationDataModule(L.LightningDataModule):
         self.stats: tuple[np.ndarray, np.ndarray] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._ready = False
+        self.full_batch = False  # batch_size: full in effect (set in setup)
 
     # -- linked into the model by the CLI --------------------------------------------------------
     @property
@@ -428,6 +435,16 @@ class ActivationDataModule(L.LightningDataModule):
         else:
             self._prepare_chunked()
         self._ready = True
+        if self.batch_size == "full":
+            trainer = getattr(self, "trainer", None)
+            world = getattr(trainer, "world_size", 1) if trainer is not None else 1
+            self.full_batch = self.sources["main"].x is not None and world == 1
+            if not self.full_batch:
+                log.info(
+                    "--data.batch_size full needs the layer block in memory and one process; "
+                    "using mini-batches of %d rows",
+                    FULL_FALLBACK_BATCH,
+                )
 
     def _load_memory(self) -> None:
         gb = self.block_bytes() / 1e9
@@ -488,9 +505,11 @@ class ActivationDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         ds = self._dataset(name)
         batch = self.batch_size
+        if batch == "full":
+            batch = max(1, len(ds)) if self.full_batch else FULL_FALLBACK_BATCH
         if isinstance(ds, _ChunkRows):
             per_block = max(1.0, sum(len(b[2]) for b in ds.blocks) / max(len(ds), 1))
-            batch = max(1, round(self.batch_size / per_block))
+            batch = max(1, round(batch / per_block))
         return DataLoader(
             ds,
             batch_size=batch,

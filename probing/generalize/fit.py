@@ -2,8 +2,9 @@
 
 Linear heads are L2-regularised logistic regressions fitted with L-BFGS on the whole block at once (the
 layers are independent, so the summed loss is minimised jointly). MLP heads (one hidden layer) are
-trained full-batch with Adam; with validation rows, each layer keeps its weights from the epoch of its
-lowest validation loss, and training stops when no layer has improved for ``patience`` epochs.
+trained full-batch with AdamW; each layer keeps its weights from the epoch of its lowest validation
+loss and stops when it has not improved for ``patience`` epochs. The fitting itself is
+:mod:`probing.probes.fullbatch`, shared with ``probing fit``'s full-batch mode.
 Inputs are standardised activations ``[N, L, D]``; the heads are the same components as the Lightning
 probes' (:mod:`probing.probes.heads`).
 """
@@ -13,83 +14,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from probing.probes.fullbatch import fit_linear, fit_mlp
 from probing.probes.heads import LinearHeads, MLPHeads
 
 Kind = Literal["linear", "mlp"]
-
-
-def _layer_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy per layer of ``logits [L, N, C]``."""
-    num_layers = logits.shape[0]
-    flat = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), y.repeat(num_layers), reduction="none"
-    )
-    return flat.view(num_layers, -1).mean(1)
-
-
-def _fit_linear(
-    xt: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int
-) -> nn.Module:
-    head = LinearHeads(xt.shape[0], xt.shape[2], num_classes)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.zero_()
-    opt = torch.optim.LBFGS(
-        head.parameters(), lr=1, max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = (
-            _layer_losses(head.forward_layer_major(xt), y).sum()
-            + 0.5 * l2 * head.weight.square().sum()
-        )
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return head
-
-
-def _fit_mlp(
-    xt: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    l2: float,
-    epochs: int,
-    val: tuple[torch.Tensor, torch.Tensor] | None,
-    patience: int,
-    hidden: int,
-) -> nn.Module:
-    head = MLPHeads(xt.shape[0], xt.shape[2], num_classes, hidden=hidden)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=l2)
-    best_loss = torch.full((xt.shape[0],), float("inf"))
-    best = {k: v.detach().clone() for k, v in head.state_dict().items()}
-    stale = 0
-    for _ in range(epochs):
-        opt.zero_grad()
-        _layer_losses(head.forward_layer_major(xt), y).sum().backward()
-        opt.step()
-        if val is None:
-            continue
-        with torch.no_grad():
-            losses = _layer_losses(head.forward_layer_major(val[0]), val[1])
-            better = losses < best_loss - 1e-4
-            if better.any():
-                best_loss = torch.where(better, losses, best_loss)
-                for k, v in head.state_dict().items():  # every tensor is indexed by layer first
-                    best[k][better] = v[better]
-                stale = 0
-            else:
-                stale += 1
-        if stale >= patience:
-            break
-    if val is not None:
-        head.load_state_dict(best)
-    return head
 
 
 def fit_heads(
@@ -110,14 +40,18 @@ def fit_heads(
     xt = x.float().transpose(0, 1).contiguous()
     y = torch.as_tensor(y, dtype=torch.long)
     if kind == "linear":
-        return _fit_linear(xt, y, num_classes, l2, max_iter)
+        head = LinearHeads(xt.shape[0], xt.shape[2], num_classes)
+        fit_linear(head, xt, y, l2, max_iter)
+        return head
     val_t = None
     if val is not None and len(val[1]):
         val_t = (
             val[0].float().transpose(0, 1).contiguous(),
             torch.as_tensor(val[1], dtype=torch.long),
         )
-    return _fit_mlp(xt, y, num_classes, l2, epochs, val_t, patience, hidden)
+    head = MLPHeads(xt.shape[0], xt.shape[2], num_classes, hidden=hidden)
+    fit_mlp(head, xt, y, val_t, epochs, patience, lr=1e-3, weight_decay=l2)
+    return head
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probing.errors import ProbingError
-from probing.probes import report, wandb_utils
+from probing.probes import fullbatch, report, wandb_utils
 from probing.probes.heads import LinearHeads, MLPHeads
 from probing.probes.metrics import METRICS, LayerMetrics, bootstrap_accuracy
 from probing.probes.per_source import COLUMNS, per_source_results, write_per_source
@@ -63,6 +63,10 @@ class ProbeModule(L.LightningModule):
         lr: float = 2e-3,
         weight_decay: float = 1e-2,
         scheduler: Literal["cosine", "none"] = "cosine",
+        l2: float = 1e-3,
+        max_iter: int = 100,
+        max_full_epochs: int = 500,
+        patience: int = 20,
         bootstrap: int = 0,
         compare_with: list[str] | None = None,
         feature_meta: dict[str, Any] | None = None,
@@ -87,6 +91,7 @@ class ProbeModule(L.LightningModule):
         # Validation results of the epoch the weights come from (saved in checkpoints).
         self.val_results: dict[str, dict[str, list[float]]] = {}
         self._predictions: list[dict[str, torch.Tensor]] = []
+        self.full_batch = False  # the data gives the whole training split as one batch (fit only)
 
     # -- construction -------------------------------------------------------------------------------
     def add_head(self, name: str, head: nn.Module) -> None:
@@ -133,7 +138,15 @@ class ProbeModule(L.LightningModule):
         loss = sum(self.layer_losses(out, y).sum() for out in logits.values())
         return loss, logits
 
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if stage == "fit":
+            self.full_batch = bool(getattr(dm, "full_batch", False))
+            self.automatic_optimization = not self.full_batch
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.full_batch:
+            return self._fit_full_batch(batch)
         loss, _ = self._step(batch)
         self.log(
             "train/loss",
@@ -143,6 +156,41 @@ class ProbeModule(L.LightningModule):
             on_epoch=True,
             batch_size=len(batch[1]),
         )
+        return loss
+
+    def _fit_full_batch(self, batch: Any) -> torch.Tensor:
+        """Fit every head on the whole training split at once, then end training (one epoch)."""
+        x, y, _ = batch
+        xt = x.transpose(0, 1).contiguous()
+        val = None
+        dm = self.trainer.datamodule
+        if len(dm.split_pos["val"]):
+            vx, vy, _ = dm.source_rows("val")
+            val = (vx.to(x).transpose(0, 1).contiguous(), torch.as_tensor(vy, device=y.device))
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        hp = self.hparams
+        notes = []
+        for (name, head), opt in zip(self.heads.items(), opts, strict=True):
+            if isinstance(head, LinearHeads):
+                fullbatch.fit_linear(
+                    head, xt, y, hp.l2, optimizer=opt, backward=self.manual_backward
+                )
+                notes.append(f"{name}: L-BFGS {fullbatch.lbfgs_iterations(opt)} iterations")
+            else:
+                info = fullbatch.fit_mlp(
+                    head, xt, y, val, hp.max_full_epochs, hp.patience,
+                    optimizer=opt, backward=self.manual_backward,
+                )  # fmt: skip
+                notes.append(
+                    f"{name}: {info['epochs']} AdamW steps, best step per layer "
+                    f"{int(info['best_epoch'].min())}-{int(info['best_epoch'].max())}"
+                )
+        log.info("full-batch fit on %d rows (%s)", len(y), "; ".join(notes))
+        self.trainer.should_stop = True  # everything is fitted: one epoch, then validation
+        with torch.no_grad():
+            loss, _ = self._step(batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def _eval_step(self, batch: Any, stage: str) -> torch.Tensor:
@@ -337,6 +385,13 @@ class ProbeModule(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        if self.full_batch:  # one optimizer per head, used by fullbatch.fit_linear / fit_mlp
+            return [
+                fullbatch.lbfgs(head, self.hparams.max_iter)
+                if isinstance(head, LinearHeads)
+                else fullbatch.adamw(head, self.hparams.lr, self.hparams.weight_decay)
+                for head in self.heads.values()
+            ]
         opt = torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
