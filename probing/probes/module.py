@@ -43,9 +43,17 @@ class ProbeModule(L.LightningModule):
         num_classes: Number of classes (linked from the data).
         layers: Absolute indices of the probed layers (linked from the data; default all).
         class_names: Class names in index order (linked from the data).
-        lr: AdamW learning rate.
+        lr: AdamW learning rate (mini-batches; also the full-batch MLP heads').
         weight_decay: AdamW (decoupled) weight decay.
-        scheduler: ``cosine`` anneals the learning rate to 0 over training; ``none`` keeps it constant.
+        scheduler: ``cosine`` anneals the learning rate to 0 over training; ``none`` keeps it constant
+            (mini-batches only).
+        l2: Full-batch mode (``--data.batch_size full``): L2 penalty of the linear heads, fitted with
+            L-BFGS to each layer's mean cross-entropy + ``l2 / 2 * |W|^2`` (two classes: scikit-learn's
+            ``LogisticRegression(C=2 / (l2 * n_train))``).
+        max_iter: Full-batch mode: L-BFGS iterations of the linear heads at most.
+        max_full_epochs: Full-batch mode: full-batch AdamW steps of the MLP heads at most.
+        patience: Full-batch mode: an MLP layer stops after this many steps without a lower
+            validation loss (training loss without validation rows) and keeps its best weights.
         bootstrap: Bootstrap resamples of the test rows for an accuracy interval (0 = none).
         compare_with: Other ``per_layer_metrics.csv`` files (or run directories), e.g. ``probing weak``'s,
             whose test accuracy is drawn in the same plot.
