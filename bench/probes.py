@@ -6,7 +6,8 @@
 
 Both sides use the same rows: a stratified 70/30 train/test split (seed 42) of the data module, with
 train-statistics standardisation. The probe side is one `probing fit` subprocess (linear + MLP heads on
-every layer, then test), timed end to end including Python start-up and the HDF5 read. The sklearn side
+every layer, then test; `--batch full` by default, as in configs/probe/), timed end to end including
+Python start-up and the HDF5 read. The sklearn side
 is the paper's loop: per layer, read, standardise, `SVC(kernel="linear")` and `MLPClassifier((100,))`.
 On the synthetic 7B shape the sklearn loop runs on `--sklearn_layers` evenly spaced layers and its time
 is extrapolated to all layers (said so in the output); accuracies are compared on those layers.
@@ -34,7 +35,7 @@ def run_probes(
     features: Path,
     workdir: Path,
     epochs: int,
-    batch: int,
+    batch: int | str,
     lr: float,
     accelerator: str = "auto",
     devices: int = 1,
@@ -204,7 +205,11 @@ def main() -> None:
     ap.add_argument(
         "--epochs", type=int, default=0, help="probe epochs (default 40 paper, 6 synthetic)"
     )
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument(
+        "--batch",
+        default="full",
+        help="probe batch size: full (one-pass L-BFGS / early-stopped MLP, the configs' default) or rows",
+    )
     ap.add_argument("--lr", type=float, default=0.0)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument(
@@ -213,6 +218,8 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=1, help="devices of the probe run (> 1: DDP)")
     ap.add_argument("--skip_sklearn", action="store_true", help="time the probes only")
     args = ap.parse_args()
+    args.batch = args.batch if args.batch == "full" else int(args.batch)
+    default_lr = 1e-2 if args.batch == "full" else 2e-3
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-probes-") as tmp:
         tmp = Path(tmp)
@@ -222,7 +229,7 @@ def main() -> None:
                       "`probing extract --config configs/extract/paper.yaml` or pass --features")  # fmt: skip
             else:
                 probes = run_probes(
-                    args.features, tmp, args.epochs or 40, args.batch, args.lr or 2e-3
+                    args.features, tmp, args.epochs or 40, args.batch, args.lr or default_lr
                 )
                 sk = run_sklearn(args.features, None)
                 results.append(compare(f"paper ({args.features.name})", probes, sk))
@@ -238,7 +245,7 @@ def main() -> None:
                 tmp,
                 args.epochs or 6,
                 args.batch,
-                args.lr or 2e-3,
+                args.lr or default_lr,
                 args.accelerator,
                 args.devices,
             )

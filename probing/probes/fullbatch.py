@@ -35,12 +35,14 @@ def layer_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return flat.view(num_layers, -1).mean(1)
 
 
-def lbfgs(head: LinearHeads, max_iter: int = 100) -> torch.optim.LBFGS:
-    """The optimizer of :func:`fit_linear` (one ``step`` runs up to ``max_iter`` iterations)."""
+def lbfgs(head: LinearHeads, max_iter: int = 100, tol: float = 1e-7) -> torch.optim.LBFGS:
+    """The optimizer of :func:`fit_linear` (one ``step`` runs up to ``max_iter`` iterations and stops
+    when no gradient entry of the summed objective exceeds ``tol``)."""
     return torch.optim.LBFGS(
         head.parameters(),
         lr=1,
         max_iter=max_iter,
+        tolerance_grad=tol,
         history_size=10,
         line_search_fn="strong_wolfe",
     )

@@ -51,6 +51,8 @@ class ProbeModule(L.LightningModule):
             L-BFGS to each layer's mean cross-entropy + ``l2 / 2 * |W|^2`` (two classes: scikit-learn's
             ``LogisticRegression(C=2 / (l2 * n_train))``).
         max_iter: Full-batch mode: L-BFGS iterations of the linear heads at most.
+        tol: Full-batch mode: L-BFGS stops when no gradient entry exceeds this (scikit-learn's
+            default ``tol`` is also 1e-4); smaller values fit closer to the exact optimum.
         max_full_epochs: Full-batch mode: full-batch AdamW steps of the MLP heads at most.
         patience: Full-batch mode: an MLP layer stops after this many steps without a lower
             validation loss (training loss without validation rows) and keeps its best weights.
@@ -73,8 +75,9 @@ class ProbeModule(L.LightningModule):
         scheduler: Literal["cosine", "none"] = "cosine",
         l2: float = 1e-3,
         max_iter: int = 100,
+        tol: float = 1e-4,
         max_full_epochs: int = 500,
-        patience: int = 20,
+        patience: int = 10,
         bootstrap: int = 0,
         compare_with: list[str] | None = None,
         feature_meta: dict[str, Any] | None = None,
@@ -395,7 +398,7 @@ class ProbeModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.full_batch:  # one optimizer per head, used by fullbatch.fit_linear / fit_mlp
             return [
-                fullbatch.lbfgs(head, self.hparams.max_iter)
+                fullbatch.lbfgs(head, self.hparams.max_iter, self.hparams.tol)
                 if isinstance(head, LinearHeads)
                 else fullbatch.adamw(head, self.hparams.lr, self.hparams.weight_decay)
                 for head in self.heads.values()
