@@ -4,6 +4,7 @@ cross-source ≈ chance; the linear heads match scikit-learn; bad input is one l
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,36 @@ def test_demo_section_states_where_the_claim_holds(tmp_path):
     text = section(result, "gen", "synthetic")
     assert "## Does it generalise?" in text and "normal+malicious+contrast" in text
     assert "does not hold" in text
+
+
+@pytest.mark.parametrize("in_memory", ["always", "never"])
+def test_fit_writes_per_source_metrics_for_held_out_sources(tmp_path, monkeypatch, in_memory):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    h5 = spurious_file(tmp_path / "f.h5")
+    linear = str(Path(__file__).resolve().parents[1] / "configs" / "probe" / "linear.yaml")
+    argv = ["fit", "--config", linear, "--data.path", str(h5), "--trainer.max_epochs", "3",
+            "--data.holdout_sources", "[harm_styled]", "--data.in_memory", in_memory,
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
+    assert main(argv) == 0
+    (path,) = (tmp_path / "runs").rglob("per_source_metrics.csv")
+    rows = _rows(path)
+    assert {r["source"] for r in rows if r["split"] == "heldout"} == {"harm_styled"}
+    assert {r["source"] for r in rows if r["split"] == "test"} == {
+        "normal_a",
+        "normal_b",
+        "harm_real",
+    }
+    held = [r for r in rows if r["split"] == "heldout"]
+    assert all(int(r["rows"]) == 120 and int(r["positives"]) == 120 for r in held)
+    if in_memory == "never":  # one HDF5 chunk = one batch: 3 steps train too little to judge quality
+        return
+    # the held-out styled source carries no harm direction: missed, not ranked above the normals
+    assert all(float(r["auroc"]) < 0.8 and float(r["accuracy"]) < 0.3 for r in held)
+    real = [r for r in rows if r["split"] == "test" and r["source"] == "harm_real"]
+    assert all(float(r["auroc"]) > 0.95 for r in real if r["layer"] != "0")
+    normal = [r for r in rows if r["split"] == "test" and r["source"] == "normal_a"]
+    assert all(r["tpr_at_1fpr"] == "" and float(r["flagged_rate"]) <= 0.2 for r in normal)

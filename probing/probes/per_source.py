@@ -59,7 +59,9 @@ def per_source_results(module: Any, dm: Any, fpr: float = 0.01) -> list[dict[str
         threshold = thresholds_at_fpr(neg_val, fpr) if len(neg_val) else np.full(s_t.shape[1], 0.5)
         pos_t = y_test > 0
         extra = {"probe": name, "split": "test"}
-        rows += per_source_rows(s_t, pos_t, s_test, threshold, dm.layers, fpr=fpr, extra=extra)
+        rows += per_source_rows(
+            s_t, pos_t, s_test, threshold, dm.layers, reference=(s_t, pos_t), fpr=fpr, extra=extra
+        )
         if name in held:
             rows += per_source_rows(
                 held[name], y_held > 0, s_held, threshold, dm.layers,
