@@ -229,7 +229,9 @@ def test_fit_writes_per_source_metrics_for_held_out_sources(tmp_path, monkeypatc
     }
     held = [r for r in rows if r["split"] == "heldout"]
     assert all(int(r["rows"]) == 120 and int(r["positives"]) == 120 for r in held)
-    if in_memory == "never":  # one HDF5 chunk = one batch: 3 steps train too little to judge quality
+    if (
+        in_memory == "never"
+    ):  # one HDF5 chunk = one batch: 3 steps train too little to judge quality
         return
     # the held-out styled source carries no harm direction: missed, not ranked above the normals
     assert all(float(r["auroc"]) < 0.8 and float(r["accuracy"]) < 0.3 for r in held)
@@ -237,3 +239,16 @@ def test_fit_writes_per_source_metrics_for_held_out_sources(tmp_path, monkeypatc
     assert all(float(r["auroc"]) > 0.95 for r in real if r["layer"] != "0")
     normal = [r for r in rows if r["split"] == "test" and r["source"] == "normal_a"]
     assert all(r["tpr_at_1fpr"] == "" and float(r["flagged_rate"]) <= 0.2 for r in normal)
+
+
+def test_generalize_logs_a_wandb_table_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    h5 = spurious_file(tmp_path / "f.h5", n_per=40)
+    out = tmp_path / "gen"
+    argv = ["generalize", "--features", f"[{h5}]", "--output", str(out), "--probes", "[linear]",
+            "--wandb_project", "probing-test"]  # fmt: skip
+    assert main(argv) == 0
+    tables = list(out.rglob("generalization_*.table.json"))
+    assert tables, sorted(p.name for p in out.rglob("*"))[:20]
