@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 import lightning as L
 import numpy as np
@@ -221,6 +221,7 @@ def cat_batches(parts: list[Batch]) -> Batch:
     return tuple(torch.cat(t) for t in zip(*parts, strict=False))  # type: ignore[return-value]
 
 
+@final  # always this class: jsonargparse adds its options flat (`--data.path`), not as a subclass
 class ActivationDataModule(L.LightningDataModule):
     """Per-layer activations of a feature file as batches ``(x [B, L, D] float32, y [B], row [B])``.
 

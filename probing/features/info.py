@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-from jsonargparse import ArgumentParser
 
+from probing.config import parse_config
 from probing.features.atomic import being_written, partial_path
 from probing.features.store import read_meta
 from probing.prompts.sources import source_names
@@ -98,14 +99,31 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="probing info", description="Summarise a feature file.")
-    parser.add_argument("path", type=str, help="feature file (.h5)")
-    parser.add_argument(
-        "--json", type=bool, default=False, nargs="?", const=True, help="print JSON"
+@dataclass
+class InfoConfig:
+    """Summarise a feature file.
+
+    Args:
+        path: feature file (``.h5``); may be given without ``--path``.
+        json: print JSON instead of text.
+    """
+
+    path: str
+    json: bool = False
+
+
+def info(cfg: InfoConfig) -> str:
+    """The summary of ``cfg.path`` as text (or JSON with ``cfg.json``)."""
+    summary = summarize(cfg.path)
+    return json.dumps(summary, indent=2) if cfg.json else format_summary(summary)
+
+
+def parse(argv: list[str]) -> InfoConfig:
+    return parse_config(
+        InfoConfig, argv, "probing info", "Summarise a feature file.", positional=("path",)
     )
-    args = parser.parse_args(argv)
-    summary = summarize(args.path)
-    text = json.dumps(summary, indent=2) if args.json else format_summary(summary)
-    sys.stdout.write(text + "\n")
+
+
+def run(argv: list[str]) -> int:
+    sys.stdout.write(info(parse(argv)) + "\n")
     return 0

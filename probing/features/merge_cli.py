@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
-from jsonargparse import ArgumentParser
+from dataclasses import dataclass
+from pathlib import Path
 
+from probing.config import parse_config
 from probing.features.shards import merge_shards
+
+DESCRIPTION = (
+    "Merge the shard files of one sharded extraction (checked for agreement) into one feature file "
+    "whose virtual datasets read them in single-process row order."
+)
+
+
+@dataclass
+class MergeConfig:
+    """Merge the shards of a sharded extraction.
+
+    Args:
+        shards: all shard files; may be given without ``--shards``.
+        output: merged feature file to write.
+        overwrite: replace an existing ``--output`` (else refused, unless it is this very merge).
+    """
+
+    shards: list[str]
+    output: str
+    overwrite: bool = False
+
+
+def merge(cfg: MergeConfig) -> Path:
+    """Write the merged file; returns its path."""
+    return merge_shards(cfg.shards, cfg.output, overwrite=cfg.overwrite)
+
+
+def parse(argv: list[str]) -> MergeConfig:
+    return parse_config(MergeConfig, argv, "probing merge", DESCRIPTION, positional=("shards",))
 
 
 def run(argv: list[str]) -> int:
-    parser = ArgumentParser(
-        prog="probing merge",
-        description="Merge the shard files of one sharded extraction (checked for agreement) into one "
-        "feature file whose virtual datasets read them in single-process row order.",
-    )
-    parser.add_argument("shards", type=str, nargs="+", help="all shard files")
-    parser.add_argument("--output", type=str, required=True, help="merged feature file to write")
-    parser.add_argument(
-        "--overwrite",
-        type=bool,
-        default=False,
-        nargs="?",
-        const=True,
-        help="replace an existing --output (else refused, unless it is this very merge)",
-    )
-    args = parser.parse_args(argv)
-    merge_shards(args.shards, args.output, overwrite=args.overwrite)
+    merge(parse(argv))
     return 0

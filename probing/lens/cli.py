@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ArgumentParser
-
+from probing.config import parse_config
 from probing.lens.analysis import (
     analyse,
     check_layers,
@@ -20,62 +20,52 @@ from probing.lens.emotions import load_emotions
 from probing.lens.plots import plot_all
 
 log = logging.getLogger(__name__)
+DESCRIPTION = (
+    "Logit-lens analysis of a feature file's stored top-K: the most frequent tokens per layer and "
+    "class, their emotion, and the Top-K Intermediate Consistency (docs/lens.md). Writes "
+    "lens_consistency.csv, lens_top_tokens.csv, consistency.png, emotion_mass.png, "
+    "lens_heatmap_<class>.png and lens_summary.md into --output."
+)
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="probing lens",
-        description="Logit-lens analysis of a feature file's stored top-K: the most frequent tokens "
-        "per layer and class, their emotion, and the Top-K Intermediate Consistency (docs/lens.md). "
-        "Writes lens_consistency.csv, lens_top_tokens.csv, consistency.png, emotion_mass.png, "
-        "lens_heatmap_<class>.png and lens_summary.md into --output.",
-        default_env=False,
-    )
-    parser.add_argument("features", type=str, help="feature file (.h5) with lens data")
-    parser.add_argument("--output", type=str, required=True, help="folder for the results")
-    parser.add_argument(
-        "--emotions",
-        type=str | None,
-        default=None,
-        help="emotion token lists (default configs/emotion/default.yaml)",
-    )
-    parser.add_argument(
-        "--top", type=int, default=10, help="most frequent tokens kept per layer and class"
-    )
-    parser.add_argument(
-        "--classes", type=list[str] | None, default=None, help="classes to analyse (default all)"
-    )
-    parser.add_argument(
-        "--layers",
-        type=list[int] | None,
-        default=None,
-        help="layers shown in the heatmaps (default all) and the summary's token tables "
-        "(default 5 evenly spaced); CSVs always hold every layer",
-    )
-    parser.add_argument(
-        "--position", type=int, default=-1, help="stored position to read (-1 = the last)"
-    )
-    parser.add_argument(
-        "--tokenizer",
-        type=str | None,
-        default=None,
-        help="model name or folder whose tokenizer decodes the ids (default: the file's model)",
-    )
-    return parser
+@dataclass
+class LensConfig:
+    """Logit-lens analysis of a feature file.
+
+    Args:
+        features: feature file (``.h5``) with lens data; may be given without ``--features``.
+        output: folder for the results.
+        emotions: emotion token lists (default ``configs/emotion/default.yaml``).
+        top: most frequent tokens kept per layer and class.
+        classes: classes to analyse (default all).
+        layers: layers shown in the heatmaps (default all) and the summary's token tables (default 5
+            evenly spaced); CSVs always hold every layer.
+        position: stored position to read (-1 = the last).
+        tokenizer: model name or folder whose tokenizer decodes the ids (default: the file's model).
+    """
+
+    features: str
+    output: str
+    emotions: str | None = None
+    top: int = 10
+    classes: list[str] | None = None
+    layers: list[int] | None = None
+    position: int = -1
+    tokenizer: str | None = None
 
 
-def run(argv: list[str], tokenizer: Any = None) -> int:
-    """CLI entry; ``tokenizer`` (tests, notebooks) overrides the one named by the file or --tokenizer."""
+def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
+    """Write the lens tables, plots and summary; returns their paths. ``tokenizer`` (tests,
+    notebooks) overrides the one named by the file or ``cfg.tokenizer``."""
     from probing.features.store import FeatureFile
 
-    args = build_parser().parse_args(argv)
-    emotions = load_emotions(args.emotions)
-    ff = FeatureFile(args.features)
-    layers = check_layers(args.layers, ff.num_layers) if args.layers is not None else None
+    emotions = load_emotions(cfg.emotions)
+    ff = FeatureFile(cfg.features)
+    layers = check_layers(cfg.layers, ff.num_layers) if cfg.layers is not None else None
     if tokenizer is None:
-        tokenizer = file_tokenizer(ff.meta, args.tokenizer)
-    result = analyse(ff, tokenizer, emotions, args.top, args.classes, args.position)
-    out = Path(args.output)
+        tokenizer = file_tokenizer(ff.meta, cfg.tokenizer)
+    result = analyse(ff, tokenizer, emotions, cfg.top, cfg.classes, cfg.position)
+    out = Path(cfg.output)
     paths = write_csvs(result, out)
     paths += plot_all(result, out, layers)
     summary = out / "lens_summary.md"
@@ -95,4 +85,14 @@ def run(argv: list[str], tokenizer: Any = None) -> int:
         )
     log.info("wrote %s", ", ".join(p.name for p in paths))
     log.info("results in %s", out)
+    return paths
+
+
+def parse(argv: list[str]) -> LensConfig:
+    return parse_config(LensConfig, argv, "probing lens", DESCRIPTION, positional=("features",))
+
+
+def run(argv: list[str], tokenizer: Any = None) -> int:
+    """CLI entry; ``tokenizer`` (tests, notebooks) overrides the one named by the file or --tokenizer."""
+    lens(parse(argv), tokenizer)
     return 0

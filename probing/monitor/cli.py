@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
+from probing.config import build_parser as build_config_parser
+from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.models.load import LoadedModel, load_model
 from probing.monitor.calibrate import (
@@ -45,6 +47,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class MonitorModel:
+    """The model the probe screens with: its feature file's, checked against the probe.
+
+    Args:
+        name: load the model from here instead of the feature file's ``model`` (must be the same
+            weights: it is checked).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: compute dtype (default: the extraction's).
+        trust_remote_code: allow model code from the hub repo (never taken from the feature file).
+    """
+
+    name: str | None = None
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
 class MonitorConfig:
     """Screen prompts with a trained probe at one early layer, before the model generates.
 
@@ -75,11 +95,9 @@ class MonitorConfig:
         generate: screen, then generate for allowed prompts and answer ``refusal`` to flagged ones.
         max_new_tokens: greedy tokens generated per allowed prompt.
         refusal: answer given to flagged prompts.
-        model_name: load the model from here instead of the feature file's ``model`` (must be the
-            same weights: it is checked).
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: compute dtype (default: the extraction's).
-        trust_remote_code: allow model code from the hub repo (never taken from the feature file).
+        model: where and how the probe's model is loaded (``--model.name``, ``--model.device``,
+            ``--model.dtype``, ``--model.trust_remote_code``; the old ``--model_name``, ``--device``,
+            ``--dtype``, ``--trust_remote_code`` still work, with a warning).
         batch_size: prompts per forward pass.
     """
 
@@ -101,11 +119,16 @@ class MonitorConfig:
     generate: bool = False
     max_new_tokens: int = 32
     refusal: str = DEFAULT_REFUSAL
-    model_name: str | None = None
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    trust_remote_code: bool = False
+    model: MonitorModel = field(default_factory=MonitorModel)
     batch_size: int = 8
+
+
+ALIASES = {
+    "--model_name": "--model.name",
+    "--device": "--model.device",
+    "--dtype": "--model.dtype",
+    "--trust_remote_code": "--model.trust_remote_code",
+}
 
 
 def _validate(cfg: MonitorConfig) -> None:
@@ -140,7 +163,13 @@ def _needs_model(cfg: MonitorConfig) -> bool:
 def _load_lm(cfg: MonitorConfig, probe: LoadedProbe, lm: LoadedModel | None) -> LoadedModel:
     if lm is None:
         lm = load_model(
-            model_config(probe, cfg.model_name, cfg.device, cfg.dtype, cfg.trust_remote_code)
+            model_config(
+                probe,
+                cfg.model.name,
+                cfg.model.device,
+                cfg.model.dtype,
+                cfg.model.trust_remote_code,
+            )
         )
     check_model(probe, lm)
     return lm
@@ -314,41 +343,20 @@ def write_results(
 
 
 # -- command line -------------------------------------------------------------------------------------
+DESCRIPTION = (
+    "Screen prompts with a trained probe at an early layer (the forward stops there); calibrate its "
+    "threshold for a target false positive rate; evaluate it per layer."
+)
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="probing monitor",
-        description="Screen prompts with a trained probe at an early layer (the forward stops there); "
-        "calibrate its threshold for a target false positive rate; evaluate it per layer.",
-        default_env=False,
-    )
-    parser.add_argument(
-        "--config", action=ActionConfigFile, help="YAML config (options below override it)"
-    )
-    parser.add_class_arguments(MonitorConfig, None)
-    return parser
-
-
-FLAGS = ("--json", "--eval", "--generate")
-BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "on", "off"}
-
-
-def _bare_flags(argv: list[str]) -> list[str]:
-    """``--json`` alone means ``--json true`` (also ``--eval``, ``--generate``)."""
-    out = []
-    for i, arg in enumerate(argv):
-        out.append(arg)
-        following = argv[i + 1].lower() if i + 1 < len(argv) else None
-        if arg in FLAGS and following not in BOOL_WORDS:
-            out.append("true")
-    return out
+    return build_config_parser(MonitorConfig, "probing monitor", DESCRIPTION, sub_configs=False)
 
 
 def parse(argv: list[str]) -> MonitorConfig:
-    parser = build_parser()
-    ns = parser.parse_args(_bare_flags(list(argv)))
-    ns.pop("config", None)
-    init = parser.instantiate_classes(ns)
-    return MonitorConfig(**init.as_dict()) if not isinstance(init, MonitorConfig) else init
+    return parse_config(
+        MonitorConfig, argv, "probing monitor", DESCRIPTION, aliases=ALIASES, sub_configs=False
+    )
 
 
 def run(argv: list[str]) -> int:

@@ -313,7 +313,7 @@ def check_model(probe: LoadedProbe, lm: LoadedModel) -> None:
             f"--ckpt {probe.path.name} was trained on features of model {meta['model']!r} "
             f"({expected}{', gguf ' + sha_a[:12] if sha_a else ''}) but the model given is "
             f"{lm.meta.get('model')!r} ({found}{', gguf ' + sha_b[:12] if sha_b else ''}); use a "
-            "checkpoint trained on this model's features, or load its model (--model_name)"
+            "checkpoint trained on this model's features, or load its model (--model.name)"
         )
 
 

@@ -10,17 +10,20 @@ reports the mean with a 95 % percentile interval; ``--bootstrap B`` resamples th
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
+import yaml
 
+from probing.config import parse_config
 from probing.data import ActivationDataModule
 from probing.data.datamodule import stratified_split
 from probing.errors import ProbingError
@@ -164,61 +167,46 @@ def weak_rows(
     return rows
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="probing weak", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--config", action=ActionConfigFile, help="YAML config with the options below."
-    )
-    parser.add_class_arguments(ActivationDataModule, "data", instantiate=True)
-    parser.set_defaults({"data.split": [0.7, 0.0, 0.3], "data.seed": 42, "data.layers": "all"})
-    parser.add_argument(
-        "--classifiers",
-        type=list[Classifier],
-        default=["svm", "mlp"],
-        help="Weak classifiers to train.",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        default=1,
-        help="Repeat split and training over this many seeds (data.seed, +1, ...).",
-    )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=0,
-        help="Bootstrap resamples of the test rows for an accuracy interval.",
-    )
-    parser.add_argument(
-        "--mlp_max_iter",
-        type=int,
-        default=200,
-        help="MLPClassifier max_iter (scikit-learn default).",
-    )
-    parser.add_argument("--svm_c", type=float, default=1.0, help="SVC regularisation C.")
-    parser.add_argument(
-        "--output_dir",
-        type=str | None,
-        default=None,
-        help="Where to write (default runs/weak/<feature file stem>).",
-    )
-    parser.add_argument(
-        "--compare_with",
-        type=list[str],
-        default=[],
-        help="Other per_layer_metrics.csv files to draw in the plot.",
-    )
-    return parser
+@dataclass
+class WeakConfig:
+    """The paper's weak classifiers on every selected layer.
+
+    Args:
+        data: the feature file and its split, as for the probes (``--data.path``, ``--data.classes``,
+            ...; default split 0.7/0/0.3 with seed 42, all layers).
+        classifiers: weak classifiers to train.
+        seeds: repeat split and training over this many seeds (``data.seed``, +1, ...).
+        bootstrap: bootstrap resamples of the test rows for an accuracy interval.
+        mlp_max_iter: ``MLPClassifier`` max_iter (scikit-learn default).
+        svm_c: ``SVC`` regularisation C.
+        output_dir: where to write (default ``runs/weak/<feature file stem>``).
+        compare_with: other ``per_layer_metrics.csv`` files to draw in the plot.
+    """
+
+    data: ActivationDataModule
+    classifiers: list[Classifier] = field(default_factory=lambda: ["svm", "mlp"])
+    seeds: int = 1
+    bootstrap: int = 0
+    mlp_max_iter: int = 200
+    svm_c: float = 1.0
+    output_dir: str | None = None
+    compare_with: list[str] = field(default_factory=list)
 
 
-def run(argv: Sequence[str]) -> int:
-    """``probing weak ...``: train the weak classifiers and write the report; returns 0."""
-    parser = build_parser()
-    cfg = parser.parse_args(list(argv))
+DATA_DEFAULTS = {"data.split": [0.7, 0.0, 0.3], "data.seed": 42, "data.layers": "all"}
+
+
+def _config_yaml(cfg: WeakConfig) -> str:
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    values["data"] = dict(cfg.data.hparams)
+    return yaml.safe_dump(json.loads(json.dumps(values)), sort_keys=False)
+
+
+def run_weak(cfg: WeakConfig) -> Path:
+    """Train the weak classifiers, write metrics, config and plot; returns the output folder."""
     if cfg.seeds < 1:
         raise ProbingError(f"--seeds must be at least 1, got {cfg.seeds}")
-    init = parser.instantiate_classes(cfg)
-    dm: ActivationDataModule = init.data
+    dm = cfg.data
     out = Path(cfg.output_dir or Path("runs") / "weak" / Path(dm.path).stem)
     start = time.perf_counter()
     rows = weak_rows(dm, cfg.classifiers, cfg.seeds, cfg.bootstrap, cfg.mlp_max_iter, cfg.svm_c)
@@ -232,7 +220,7 @@ def run(argv: Sequence[str]) -> int:
         "feature_meta": report.provenance(dm.meta),
     }
     csv_path, json_path = report.write_metrics(out, rows, info)
-    (out / "config.yaml").write_text(parser.dump(cfg, skip_none=False))
+    (out / "config.yaml").write_text(_config_yaml(cfg))
     plot_rows = rows + report.comparison_rows(cfg.compare_with)
     title = (
         f"{dm.meta.get('model', '')} - {' vs '.join(dm.class_names)} (weak, {dm.test_split_name})"
@@ -241,4 +229,16 @@ def run(argv: Sequence[str]) -> int:
         [r for r in plot_rows if r["split"] != "val"], out / report.PLOT_NAME, title
     )
     log.info("weak classifiers: %s, %s, %s", csv_path, json_path, png)
+    return out
+
+
+def parse(argv: Sequence[str]) -> WeakConfig:
+    return parse_config(
+        WeakConfig, argv, "probing weak", __doc__.split("\n\n")[0], defaults=DATA_DEFAULTS
+    )
+
+
+def run(argv: Sequence[str]) -> int:
+    """``probing weak ...``: train the weak classifiers and write the report; returns 0."""
+    run_weak(parse(argv))
     return 0

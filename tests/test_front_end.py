@@ -1,0 +1,43 @@
+"""One front end: every command parses ``--print_config`` (and ``--help``) through jsonargparse."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+import yaml
+
+from probing.cli import COMMANDS, main
+from probing.errors import ProbingError
+from probing.features.info import parse as parse_info
+from probing.features.merge_cli import parse as parse_merge
+from probing.monitor.cli import parse as parse_monitor
+
+
+def _exit_code(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # jsonargparse exits after printing
+            code = exc.code or 0
+    return int(code), out.getvalue()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_prints_its_config(command):
+    code, text = _exit_code([command, "--print_config"])
+    assert code == 0, text
+    assert isinstance(yaml.safe_load(text), dict)
+
+
+def test_positional_arguments_bare_flags_and_aliases(caplog):
+    assert parse_info(["f.h5", "--json"]).json and parse_info(["--path", "f.h5"]).path == "f.h5"
+    cfg = parse_merge(["a.h5", "b.h5", "--output", "m.h5", "--overwrite"])
+    assert cfg.shards == ["a.h5", "b.h5"] and cfg.overwrite
+    cfg = parse_monitor(["--ckpt", "c", "--model_name", "m", "--device=cuda", "--eval"])
+    assert (cfg.model.name, cfg.model.device, cfg.eval) == ("m", "cuda", True)
+    assert "--model_name is deprecated; use --model.name" in caplog.text
+    with pytest.raises(ProbingError, match=r"unexpected argument\(s\) \['b.h5'\]"):
+        parse_info(["a.h5", "b.h5"])
