@@ -17,6 +17,7 @@ import json
 import logging
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -151,3 +152,8 @@ def parse_config(
     ns.pop("config", None)
     init = parser.instantiate_classes(ns)
     return init if isinstance(init, cls) else cls(**init.as_dict())
+
+
+def load_config(cls: type[T], path: str | Path, prog: str = "probing") -> T:
+    """The dataclass ``cls`` from a YAML config file (for library callers such as the demo)."""
+    return parse_config(cls, ["--config", str(path)], prog, cls.__doc__ or "")

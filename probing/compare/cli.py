@@ -29,7 +29,12 @@ def parse(argv: list[str]) -> CompareConfig:
 
 def run(argv: list[str]) -> int:
     """``probing compare ...``; returns 0, or 1 when some runs failed."""
-    cfg = parse(argv)
+    return run_compare(parse(argv))
+
+
+def run_compare(cfg: CompareConfig) -> int:
+    """Compare and log each run's summary; returns 0, or 1 when some runs failed; raises
+    :class:`ProbingError` when every run failed."""
     result = compare(cfg)
     for s in result.summary:
         if s["status"] == "ok":
