@@ -10,7 +10,7 @@ from matplotlib.ticker import MaxNLocator
 from probing.plotting import save_figure, subplots
 
 if TYPE_CHECKING:
-    from probing.compare.run import CompareConfig, RunResult
+    from probing.compare.spec import CompareConfig, RunResult
 
 AXIS_LABELS = {
     "layer": "layer (0 = embeddings, i = output of block i)",
