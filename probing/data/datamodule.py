@@ -9,16 +9,30 @@ file in whole chunks. Every process (DDP rank, DataLoader worker) opens the file
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, final
+from typing import Literal, final
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from probing.data.rows import (
+    _available_bytes,
+    _check_finite,
+    _ChunkRows,
+    _MemoryRows,
+    _moments,
+    _Source,
+    cat_batches,
+)
+from probing.data.selection import (
+    _check_split,
+    _layers_text,
+    class_indices,
+    parse_layers,
+    resolve_classes,
+    stratified_split,
+)
 from probing.errors import ProbingError
 from probing.features.identity import IDENTITY_MATCH_KEYS, identity_mismatch
 from probing.features.store import FeatureFile
@@ -27,198 +41,7 @@ log = logging.getLogger(__name__)
 
 # Metadata a transfer test file must share with the training file (same model, same extraction).
 MATCH_KEYS = IDENTITY_MATCH_KEYS  # the one identity rule (probing.features.identity)
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 FULL_FALLBACK_BATCH = 256  # batch_size: full on data that is not in memory (or several processes)
-
-
-def parse_layers(
-    spec: str | int | Sequence[int], num_layers: int, option: str = "--data.layers"
-) -> list[int]:
-    """Absolute layer indices from ``all``, an int, a list, ``"a,b,c"`` or a range ``"start:stop[:step]"``.
-
-    Ranges follow Python slicing (stop excluded); negative indices count from the last layer.
-    """
-    hint = f"{option} takes 'all', an index, a list [i, j, ...] or a range 'start:stop[:step]'"
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text.lower() == "all":
-            return list(range(num_layers))
-        try:
-            if ":" in text:
-                parts = [int(p) if p.strip() else None for p in text.split(":")]
-                if len(parts) > 3:
-                    raise ValueError
-                chosen = list(range(num_layers))[slice(*parts)]
-                if not chosen:
-                    raise ProbingError(f"{option}={spec!r} selects no layer of 0..{num_layers - 1}")
-                return chosen
-            spec = [int(p) for p in text.replace("[", "").replace("]", "").split(",") if p.strip()]
-        except ValueError:
-            raise ProbingError(f"cannot read {option}={spec!r}; {hint}") from None
-    if isinstance(spec, int):
-        spec = [spec]
-    out = []
-    for layer in spec:
-        if not -num_layers <= int(layer) < num_layers:
-            raise ProbingError(
-                f"{option}: layer {layer} is out of range; the feature file has layers 0..{num_layers - 1} "
-                "(0 = embeddings)"
-            )
-        out.append(int(layer) % num_layers)
-    if not out:
-        raise ProbingError(f"{option} is empty; {hint}")
-    if len(set(out)) != len(out):
-        raise ProbingError(f"{option} lists a layer twice: {out}")
-    return out
-
-
-def resolve_classes(
-    label_names: Sequence[str],
-    present: Sequence[str],
-    classes: Sequence[str] | None,
-    class_map: dict[str, str] | None,
-    known: Sequence[str] = (),
-) -> list[str]:
-    """The selected class names (order = class index) after mapping; checks the options."""
-    class_map = dict(class_map or {})
-    unknown = sorted(set(class_map) - set(label_names) - set(known))
-    if unknown:
-        raise ProbingError(
-            f"--data.class_map maps {unknown}, which are not classes of the feature file "
-            f"(its classes: {list(label_names)})"
-        )
-    mapped_present = list(dict.fromkeys(class_map.get(n, n) for n in present))
-    if classes is None:
-        chosen = mapped_present
-    else:
-        chosen = list(classes)
-        if len(set(chosen)) != len(chosen):
-            raise ProbingError(f"--data.classes lists a class twice: {chosen}")
-        mapped_all = {class_map.get(n, n) for n in (*label_names, *known)}
-        for name in chosen:
-            if name not in mapped_all:
-                raise ProbingError(
-                    f"--data.classes has {name!r}, which is not a class of the feature file (its classes: "
-                    f"{list(label_names)}; merge classes with --data.class_map)"
-                )
-            if name not in mapped_present:
-                raise ProbingError(
-                    f"--data.classes has {name!r} but the training feature file has no rows of it; "
-                    "drop it or map another class onto it with --data.class_map"
-                )
-    if len([c for c in chosen if c in mapped_present]) < 2:
-        raise ProbingError(
-            f"--data.classes selects {chosen} but a probe needs rows of at least two classes "
-            f"(the file has rows of {mapped_present})"
-        )
-    return chosen
-
-
-def class_indices(
-    label: np.ndarray, label_names: Sequence[str], classes: Sequence[str], class_map: dict
-) -> np.ndarray:
-    """Class index per row (``-1`` for rows outside the selection)."""
-    lookup = np.array(
-        [
-            classes.index(class_map.get(n, n)) if class_map.get(n, n) in classes else -1
-            for n in label_names
-        ]
-        + [-1],
-        dtype=np.int64,
-    )
-    label = np.asarray(label, dtype=np.int64)
-    label = np.where((label >= 0) & (label < len(label_names)), label, len(label_names))
-    return lookup[label]
-
-
-def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Split row positions into parts with the given fractions, per class, shuffled with ``seed``."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    cum = np.cumsum(fractions)
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        bounds = np.round(cum * len(idx)).astype(int)
-        bounds[-1] = len(idx)
-        start = 0
-        for k, stop in enumerate(bounds):
-            parts[k].append(idx[start:stop])
-            start = stop
-    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
-
-
-def _available_bytes() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
-@dataclass
-class _Source:
-    """The kept rows of one feature file."""
-
-    ff: FeatureFile
-    rows: np.ndarray  # file row index of each kept row
-    y: np.ndarray  # class index of each kept row
-    source: np.ndarray | None = None  # prompt-source index (into the file's source names) per row
-    x: torch.Tensor | None = None  # [kept, L, D] when in memory
-
-
-class _MemoryRows(Dataset):
-    """Rows of an in-memory block; ``__getitems__`` slices a whole batch at once."""
-
-    def __init__(self, src: _Source, pos: np.ndarray):
-        self.x, self.pos = src.x, torch.as_tensor(pos)
-        self.y = torch.as_tensor(src.y)[self.pos]
-        self.rows = torch.as_tensor(src.rows)[self.pos]
-
-    def __len__(self) -> int:
-        return len(self.pos)
-
-    def __getitem__(self, i: int) -> Batch:
-        return self.__getitems__([i])[0]
-
-    def __getitems__(self, idx: list[int]) -> list[Batch]:
-        idx_t = torch.as_tensor(idx)
-        return [(self.x[self.pos[idx_t]], self.y[idx_t], self.rows[idx_t])]
-
-
-class _ChunkRows(Dataset):
-    """Rows read from HDF5 in whole chunks: item ``i`` is every wanted row of file chunk ``i``."""
-
-    def __init__(self, src: _Source, pos: np.ndarray, layers: list[int], position: int, stats: Any):
-        self.ff, self.layers, self.position = src.ff, layers, position
-        self.mean, self.std = stats if stats is not None else (None, None)
-        rows, y = src.rows[pos], src.y[pos]
-        chunk = src.ff.file["hidden"].chunks[0] if src.ff.file["hidden"].chunks else 256
-        block = rows // chunk
-        self.blocks = []
-        for b in np.unique(block):
-            sel = block == b
-            self.blocks.append(
-                (int(b) * chunk, int(min((b + 1) * chunk, src.ff.num_rows)), rows[sel], y[sel])
-            )
-        src.ff.close()  # reopened lazily in each process
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, i: int) -> Batch:
-        start, stop, rows, y = self.blocks[i]
-        ds = self.ff.file["hidden"]
-        x = np.stack([ds[start:stop, layer, self.position] for layer in self.layers], axis=1)
-        x = x[rows - start].astype(np.float32)
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
-        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
-
-
-def cat_batches(parts: list[Batch]) -> Batch:
-    """Collate: concatenate ``(x, y, rows)`` parts into one batch."""
-    if len(parts) == 1:
-        return parts[0]
-    return tuple(torch.cat(t) for t in zip(*parts, strict=False))  # type: ignore[return-value]
 
 
 @final  # always this class: jsonargparse adds its options flat (`--data.path`), not as a subclass
@@ -560,48 +383,3 @@ class ActivationDataModule(L.LightningDataModule):
             "split": [split_of_pos[p] for p in pos],
             "label": [self.class_names[int(src.y[p])] for p in pos],
         }
-
-
-def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
-    split = tuple(float(s) for s in split)
-    if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
-        raise ProbingError(
-            f"--data.split must be three non-negative fractions summing to 1, got {list(split)}"
-        )
-    if split[0] <= 0:
-        raise ProbingError(f"--data.split={list(split)} has no training fraction")
-    return split  # type: ignore[return-value]
-
-
-def _check_finite(x: np.ndarray, path: Any, layer: int) -> None:
-    if not np.isfinite(x).all():
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))
-        raise ProbingError(
-            f"{path} has NaN/inf activations at layer {layer} in {len(bad)} row(s) (first rows {bad[:5].tolist()}); "
-            "re-extract it (with --storage_dtype float32 if float16 overflowed) or drop the layer with --data.layers"
-        )
-
-
-def _moments(
-    x: torch.Tensor, rows: np.ndarray, chunk: int = 512
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std ``[L, D]`` over ``rows`` of ``x [N, L, D]`` in float64, without copying the block."""
-    rows_t = torch.as_tensor(rows)
-    total = torch.zeros(x.shape[1:], dtype=torch.float64)
-    sq = torch.zeros_like(total)
-    for start in range(0, len(rows_t), chunk):
-        part = x[rows_t[start : start + chunk]].double()
-        total += part.sum(0)
-        sq += (part * part).sum(0)
-    n = max(len(rows_t), 1)
-    mean = total / n
-    var = (sq / n - mean * mean).clamp_min(0)
-    std = var.sqrt()
-    std = torch.where(std > 1e-6, std, torch.ones_like(std))
-    return mean.float(), std.float()
-
-
-def _layers_text(layers: list[int]) -> str:
-    if layers == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}..{layers[-1]}"
-    return ",".join(map(str, layers))

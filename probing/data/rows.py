@@ -1,0 +1,118 @@
+"""Rows of a feature file as torch datasets (in memory or chunked reads), their batches and moments."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from probing.errors import ProbingError
+from probing.features.store import FeatureFile
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _available_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+@dataclass
+class _Source:
+    """The kept rows of one feature file."""
+
+    ff: FeatureFile
+    rows: np.ndarray  # file row index of each kept row
+    y: np.ndarray  # class index of each kept row
+    source: np.ndarray | None = None  # prompt-source index (into the file's source names) per row
+    x: torch.Tensor | None = None  # [kept, L, D] when in memory
+
+
+class _MemoryRows(Dataset):
+    """Rows of an in-memory block; ``__getitems__`` slices a whole batch at once."""
+
+    def __init__(self, src: _Source, pos: np.ndarray):
+        self.x, self.pos = src.x, torch.as_tensor(pos)
+        self.y = torch.as_tensor(src.y)[self.pos]
+        self.rows = torch.as_tensor(src.rows)[self.pos]
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, idx: list[int]) -> list[Batch]:
+        idx_t = torch.as_tensor(idx)
+        return [(self.x[self.pos[idx_t]], self.y[idx_t], self.rows[idx_t])]
+
+
+class _ChunkRows(Dataset):
+    """Rows read from HDF5 in whole chunks: item ``i`` is every wanted row of file chunk ``i``."""
+
+    def __init__(self, src: _Source, pos: np.ndarray, layers: list[int], position: int, stats: Any):
+        self.ff, self.layers, self.position = src.ff, layers, position
+        self.mean, self.std = stats if stats is not None else (None, None)
+        rows, y = src.rows[pos], src.y[pos]
+        chunk = src.ff.file["hidden"].chunks[0] if src.ff.file["hidden"].chunks else 256
+        block = rows // chunk
+        self.blocks = []
+        for b in np.unique(block):
+            sel = block == b
+            self.blocks.append(
+                (int(b) * chunk, int(min((b + 1) * chunk, src.ff.num_rows)), rows[sel], y[sel])
+            )
+        src.ff.close()  # reopened lazily in each process
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> Batch:
+        start, stop, rows, y = self.blocks[i]
+        ds = self.ff.file["hidden"]
+        x = np.stack([ds[start:stop, layer, self.position] for layer in self.layers], axis=1)
+        x = x[rows - start].astype(np.float32)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
+
+
+def cat_batches(parts: list[Batch]) -> Batch:
+    """Collate: concatenate ``(x, y, rows)`` parts into one batch."""
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(t) for t in zip(*parts, strict=False))  # type: ignore[return-value]
+
+
+def _check_finite(x: np.ndarray, path: Any, layer: int) -> None:
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))
+        raise ProbingError(
+            f"{path} has NaN/inf activations at layer {layer} in {len(bad)} row(s) (first rows {bad[:5].tolist()}); "
+            "re-extract it (with --storage_dtype float32 if float16 overflowed) or drop the layer with --data.layers"
+        )
+
+
+def _moments(
+    x: torch.Tensor, rows: np.ndarray, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std ``[L, D]`` over ``rows`` of ``x [N, L, D]`` in float64, without copying the block."""
+    rows_t = torch.as_tensor(rows)
+    total = torch.zeros(x.shape[1:], dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    for start in range(0, len(rows_t), chunk):
+        part = x[rows_t[start : start + chunk]].double()
+        total += part.sum(0)
+        sq += (part * part).sum(0)
+    n = max(len(rows_t), 1)
+    mean = total / n
+    var = (sq / n - mean * mean).clamp_min(0)
+    std = var.sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean.float(), std.float()

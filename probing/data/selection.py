@@ -1,0 +1,142 @@
+"""Which layers, classes and rows a data module uses: layer specs, class resolution, stratified splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from probing.errors import ProbingError
+
+
+def parse_layers(
+    spec: str | int | Sequence[int], num_layers: int, option: str = "--data.layers"
+) -> list[int]:
+    """Absolute layer indices from ``all``, an int, a list, ``"a,b,c"`` or a range ``"start:stop[:step]"``.
+
+    Ranges follow Python slicing (stop excluded); negative indices count from the last layer.
+    """
+    hint = f"{option} takes 'all', an index, a list [i, j, ...] or a range 'start:stop[:step]'"
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower() == "all":
+            return list(range(num_layers))
+        try:
+            if ":" in text:
+                parts = [int(p) if p.strip() else None for p in text.split(":")]
+                if len(parts) > 3:
+                    raise ValueError
+                chosen = list(range(num_layers))[slice(*parts)]
+                if not chosen:
+                    raise ProbingError(f"{option}={spec!r} selects no layer of 0..{num_layers - 1}")
+                return chosen
+            spec = [int(p) for p in text.replace("[", "").replace("]", "").split(",") if p.strip()]
+        except ValueError:
+            raise ProbingError(f"cannot read {option}={spec!r}; {hint}") from None
+    if isinstance(spec, int):
+        spec = [spec]
+    out = []
+    for layer in spec:
+        if not -num_layers <= int(layer) < num_layers:
+            raise ProbingError(
+                f"{option}: layer {layer} is out of range; the feature file has layers 0..{num_layers - 1} "
+                "(0 = embeddings)"
+            )
+        out.append(int(layer) % num_layers)
+    if not out:
+        raise ProbingError(f"{option} is empty; {hint}")
+    if len(set(out)) != len(out):
+        raise ProbingError(f"{option} lists a layer twice: {out}")
+    return out
+
+
+def resolve_classes(
+    label_names: Sequence[str],
+    present: Sequence[str],
+    classes: Sequence[str] | None,
+    class_map: dict[str, str] | None,
+    known: Sequence[str] = (),
+) -> list[str]:
+    """The selected class names (order = class index) after mapping; checks the options."""
+    class_map = dict(class_map or {})
+    unknown = sorted(set(class_map) - set(label_names) - set(known))
+    if unknown:
+        raise ProbingError(
+            f"--data.class_map maps {unknown}, which are not classes of the feature file "
+            f"(its classes: {list(label_names)})"
+        )
+    mapped_present = list(dict.fromkeys(class_map.get(n, n) for n in present))
+    if classes is None:
+        chosen = mapped_present
+    else:
+        chosen = list(classes)
+        if len(set(chosen)) != len(chosen):
+            raise ProbingError(f"--data.classes lists a class twice: {chosen}")
+        mapped_all = {class_map.get(n, n) for n in (*label_names, *known)}
+        for name in chosen:
+            if name not in mapped_all:
+                raise ProbingError(
+                    f"--data.classes has {name!r}, which is not a class of the feature file (its classes: "
+                    f"{list(label_names)}; merge classes with --data.class_map)"
+                )
+            if name not in mapped_present:
+                raise ProbingError(
+                    f"--data.classes has {name!r} but the training feature file has no rows of it; "
+                    "drop it or map another class onto it with --data.class_map"
+                )
+    if len([c for c in chosen if c in mapped_present]) < 2:
+        raise ProbingError(
+            f"--data.classes selects {chosen} but a probe needs rows of at least two classes "
+            f"(the file has rows of {mapped_present})"
+        )
+    return chosen
+
+
+def class_indices(
+    label: np.ndarray, label_names: Sequence[str], classes: Sequence[str], class_map: dict
+) -> np.ndarray:
+    """Class index per row (``-1`` for rows outside the selection)."""
+    lookup = np.array(
+        [
+            classes.index(class_map.get(n, n)) if class_map.get(n, n) in classes else -1
+            for n in label_names
+        ]
+        + [-1],
+        dtype=np.int64,
+    )
+    label = np.asarray(label, dtype=np.int64)
+    label = np.where((label >= 0) & (label < len(label_names)), label, len(label_names))
+    return lookup[label]
+
+
+def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split row positions into parts with the given fractions, per class, shuffled with ``seed``."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    cum = np.cumsum(fractions)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        bounds = np.round(cum * len(idx)).astype(int)
+        bounds[-1] = len(idx)
+        start = 0
+        for k, stop in enumerate(bounds):
+            parts[k].append(idx[start:stop])
+            start = stop
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+
+
+def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
+    split = tuple(float(s) for s in split)
+    if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
+        raise ProbingError(
+            f"--data.split must be three non-negative fractions summing to 1, got {list(split)}"
+        )
+    if split[0] <= 0:
+        raise ProbingError(f"--data.split={list(split)} has no training fraction")
+    return split  # type: ignore[return-value]
+
+
+def _layers_text(layers: list[int]) -> str:
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))
