@@ -161,7 +161,8 @@ def test_float16_overflow_is_refused(tmp_path):
 
     with pytest.raises(ProbingError, match="storage_dtype float32"):
         run(tmp_path, lm, name="o.h5", storage_dtype="float16")
-    with h5py.File(tmp_path / "o.h5") as f:
+    assert not (tmp_path / "o.h5").exists()  # finished files appear only when complete
+    with h5py.File(tmp_path / "o.h5.partial") as f:
         assert not f.attrs["complete"]
 
 
