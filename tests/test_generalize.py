@@ -212,11 +212,11 @@ def test_fit_writes_per_source_metrics_for_held_out_sources(tmp_path, monkeypatc
 
     monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
     h5 = spurious_file(tmp_path / "f.h5")
     linear = str(Path(__file__).resolve().parents[1] / "configs" / "probe" / "linear.yaml")
     argv = ["fit", "--config", linear, "--data.path", str(h5), "--trainer.max_epochs", "3",
             "--data.holdout_sources", "[harm_styled]", "--data.in_memory", in_memory,
+            "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
     assert main(argv) == 0
     (path,) = (tmp_path / "runs").rglob("per_source_metrics.csv")
@@ -252,3 +252,6 @@ def test_generalize_logs_a_wandb_table_offline(tmp_path, monkeypatch):
     assert main(argv) == 0
     tables = list(out.rglob("generalization_*.table.json"))
     assert tables, sorted(p.name for p in out.rglob("*"))[:20]
+    import wandb
+
+    wandb.teardown()  # the next test's WandbLogger starts its own W&B service
