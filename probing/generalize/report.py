@@ -101,14 +101,14 @@ def conclusion(summary: Sequence[dict[str, Any]], probe: str) -> str:
     """A plain sentence on where in-distribution and cross-source results part."""
     if not summary or all(math.isnan(s["cross_accuracy"]) for s in summary):
         return f"{probe}: no cross-source result (every fold was skipped)."
-    high = [s["layer"] for s in summary if s["in_accuracy"] >= 0.95]
+    high = [s["layer"] for s in summary if s["in_auroc"] >= 0.95]
     best = max(
         summary, key=lambda s: -1 if math.isnan(s["cross_accuracy"]) else s["cross_accuracy"]
     )
     parted = parted_layers(summary)
     first = f"from layer {high[0]}" if high else "at no layer"
     return (
-        f"{probe}: in-distribution accuracy reaches 0.95 {first}; mean cross-source accuracy is best "
+        f"{probe}: in-distribution AUROC reaches 0.95 {first}; mean cross-source accuracy is best "
         f"at layer {best['layer']} ({best['cross_accuracy']:.3f}, worst held-out source "
         f"{best['worst_source']} {best['worst_accuracy']:.3f}); the two part (gap > {GAP}) at layers "
         f"{_ranges(parted)}."
