@@ -128,3 +128,32 @@ def test_paper_data_loads(shared_data):
     mal = load_source(PromptSource(path=str(shared_data / "advbench_plus_malicious.csv")))
     normal = load_source(PromptSource(path=str(shared_data / "normal_prompts.csv")))
     assert len(mal) == 966 and len(normal) == 500
+
+
+def test_where_keeps_rows_by_metadata_and_names_sources():
+    from probing.prompts.sources import source_names
+
+    questions = load_source(PromptSource(path="malicious", where={"form": "question"}))
+    assert len(questions) >= 100 and all(q.rstrip().endswith("?") for q in questions)
+    twins = load_source(PromptSource(path="contrast", where={"mirrors": ["drugs", "weapons"]}))
+    assert 40 <= len(twins) <= 100
+    names = source_names(
+        [
+            PromptSource(path="malicious", where={"form": "question"}),
+            PromptSource(path="malicious", jailbreak=True),
+            PromptSource(path="malicious", jailbreak=True),
+            {"path": "data/x.csv", "name": "mine"},
+            "older-file-source",
+        ]
+    )
+    assert names == [
+        "malicious[form=question]",
+        "malicious+jailbreak",
+        "malicious+jailbreak#2",
+        "mine",
+        "older-file-source",
+    ]
+    with pytest.raises(ProbingError, match="no column 'nope'"):
+        load_source(PromptSource(path="normal", where={"nope": "x"}))
+    with pytest.raises(ProbingError, match="no row matches"):
+        load_source(PromptSource(path="normal", where={"form": "sonnet"}))

@@ -86,7 +86,7 @@ class PromptSource:
         return Path(self.path.removeprefix("hf:")).stem
 
     @property
-    def default_name(self) -> str:
+    def source_name(self) -> str:
         if self.name:
             return self.name
         base = self.path if self.path in BUILTIN_SETS else Path(self.path.removeprefix("hf:")).stem
@@ -108,9 +108,9 @@ def source_names(sources: list[PromptSource] | list[dict[str, Any]] | list[str])
         elif isinstance(src, dict):
             known = {f.name for f in dataclasses.fields(PromptSource)}
             src = PromptSource(**{k: v for k, v in src.items() if k in known})
-        name, n = src.default_name, 2
+        name, n = src.source_name, 2
         while name in names:
-            name, n = f"{src.default_name}#{n}", n + 1
+            name, n = f"{src.source_name}#{n}", n + 1
         names.append(name)
     return names
 
