@@ -31,8 +31,9 @@ from probing.monitor import (
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from probing.monitor.calibrate import STORE_NAME, calibrate_probe
+from probing.monitor.calibrate import STORE_NAME
 from probing.monitor.cli import MonitorConfig, build_parser, monitor, parse, run
+from probing.monitor.labelled import calibrate_probe
 from probing.probes import LinearMLPProbe
 from probing.prompts import PromptSource, load_prompts
 
@@ -325,7 +326,7 @@ def test_calibration_is_stored_and_reused(setup, monkeypatch):
     probe = load_probe(setup["tri"])
     scorer = Scorer(tuple(probe.class_names))
     first = calibrate_probe(probe, scorer, 0.05)
-    import probing.monitor.calibrate as cal_mod
+    import probing.monitor.labelled as cal_mod
 
     monkeypatch.setattr(cal_mod, "labelled_probs", lambda *a, **k: pytest.fail("recomputed"))
     assert calibrate_probe(probe, scorer, 0.05).thresholds == first.thresholds

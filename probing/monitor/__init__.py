@@ -6,13 +6,12 @@ from probing.monitor.calibrate import (
     Calibration,
     Scorer,
     auroc,
-    calibrate_probe,
     calibrate_scores,
     evaluate,
-    feature_probs,
     threshold_at_fpr,
     tpr_at_fpr,
 )
+from probing.monitor.labelled import calibrate_probe, feature_probs
 from probing.monitor.screen import (
     DEFAULT_REFUSAL,
     Guarded,

@@ -19,15 +19,17 @@ from probing.models.load import LoadedModel, load_model
 from probing.monitor.calibrate import (
     EVAL_FPRS,
     Scorer,
-    calibrate_probe,
     check_fpr,
     check_threshold,
+    evaluate,
+    rates,
+)
+from probing.monitor.labelled import (
+    calibrate_probe,
     choose_layer_cross_source,
     default_split,
-    evaluate,
     is_feature_file,
     labelled_probs,
-    rates,
 )
 from probing.monitor.screen import (
     DEFAULT_REFUSAL,
