@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probing.data.datamodule import class_indices, parse_layers
+from probing.data.datamodule import class_indices, parse_layers, stratified_split
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 
@@ -139,17 +139,6 @@ def split_rows(
     y: np.ndarray, source: np.ndarray, rows: np.ndarray, fractions: Sequence[float], seed: int
 ) -> list[np.ndarray]:
     """Split ``rows`` into parts with ``fractions``, stratified by (source, class)."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    cum = np.cumsum(fractions)
-    strata = {(source[r], int(y[r])) for r in rows}
-    for key in sorted(strata, key=str):
-        idx = rows[(source[rows] == key[0]) & (y[rows] == key[1])]
-        idx = rng.permutation(idx)
-        bounds = np.round(cum * len(idx)).astype(int)
-        bounds[-1] = len(idx)
-        start = 0
-        for k, stop in enumerate(bounds):
-            parts[k].append(idx[start:stop])
-            start = stop
-    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+    strata = np.asarray([f"{source[r]}\0{int(y[r])}" for r in rows], dtype=object)
+    _, ids = np.unique(strata, return_inverse=True)
+    return [rows[part] for part in stratified_split(ids, fractions, seed)]
