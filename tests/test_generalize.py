@@ -255,3 +255,11 @@ def test_generalize_logs_a_wandb_table_offline(tmp_path, monkeypatch):
     import wandb
 
     wandb.teardown()  # the next test's WandbLogger starts its own W&B service
+
+
+def test_features_take_several_files_shell_style(tmp_path):
+    from probing.generalize.cli import parse
+
+    assert parse(["--features", "a.h5", "b.h5", "--output", "o"]).features == ["a.h5", "b.h5"]
+    assert parse(["--features", "[a.h5, b.h5]"]).features == ["a.h5", "b.h5"]
+    assert parse(["--output", "o", "--features", "a.h5"]).features == ["a.h5"]

@@ -6,6 +6,7 @@ flagged_rate, rows, positives, threshold``), ``generalization.png`` and ``genera
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,8 +158,30 @@ def _log_wandb(cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path) -> 
         run.finish()
 
 
+def _feature_list(argv: list[str]) -> list[str]:
+    """``--features A B C`` (shell style) → ``--features '["A", "B", "C"]'``; a YAML list stays as is."""
+    out, i = [], 0
+    while i < len(argv):
+        if (
+            argv[i] == "--features"
+            and i + 1 < len(argv)
+            and not argv[i + 1].lstrip().startswith("[")
+        ):
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("-"):
+                j += 1
+            out += ["--features", json.dumps(argv[i + 1 : j])]
+            i = j
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def parse(argv: list[str]) -> GeneralizeConfig:
-    return parse_config(GeneralizeConfig, argv, "probing generalize", DESCRIPTION)
+    return parse_config(
+        GeneralizeConfig, _feature_list(list(argv)), "probing generalize", DESCRIPTION
+    )
 
 
 def run(argv: list[str]) -> int:
