@@ -65,9 +65,9 @@ LOCAL_PROBING = {
     ("probing.lens.cli", "probing.features.store"),
     ("probing.monitor.labelled", "probing.data"),
     ("probing.monitor.labelled", "probing.prompts.sources"),
-    ("probing.monitor.screen", "probing.data"),
+    ("probing.monitor.probe", "probing.data"),
+    ("probing.monitor.probe", "probing.probes.module"),
     ("probing.monitor.screen", "probing.generation.generate"),
-    ("probing.monitor.screen", "probing.probes.module"),
     ("probing.probes.module", "probing.features.identity"),
 }
 

@@ -145,7 +145,7 @@ def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
     from probing.data import ActivationDataModule
     from probing.monitor import load_probe
     from probing.monitor.cli import MonitorConfig, monitor
-    from probing.monitor.screen import choose_layer
+    from probing.monitor.probe import choose_layer
     from probing.probes import LinearProbe
 
     L.seed_everything(0)

@@ -167,7 +167,7 @@ def test_full_batch_linear_probe_equals_sklearn_logistic_regression(synthetic, c
 
 
 def test_full_batch_mlp_stops_early_and_checkpoints_load(synthetic, tmp_path):
-    from probing.monitor.screen import load_probe
+    from probing.monitor.probe import load_probe
     from probing.probes.module import load_probe_checkpoint
 
     L.seed_everything(0, verbose=False)

@@ -12,18 +12,8 @@ from probing.monitor.calibrate import (
     tpr_at_fpr,
 )
 from probing.monitor.labelled import calibrate_probe, feature_probs
-from probing.monitor.screen import (
-    DEFAULT_REFUSAL,
-    Guarded,
-    LoadedProbe,
-    Screener,
-    Screening,
-    check_model,
-    choose_layer,
-    guarded_generate,
-    load_probe,
-    model_config,
-)
+from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe, model_config
+from probing.monitor.screen import DEFAULT_REFUSAL, Guarded, Screener, Screening, guarded_generate
 
 __all__ = [
     "DEFAULT_REFUSAL",

@@ -31,18 +31,8 @@ from probing.monitor.labelled import (
     is_feature_file,
     labelled_probs,
 )
-from probing.monitor.screen import (
-    DEFAULT_REFUSAL,
-    Guarded,
-    LoadedProbe,
-    Screener,
-    Screening,
-    check_model,
-    choose_layer,
-    guarded_generate,
-    load_probe,
-    model_config,
-)
+from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe, model_config
+from probing.monitor.screen import DEFAULT_REFUSAL, Guarded, Screener, Screening, guarded_generate
 from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from probing.monitor.calibrate import (
 from probing.probes.rates import check_fpr
 
 if TYPE_CHECKING:
-    from probing.monitor.screen import LoadedProbe, Screener
+    from probing.monitor.probe import LoadedProbe
+    from probing.monitor.screen import Screener
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,307 @@
+"""A trained probe for the monitor: its checkpoint (loaded safely, with its standardisation and the
+identity of its training features), the layer to screen at, and the model it belongs to (checked)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probing.errors import ProbingError
+from probing.features.store import read_meta
+from probing.models.load import LoadedModel, ModelConfig
+from probing.monitor.calibrate import file_sha256
+
+log = logging.getLogger(__name__)
+
+# What identifies the features a probe was trained on (checked against the loaded model).
+FEATURE_META_KEYS = (
+    "model", "gguf_sha256", "model_revision", "template", "system_prompt", "positions",
+    "hidden_size", "num_layers",
+)  # fmt: skip
+# Extra keys read from the feature file when the checkpoint records no ``feature_meta``.
+EXTRA_META_KEYS = ("dtype", "num_positions", "config", "label_names", "architecture")
+PROBE_CLASSES = {
+    ("linear",): "probing.probes.LinearProbe",
+    ("mlp",): "probing.probes.MLPProbe",
+    ("linear", "mlp"): "probing.probes.LinearMLPProbe",
+}
+
+
+# -- the probe checkpoint ---------------------------------------------------------------------------
+@dataclass
+class LoadedProbe:
+    """A trained probe module with what the monitor needs to apply it to live hidden states."""
+
+    module: Any  # probing.probes.ProbeModule
+    probe: str
+    path: Path
+    sha256: str
+    layers: list[int]
+    class_names: list[str]
+    feature_meta: dict[str, Any]
+    data_hparams: dict[str, Any] = field(default_factory=dict)
+    val_results: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    data_path: Path | None = None
+
+    @property
+    def position(self) -> int:
+        return int(self.data_hparams.get("position", -1))
+
+    @property
+    def class_map(self) -> dict[str, str]:
+        return dict(self.data_hparams.get("class_map") or {})
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.module.hparams.hidden_size)
+
+    def column(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise ProbingError(
+                f"--layer {layer} is not probed by {self.path.name}; it probes layers "
+                f"{_layers_text(self.layers)} (0 = embeddings)"
+            )
+        return self.layers.index(layer)
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, L_sel, C]`` of raw (unstandardised) activations ``[B, L_sel, D]``."""
+        x = x.to(torch.float32)
+        if hasattr(self.module, "raw_logits"):
+            logits = self.module.raw_logits(x)[self.probe]
+        else:  # before the lead's raw_logits: same standardisation, then the heads
+            logits = self.module((x - self.module.input_mean) / self.module.input_std)[self.probe]
+        return logits.float().softmax(-1)
+
+
+def _resolve_data_path(value: str | None, ckpt: Path) -> Path | None:
+    """The training feature file: as recorded, else relative to a folder above the checkpoint."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        for parent in ckpt.resolve().parents:
+            if (parent / path).is_file():
+                return parent / path
+    return None
+
+
+def _probe_class(hp: dict[str, Any], state: dict[str, Any]) -> type:
+    target = hp.get("_class_path")
+    if not target:
+        heads = tuple(sorted({k.split(".")[1] for k in state if k.startswith("heads.")}))
+        target = PROBE_CLASSES.get(heads)
+        if target is None:
+            raise ProbingError(f"cannot tell the probe class from its heads {heads}")
+    from probing.probes.module import probe_class
+
+    # allow-listed probe classes only: nothing named in a file is imported
+    return probe_class(target)
+
+
+def _init_kwargs(cls: type, hp: dict[str, Any]) -> dict[str, Any]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names |= set(inspect.signature(init).parameters)
+        if klass.__name__ == "ProbeModule":
+            break
+    return {k: v for k, v in hp.items() if k in names and not k.startswith("_")}
+
+
+def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe:
+    """Load a probe checkpoint of ``probing fit`` (any probe class) on CPU, in eval mode."""
+    from probing.probes.module import read_checkpoint
+
+    path = Path(ckpt).expanduser()
+    raw = read_checkpoint(path, "--ckpt")  # weights_only: tensors and plain data, no pickled code
+    if not isinstance(raw, dict) or "hyper_parameters" not in raw or "state_dict" not in raw:
+        raise ProbingError(f"--ckpt {path} is not a probe checkpoint of `probing fit`")
+    hp, state = dict(raw["hyper_parameters"]), dict(raw["state_dict"])
+    cls = _probe_class(hp, state)
+    module = cls(**_init_kwargs(cls, hp))
+    data_hp = dict(raw.get("datamodule_hyper_parameters") or {})
+    data_path = _resolve_data_path(data_hp.get("path"), path)
+    stats = {k: state.pop(k) for k in ("input_mean", "input_std") if k in state}
+    if not hasattr(module, "input_mean"):  # older module.py: register the buffers here
+        n, d = len(module.layers), int(hp["hidden_size"])
+        module.register_buffer("input_mean", torch.zeros(n, d))
+        module.register_buffer("input_std", torch.ones(n, d))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in ("input_mean", "input_std")]
+    if missing or unexpected:
+        raise ProbingError(
+            f"--ckpt {path} does not fit {cls.__name__}: missing {missing}, unexpected {unexpected}"
+        )
+    if len(stats) == 2:
+        module.input_mean.copy_(stats["input_mean"])
+        module.input_std.copy_(stats["input_std"])
+    else:
+        _recompute_stats(module, data_hp, data_path, path)
+    module.eval()
+    names = list(module.heads)
+    if probe is None:
+        probe = names[0]
+        if len(names) > 1:
+            log.info("%s holds probes %s; using %r (choose with --probe)", path.name, names, probe)
+    elif probe not in names:
+        raise ProbingError(f"--probe {probe!r} is not in {path.name}; it holds {names}")
+    return LoadedProbe(
+        module=module,
+        probe=probe,
+        path=path,
+        sha256=file_sha256(path),
+        layers=list(module.layers),
+        class_names=list(module.class_names),
+        feature_meta=_feature_meta(hp, data_path, path),
+        data_hparams=data_hp,
+        val_results=dict(raw.get("probe_val_results") or {}),
+        data_path=data_path,
+    )
+
+
+def _recompute_stats(module: Any, data_hp: dict, data_path: Path | None, ckpt: Path) -> None:
+    """Checkpoints without ``input_mean``/``input_std``: the data module's train statistics again."""
+    if not data_hp.get("standardize", True):
+        return  # zeros and ones already
+    if data_path is None:
+        raise ProbingError(
+            f"--ckpt {ckpt} holds no input standardisation (input_mean/input_std) and its training "
+            f"feature file {data_hp.get('path')!r} is not found; retrain with this probing version or "
+            "run from the folder training ran in"
+        )
+    from probing.data import ActivationDataModule
+
+    log.warning(
+        "%s holds no input_mean/input_std; recomputing the train standardisation from %s",
+        ckpt.name,
+        data_path,
+    )
+    dm = ActivationDataModule(**{**data_hp, "path": str(data_path), "test_path": None})
+    dm.setup()
+    if dm.stats is None:
+        return
+    module.input_mean.copy_(torch.from_numpy(dm.stats[0]))
+    module.input_std.copy_(torch.from_numpy(dm.stats[1]))
+
+
+def _feature_meta(hp: dict[str, Any], data_path: Path | None, ckpt: Path) -> dict[str, Any]:
+    meta = dict(hp.get("feature_meta") or {})
+    if data_path is not None:
+        file_meta = read_meta(data_path)
+        for key in (*FEATURE_META_KEYS, *EXTRA_META_KEYS):
+            if key not in meta and key in file_meta:
+                meta[key] = file_meta[key]
+    missing = [k for k in ("model", "hidden_size", "num_layers", "template") if k not in meta]
+    if missing:
+        raise ProbingError(
+            f"--ckpt {ckpt} records no feature_meta {missing} and its training feature file is not "
+            "found; the model and prompt template cannot be checked"
+        )
+    return meta
+
+
+# -- choosing the layer -------------------------------------------------------------------------------
+def choose_layer(probe: LoadedProbe, spec: str | int = "auto", tolerance: float = 0.005) -> int:
+    """``spec`` as a layer index, or ``auto``: the earliest probed layer whose validation accuracy is
+    within ``tolerance`` (0.005 = half a point) of the best one (``tolerance=0``: the recorded best)."""
+    if isinstance(spec, str) and spec.strip().lower() != "auto":
+        try:
+            spec = int(spec)
+        except ValueError:
+            raise ProbingError(f"--layer takes 'auto' or a layer index, got {spec!r}") from None
+    if isinstance(spec, int):
+        probe.column(spec)
+        return spec
+    if not 0 <= tolerance < 1:
+        raise ProbingError(f"--auto_tolerance must be in [0, 1), got {tolerance}")
+    acc = probe.val_results.get(probe.probe, {}).get("accuracy")
+    if not acc:
+        raise ProbingError(
+            f"--layer auto needs the validation accuracy per layer, which {probe.path.name} does not "
+            "record (trained without a validation split?); give --layer N"
+        )
+    clean = [a if a is not None and not math.isnan(a) else -math.inf for a in acc]
+    best = max(clean)
+    ok = [layer for layer, a in zip(probe.layers, clean, strict=True) if a >= best - tolerance]
+    layer = min(ok)
+    log.info(
+        "--layer auto: layer %d (val accuracy %.4f; best %.4f; earliest within %.4f)",
+        layer,
+        clean[probe.layers.index(layer)],
+        best,
+        tolerance,
+    )
+    return layer
+
+
+# -- the model --------------------------------------------------------------------------------------
+def model_config(
+    probe: LoadedProbe,
+    name: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+) -> ModelConfig:
+    """The model the probe's features came from (``name`` overrides where it is loaded from).
+
+    ``trust_remote_code`` comes from the command line only, never from the feature file.
+    """
+    meta = probe.feature_meta
+    base = dict((meta.get("config") or {}).get("model") or {})
+    fields = set(ModelConfig.__dataclass_fields__)
+    cfg = ModelConfig(**{k: v for k, v in base.items() if k in fields})
+    cfg.name = name or meta["model"]
+    if name and name != meta["model"]:
+        cfg.gguf_file = None
+    cfg.revision = cfg.revision or meta.get("model_revision") or None
+    cfg.dtype = dtype or base.get("dtype") or meta.get("dtype") or "float32"
+    cfg.device = device
+    cfg.trust_remote_code = trust_remote_code
+    return cfg
+
+
+def check_model(probe: LoadedProbe, lm: LoadedModel) -> None:
+    """Refuse a model other than the one the probe's features came from."""
+    meta = probe.feature_meta
+    hidden = int(lm.model.config.hidden_size)
+    want = {
+        "hidden_size": (int(meta["hidden_size"]), hidden),
+        "num_layers": (int(meta["num_layers"]), lm.parts.num_layers),
+    }
+    if probe.hidden_size != hidden:
+        want["hidden_size"] = (probe.hidden_size, hidden)
+    sha_a, sha_b = meta.get("gguf_sha256") or "", lm.meta.get("gguf_sha256") or ""
+    rev_a, rev_b = meta.get("model_revision") or "", lm.meta.get("model_revision") or ""
+    if sha_a and sha_b:
+        same_model = sha_a == sha_b
+    else:
+        same_model = meta["model"] == lm.meta.get("model") and (
+            not rev_a or not rev_b or rev_a == rev_b
+        )
+    bad = [k for k, (a, b) in want.items() if a != b]
+    if bad or not same_model:
+        found = ", ".join(f"{k} {b}" for k, (_, b) in want.items())
+        expected = ", ".join(f"{k} {a}" for k, (a, _) in want.items())
+        raise ProbingError(
+            f"--ckpt {probe.path.name} was trained on features of model {meta['model']!r} "
+            f"({expected}{', gguf ' + sha_a[:12] if sha_a else ''}) but the model given is "
+            f"{lm.meta.get('model')!r} ({found}{', gguf ' + sha_b[:12] if sha_b else ''}); use a "
+            "checkpoint trained on this model's features, or load its model (--model.name)"
+        )
+
+
+def _layers_text(layers: list[int]) -> str:
+    if layers and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))
