@@ -157,7 +157,7 @@ def probing_side(demo: Demo) -> None:
 
     def do_transfer() -> None:
         from probing.features.store import FeatureFile
-        from probing.probes.module import load_probe_checkpoint
+        from probing.probes.checkpoint import load_probe_checkpoint
         from probing.probes.transfer import flagged_share, write
 
         ckpt = [p for p in (demo.out / "probes").rglob("*.ckpt") if p.name != "last.ckpt"]

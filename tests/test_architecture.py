@@ -52,7 +52,7 @@ LOCAL_PROBING = {
     ("probing.demo", "probing.lens.cli"),
     ("probing.demo", "probing.models"),
     ("probing.demo", "probing.probes.weak"),
-    ("probing.demo", "probing.probes.module"),
+    ("probing.demo", "probing.probes.checkpoint"),
     ("probing.demo", "probing.probes.transfer"),
     ("probing.demo", "probing.prompts"),
     ("probing.demo", "probing.training.cli"),
@@ -60,15 +60,15 @@ LOCAL_PROBING = {
     ("probing.grafting.callback", "probing.models.load"),
     ("probing.generalize.cli", "probing.probes.wandb_utils"),
     ("probing.grafting.run", "probing.lens.emotions"),
-    ("probing.grafting.run", "probing.probes.module"),
+    ("probing.grafting.run", "probing.probes.checkpoint"),
     ("probing.lens.analysis", "probing.models.load"),
     ("probing.lens.cli", "probing.features.store"),
     ("probing.monitor.labelled", "probing.data"),
     ("probing.monitor.labelled", "probing.prompts.sources"),
     ("probing.monitor.probe", "probing.data"),
-    ("probing.monitor.probe", "probing.probes.module"),
+    ("probing.monitor.probe", "probing.probes.checkpoint"),
     ("probing.monitor.screen", "probing.generation.generate"),
-    ("probing.probes.module", "probing.features.identity"),
+    ("probing.probes.checkpoint", "probing.features.identity"),
 }
 
 # Drivers (argv in, files out) sit above the library: no library module imports one. Known

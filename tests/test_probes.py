@@ -168,7 +168,7 @@ def test_full_batch_linear_probe_equals_sklearn_logistic_regression(synthetic, c
 
 def test_full_batch_mlp_stops_early_and_checkpoints_load(synthetic, tmp_path):
     from probing.monitor.probe import load_probe
-    from probing.probes.module import load_probe_checkpoint
+    from probing.probes.checkpoint import load_probe_checkpoint
 
     L.seed_everything(0, verbose=False)
     dm = ActivationDataModule(str(synthetic), batch_size="full")

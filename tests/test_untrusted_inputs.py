@@ -19,7 +19,7 @@ from probing.cli import main
 from probing.data import ActivationDataModule
 from probing.errors import ProbingError
 from probing.probes import LinearMLPProbe
-from probing.probes.module import load_probe_checkpoint
+from probing.probes.checkpoint import load_probe_checkpoint
 
 LINEAR = str(Path(__file__).resolve().parents[1] / "configs" / "probe" / "linear.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

@@ -134,7 +134,7 @@ def _check_writable(out: Path) -> None:
 def load_probe(path: str | None, ff: FeatureFile) -> Any:
     if not path:
         return None
-    from probing.probes.module import load_probe_checkpoint
+    from probing.probes.checkpoint import load_probe_checkpoint
 
     return load_probe_checkpoint(path, ff.meta)
 

@@ -102,7 +102,7 @@ def _probe_class(hp: dict[str, Any], state: dict[str, Any]) -> type:
         target = PROBE_CLASSES.get(heads)
         if target is None:
             raise ProbingError(f"cannot tell the probe class from its heads {heads}")
-    from probing.probes.module import probe_class
+    from probing.probes.checkpoint import probe_class
 
     # allow-listed probe classes only: nothing named in a file is imported
     return probe_class(target)
@@ -121,7 +121,7 @@ def _init_kwargs(cls: type, hp: dict[str, Any]) -> dict[str, Any]:
 
 def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe:
     """Load a probe checkpoint of ``probing fit`` (any probe class) on CPU, in eval mode."""
-    from probing.probes.module import read_checkpoint
+    from probing.probes.checkpoint import read_checkpoint
 
     path = Path(ckpt).expanduser()
     raw = read_checkpoint(path, "--ckpt")  # weights_only: tensors and plain data, no pickled code

@@ -17,7 +17,8 @@ import torch
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.plotting import save_figure, subplots
-from probing.probes.module import ProbeModule, check_feature_identity
+from probing.probes.checkpoint import check_feature_identity
+from probing.probes.module import ProbeModule
 
 COLUMNS = ["probe", "layer", "class", "n", "share_flagged"]
 

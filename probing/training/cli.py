@@ -21,7 +21,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from probing.data import ActivationDataModule
 from probing.errors import ProbingError
 from probing.probes import wandb_utils
-from probing.probes.module import ProbeModule, probe_class, read_checkpoint
+from probing.probes.checkpoint import probe_class, read_checkpoint
+from probing.probes.module import ProbeModule
 
 log = logging.getLogger(__name__)
 LINKS = ("num_layers", "hidden_size", "num_classes", "layers", "class_names")

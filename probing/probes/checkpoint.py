@@ -1,0 +1,95 @@
+"""Probe checkpoints read safely: tensors and plain data only (``weights_only``), probe classes from an
+allow-list, and the check that a probe is applied to features of the model and format it was trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probing.errors import ProbingError
+from probing.probes.module import LinearMLPProbe, LinearProbe, MLPProbe, ProbeModule
+
+
+def check_feature_identity(probe: ProbeModule, meta: dict[str, Any], what: str) -> None:
+    """Refuse to apply a probe to activations of another model or format."""
+    from probing.features.identity import identity_mismatch
+
+    diff = identity_mismatch(probe.hparams.get("feature_meta") or {}, meta)
+    if diff is not None:
+        key, mine, theirs = diff
+        raise ProbingError(
+            f"the probe was trained on {key}={mine!r} but {what} has {key}={theirs!r}; use a "
+            "probe trained on features of this model and prompt format"
+        )
+
+
+def read_checkpoint(path: str | Path, option: str = "--ckpt") -> dict[str, Any]:
+    """A checkpoint's contents as tensors and plain data only (``weights_only``: nothing in it runs)."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise ProbingError(f"{option} {path} does not exist; give a checkpoint of `probing fit`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):  # weights_only met a class or function to import and call
+            raise ProbingError(
+                f"{option} {path} holds Python objects other than tensors and plain data; refusing "
+                "to unpickle it (only checkpoints written by `probing fit` are loaded)"
+            ) from None
+        raise ProbingError(f"{option} {path} is not a readable checkpoint (not a pickle)") from None
+    except Exception as err:  # torch raises several kinds for a non-checkpoint file
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ProbingError(f"{option} {path} is not a readable checkpoint ({msg})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ProbingError(f"{option} {path} is not a probe checkpoint of `probing fit`")
+    return ckpt
+
+
+def probe_class(target: str | None, option: str = "--ckpt") -> type[ProbeModule]:
+    """The probe class a checkpoint names, from the allow-list only (a name in a file is never imported)."""
+    allowed = {cls.__name__: cls for cls in (LinearProbe, MLPProbe, LinearMLPProbe)}
+    name = (target or "").rpartition(".")[2]
+    module = (target or "").rpartition(".")[0]
+    if name in allowed and module in ("", "probing.probes", "probing.probes.module"):
+        return allowed[name]
+    raise ProbingError(
+        f"{option} names the probe class {target!r}; only {', '.join(allowed)} (probing.probes) are "
+        "loaded from a checkpoint"
+    )
+
+
+def load_probe_checkpoint(
+    path: str | Path, meta: dict[str, Any] | None = None, what: str = "the data"
+) -> ProbeModule:
+    """A trained probe from its checkpoint (class recorded in it), checked against ``meta``."""
+    import inspect
+
+    path = Path(path)
+    ckpt = read_checkpoint(path, "probe checkpoint")
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    targets = [t for t in (ckpt.get("probe_class"), hp.get("_class_path")) if t]
+    classes = [probe_class(t, f"probe checkpoint {path}") for t in targets] or [LinearProbe]
+    cls = classes[0]
+    names: set[str] = set()
+    for klass in cls.__mro__[: cls.__mro__.index(ProbeModule) + 1]:
+        names |= set(inspect.signature(klass.__init__).parameters)
+    # plain keyword arguments into an allow-listed class; no instantiator or class path from the file
+    try:
+        probe = cls(**{k: v for k, v in hp.items() if k in names and not k.startswith("_")})
+    except TypeError as err:
+        raise ProbingError(f"probe checkpoint {path} is not a probe checkpoint ({err})") from None
+    try:
+        probe.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ProbingError(
+            f"probe checkpoint {path} does not fit {cls.__name__}: {str(err).splitlines()[0]}"
+        ) from None
+    probe.on_load_checkpoint(ckpt)
+    probe.eval()
+    if meta is not None:
+        check_feature_identity(probe, meta, what)
+    return probe
