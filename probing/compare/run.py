@@ -43,7 +43,8 @@ from probing.compare.summary import (
     write_csv,
 )
 from probing.errors import ProbingError
-from probing.features.extract import ExtractConfig, extract, fingerprint, plan_rows
+from probing.features.extract import ExtractConfig, extract
+from probing.features.plan import fingerprint, plan_rows
 from probing.features.store import FeatureFile, read_meta
 from probing.models.load import ModelConfig, load_model, load_tokenizer, model_identity
 from probing.prompts.sources import PromptSource, load_prompts

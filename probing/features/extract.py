@@ -5,20 +5,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from tqdm.auto import tqdm
 
 import probing
 from probing.errors import ProbingError
 from probing.features.activations import ActivationReader, Positions, num_positions
 from probing.features.atomic import WriteLock, partial_path
+from probing.features.plan import Plan, context_length, fingerprint, plan_rows, slice_plan
 from probing.features.shards import (
     all_shards_complete,
     merge_shards,
@@ -27,11 +26,11 @@ from probing.features.shards import (
     shard_from_env,
     shard_path,
 )
-from probing.features.store import FeatureWriter, RowTable, read_meta
+from probing.features.store import FeatureWriter, read_meta
 from probing.models.context import config_context_length, model_context_length
 from probing.models.load import LoadedModel, ModelConfig, load_model, load_tokenizer, model_identity
-from probing.prompts.render import Template, render
-from probing.prompts.sources import PromptSource, load_prompts
+from probing.prompts.render import Template
+from probing.prompts.sources import PromptSource
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +80,6 @@ class ExtractConfig:
     shard: str | None = None
 
 
-@dataclass
-class Plan:
-    """Prompts in processing order with everything the file records about them."""
-
-    rows: RowTable
-    ids: list[list[int]]
-    label_names: list[str]
-    template: str
-    prompt_hash: str
-    skipped: dict[str, int]
-
-
 def _validate(cfg: ExtractConfig) -> None:
     checks = [
         (cfg.batch_size >= 1, f"--batch_size must be >= 1, got {cfg.batch_size}"),
@@ -110,107 +97,6 @@ def _validate(cfg: ExtractConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ProbingError(message)
-
-
-def _context_length(tokenizer: Any, model_length: int | None) -> int:
-    """The model's context length, else the tokenizer's ``model_max_length``, else 4096."""
-    for value in (model_length, getattr(tokenizer, "model_max_length", None)):
-        if isinstance(value, int) and 0 < value < 10**7:
-            return value
-    return 4096
-
-
-def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
-    """Load, render and tokenize the prompts, drop or truncate the unusable ones, sort by length."""
-    prompts, labels, sources, label_names = load_prompts(cfg.prompts)
-    rendered = render(tokenizer, prompts, cfg.template, cfg.system_prompt)
-    limit = min(cfg.max_tokens or context_length, context_length)
-    need = cfg.k if cfg.positions == "last_k" else 1
-    skipped = {"too_long": 0, "too_short": 0}
-    keep: list[int] = []
-    truncated: set[int] = set()
-    ids = rendered.ids
-    for i, seq in enumerate(ids):
-        if len(seq) > limit:
-            if cfg.too_long == "skip":
-                skipped["too_long"] += 1
-                continue
-            ids[i] = seq[-limit:]
-            truncated.add(i)
-        if len(ids[i]) < need:
-            skipped["too_short"] += 1
-            continue
-        keep.append(i)
-    if skipped["too_long"]:
-        log.warning(
-            "skipped %d prompts longer than %d tokens (--too_long truncate keeps them)",
-            skipped["too_long"],
-            limit,
-        )
-    if truncated:
-        log.warning("truncated %d prompts from the left to %d tokens", len(truncated), limit)
-    if skipped["too_short"]:
-        log.warning("skipped %d prompts shorter than --k %d tokens", skipped["too_short"], cfg.k)
-    if not keep:
-        raise ProbingError(
-            f"no prompt is usable (all longer than {limit} tokens or shorter than k); check --max_tokens"
-        )
-    digest = hashlib.sha256()
-    for i in range(len(prompts)):
-        digest.update(json.dumps([rendered.text[i], label_names[labels[i]]]).encode())
-        digest.update(b"\n")
-    order = sorted(keep, key=lambda i: -len(ids[i]))  # stable: ties keep prompt order
-    # a truncated row records the text of the tokens it kept (what the model actually saw)
-    used = {i: tokenizer.decode(ids[i]) for i in order if i in truncated}
-    rows = RowTable(
-        prompt=[prompts[i] for i in order],
-        rendered=[used.get(i, rendered.text[i]) for i in order],
-        label=np.array([labels[i] for i in order], dtype=np.int64),
-        prompt_index=np.array(order, dtype=np.int64),
-        source=np.array([sources[i] for i in order], dtype=np.int64),
-        n_tokens=np.array([len(ids[i]) for i in order], dtype=np.int64),
-        truncated=np.array([i in truncated for i in order], dtype=bool),
-    )
-    return Plan(
-        rows=rows,
-        ids=[ids[i] for i in order],
-        label_names=label_names,
-        template=rendered.template,
-        prompt_hash=digest.hexdigest(),
-        skipped={k: v for k, v in skipped.items() if v},
-    )
-
-
-def slice_plan(plan: Plan, start: int, stop: int) -> Plan:
-    r = plan.rows
-    rows = RowTable(
-        prompt=r.prompt[start:stop],
-        rendered=r.rendered[start:stop],
-        label=r.label[start:stop],
-        prompt_index=r.prompt_index[start:stop],
-        source=r.source[start:stop],
-        n_tokens=r.n_tokens[start:stop],
-        truncated=None if r.truncated is None else r.truncated[start:stop],
-    )
-    return dataclasses.replace(plan, rows=rows, ids=plan.ids[start:stop])
-
-
-def fingerprint(cfg: ExtractConfig, identity: dict[str, Any], plan: Plan) -> str:
-    """Hash of everything that determines the file's content (not batch size or progress)."""
-    content = {
-        "identity": identity,
-        "template": plan.template,
-        "system_prompt": cfg.system_prompt or "",
-        "positions": cfg.positions,
-        "k": cfg.k if cfg.positions == "last_k" else None,
-        "lens_top_k": cfg.lens_top_k,
-        "storage_dtype": cfg.storage_dtype,
-        "max_tokens": cfg.max_tokens,
-        "too_long": cfg.too_long,
-        "prompt_hash": plan.prompt_hash,
-        "format_version": 1,
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _check_existing(
@@ -319,7 +205,7 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
         if lm is not None
         else model_context_length(cfg.model)
     )
-    plan = plan_rows(cfg, tokenizer, _context_length(tokenizer, model_length))
+    plan = plan_rows(cfg, tokenizer, context_length(tokenizer, model_length))
     fp = fingerprint(cfg, identity, plan)
     path, file_fp, extra = Path(cfg.output), fp, {"plan_fingerprint": fp}
     if shard:

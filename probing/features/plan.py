@@ -1,0 +1,136 @@
+"""The extraction plan: prompts rendered, tokenized, length-sorted and checked against the context, and
+the fingerprint of everything that determines a feature file's content."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from probing.errors import ProbingError
+from probing.features.store import RowTable
+from probing.prompts.render import render
+from probing.prompts.sources import load_prompts
+
+if TYPE_CHECKING:
+    from probing.features.extract import ExtractConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """Prompts in processing order with everything the file records about them."""
+
+    rows: RowTable
+    ids: list[list[int]]
+    label_names: list[str]
+    template: str
+    prompt_hash: str
+    skipped: dict[str, int]
+
+
+def context_length(tokenizer: Any, model_length: int | None) -> int:
+    """The model's context length, else the tokenizer's ``model_max_length``, else 4096."""
+    for value in (model_length, getattr(tokenizer, "model_max_length", None)):
+        if isinstance(value, int) and 0 < value < 10**7:
+            return value
+    return 4096
+
+
+def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
+    """Load, render and tokenize the prompts, drop or truncate the unusable ones, sort by length."""
+    prompts, labels, sources, label_names = load_prompts(cfg.prompts)
+    rendered = render(tokenizer, prompts, cfg.template, cfg.system_prompt)
+    limit = min(cfg.max_tokens or context_length, context_length)
+    need = cfg.k if cfg.positions == "last_k" else 1
+    skipped = {"too_long": 0, "too_short": 0}
+    keep: list[int] = []
+    truncated: set[int] = set()
+    ids = rendered.ids
+    for i, seq in enumerate(ids):
+        if len(seq) > limit:
+            if cfg.too_long == "skip":
+                skipped["too_long"] += 1
+                continue
+            ids[i] = seq[-limit:]
+            truncated.add(i)
+        if len(ids[i]) < need:
+            skipped["too_short"] += 1
+            continue
+        keep.append(i)
+    if skipped["too_long"]:
+        log.warning(
+            "skipped %d prompts longer than %d tokens (--too_long truncate keeps them)",
+            skipped["too_long"],
+            limit,
+        )
+    if truncated:
+        log.warning("truncated %d prompts from the left to %d tokens", len(truncated), limit)
+    if skipped["too_short"]:
+        log.warning("skipped %d prompts shorter than --k %d tokens", skipped["too_short"], cfg.k)
+    if not keep:
+        raise ProbingError(
+            f"no prompt is usable (all longer than {limit} tokens or shorter than k); check --max_tokens"
+        )
+    digest = hashlib.sha256()
+    for i in range(len(prompts)):
+        digest.update(json.dumps([rendered.text[i], label_names[labels[i]]]).encode())
+        digest.update(b"\n")
+    order = sorted(keep, key=lambda i: -len(ids[i]))  # stable: ties keep prompt order
+    # a truncated row records the text of the tokens it kept (what the model actually saw)
+    used = {i: tokenizer.decode(ids[i]) for i in order if i in truncated}
+    rows = RowTable(
+        prompt=[prompts[i] for i in order],
+        rendered=[used.get(i, rendered.text[i]) for i in order],
+        label=np.array([labels[i] for i in order], dtype=np.int64),
+        prompt_index=np.array(order, dtype=np.int64),
+        source=np.array([sources[i] for i in order], dtype=np.int64),
+        n_tokens=np.array([len(ids[i]) for i in order], dtype=np.int64),
+        truncated=np.array([i in truncated for i in order], dtype=bool),
+    )
+    return Plan(
+        rows=rows,
+        ids=[ids[i] for i in order],
+        label_names=label_names,
+        template=rendered.template,
+        prompt_hash=digest.hexdigest(),
+        skipped={k: v for k, v in skipped.items() if v},
+    )
+
+
+def slice_plan(plan: Plan, start: int, stop: int) -> Plan:
+    r = plan.rows
+    rows = RowTable(
+        prompt=r.prompt[start:stop],
+        rendered=r.rendered[start:stop],
+        label=r.label[start:stop],
+        prompt_index=r.prompt_index[start:stop],
+        source=r.source[start:stop],
+        n_tokens=r.n_tokens[start:stop],
+        truncated=None if r.truncated is None else r.truncated[start:stop],
+    )
+    return dataclasses.replace(plan, rows=rows, ids=plan.ids[start:stop])
+
+
+def fingerprint(cfg: ExtractConfig, identity: dict[str, Any], plan: Plan) -> str:
+    """Hash of everything that determines the file's content (not batch size or progress)."""
+    content = {
+        "identity": identity,
+        "template": plan.template,
+        "system_prompt": cfg.system_prompt or "",
+        "positions": cfg.positions,
+        "k": cfg.k if cfg.positions == "last_k" else None,
+        "lens_top_k": cfg.lens_top_k,
+        "storage_dtype": cfg.storage_dtype,
+        "max_tokens": cfg.max_tokens,
+        "too_long": cfg.too_long,
+        "prompt_hash": plan.prompt_hash,
+        "format_version": 1,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
