@@ -1,6 +1,6 @@
 """The rows of one or more feature files, grouped by prompt source, as one in-memory block.
 
-Every file must come from the same model and extraction settings (the identity keys below). Each row keeps
+Every file must come from the same model and extraction settings (``probing.features.identity``). Each row keeps
 its prompt source's name (``probing info`` lists them); a name used in two files is qualified with the
 file's stem (``stem:name``). Labels are mapped through ``class_map`` and must fall in ``classes`` (binary:
 the first is the negative class, the second the harmful one); rows of other classes are dropped.
@@ -19,19 +19,10 @@ import torch
 
 from probing.data.datamodule import class_indices, parse_layers, stratified_split
 from probing.errors import ProbingError
+from probing.features.identity import identity_mismatch
 from probing.features.store import FeatureFile
 
 log = logging.getLogger(__name__)
-
-IDENTITY_KEYS = (
-    "model",
-    "gguf_sha256",
-    "hidden_size",
-    "num_layers",
-    "template",
-    "system_prompt",
-    "positions",
-)
 
 
 @dataclass
@@ -53,15 +44,16 @@ class SourceBlock:
 
 
 def check_same_extraction(files: Sequence[FeatureFile]) -> None:
+    """Every file from the first one's model and prompt format (the one identity rule)."""
     first = files[0]
     for ff in files[1:]:
-        for key in IDENTITY_KEYS:
-            a, b = first.meta.get(key, ""), ff.meta.get(key, "")
-            if a != b:
-                raise ProbingError(
-                    f"--features: {ff.path} comes from another model or extraction than {first.path} "
-                    f"({key}={b!r} there, {a!r} here); give files of one model and settings"
-                )
+        diff = identity_mismatch(first.meta, ff.meta)
+        if diff is not None:
+            key, a, b = diff
+            raise ProbingError(
+                f"--features: {ff.path} comes from another model or extraction than {first.path} "
+                f"({key}={b!r} there, {a!r} here); give files of one model and settings"
+            )
 
 
 def load_block(
