@@ -123,7 +123,8 @@ def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, titl
         squeeze=False,
     )  # fmt: skip
     for ax, probe in zip(axes[:, 0], probes, strict=True):
-        keys: list[tuple[str, str]] = []
+        # one row per held-out test (the in-distribution parts of all folds averaged), one column per layer
+        cells: dict[tuple[str, str], dict[int, list[float]]] = {}
         for r in rows:
             if r["probe"] == probe:
                 key = (
@@ -131,21 +132,9 @@ def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, titl
                     if r["split"] == "in_distribution"
                     else (r["test"], r["train"])
                 )
-                if key not in keys:
-                    keys.append(key)
-        grid = np.full((len(keys), len(layers)), np.nan)
-        counts = np.zeros_like(grid)
-        for r in rows:
-            if r["probe"] != probe:
-                continue
-            key = (
-                (IN_DISTRIBUTION, "")
-                if r["split"] == "in_distribution"
-                else (r["test"], r["train"])
-            )
-            i, j = keys.index(key), layers.index(r["layer"])
-            grid[i, j] = np.nansum([grid[i, j] * counts[i, j], r["accuracy"]]) / (counts[i, j] + 1)
-            counts[i, j] += 1
+                cells.setdefault(key, {}).setdefault(r["layer"], []).append(r["accuracy"])
+        keys = list(cells)
+        grid = np.array([[np.mean(cells[k].get(x, [np.nan])) for x in layers] for k in keys])
         im = ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1)
         labels = [
             "in-distribution (mean)"
