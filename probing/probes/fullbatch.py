@@ -17,11 +17,12 @@ Inputs are layer-major standardised activations ``xt [L, N, D]``; ``optimizer`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from probing.probes.heads import LinearHeads, MLPHeads
 
@@ -162,3 +163,42 @@ def fit_mlp(
             v.copy_(best[k])
     head.eval()
     return {"best_epoch": best_epoch, "epochs": epoch, "best_loss": best_loss}
+
+
+def optimizers(
+    heads: Iterable[nn.Module], lr: float, weight_decay: float, max_iter: int, tol: float
+) -> list[torch.optim.Optimizer]:
+    """One optimizer per head for :func:`fit_heads`: L-BFGS for linear heads, AdamW for MLP heads."""
+    return [
+        lbfgs(head, max_iter, tol)
+        if isinstance(head, LinearHeads)
+        else adamw(head, lr, weight_decay)
+        for head in heads
+    ]
+
+
+def fit_heads(
+    heads: Mapping[str, nn.Module],
+    optimizers: Sequence[Any],
+    xt: torch.Tensor,
+    y: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    l2: float,
+    epochs: int,
+    patience: int,
+    backward: Callable[[torch.Tensor], None] | None = None,
+) -> list[str]:
+    """Fit every head in place with its optimizer of :func:`optimizers` (linear heads with
+    :func:`fit_linear`, MLP heads with :func:`fit_mlp`); returns one line per head for the log."""
+    notes = []
+    for (name, head), opt in zip(heads.items(), optimizers, strict=True):
+        if isinstance(head, LinearHeads):
+            fit_linear(head, xt, y, l2, optimizer=opt, backward=backward)
+            notes.append(f"{name}: L-BFGS {lbfgs_iterations(opt)} iterations")
+        else:
+            info = fit_mlp(head, xt, y, val, epochs, patience, optimizer=opt, backward=backward)
+            notes.append(
+                f"{name}: {info['epochs']} AdamW steps, best step per layer "
+                f"{int(info['best_epoch'].min())}-{int(info['best_epoch'].max())}"
+            )
+    return notes

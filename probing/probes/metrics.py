@@ -148,3 +148,11 @@ class LayerMetrics(Metric):
         """``[N, L]`` booleans: was each accumulated row classified right at each layer."""
         scores, target = self._cat()
         return scores.argmax(-1) == target[:, None]
+
+    def accuracy_interval(self, n_boot: int, seed: int = 0) -> dict[str, list[float]]:
+        """``accuracy_lo``/``accuracy_hi`` per layer: :func:`bootstrap_accuracy` over the rows of every
+        process (a collective under DDP)."""
+        with self.sync_context():
+            correct = self.correct()
+        lo, hi = bootstrap_accuracy(correct, n_boot, seed=seed)
+        return {"accuracy_lo": lo.tolist(), "accuracy_hi": hi.tolist()}

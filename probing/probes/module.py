@@ -1,19 +1,18 @@
-"""Probe LightningModules: all-layer heads (from ``heads.py``) plus loss, metrics, logging and reports.
+"""Probe LightningModules: all-layer heads (from ``heads.py``) plus loss, metrics and logging.
 
 ``LinearProbe``, ``MLPProbe`` and ``LinearMLPProbe`` (both in one run) share :class:`ProbeModule`. The
 loss is the sum over layers (and probes) of each head's mean cross-entropy. Per-layer metrics are
 computed once per epoch, vectorised over layers, and logged as ``val/acc/layer_07`` (with a probe
 prefix, ``val/linear/acc/layer_07``, when a module holds several probes). The best layer is chosen on
 validation accuracy only. At test time the run directory receives ``per_layer_metrics.csv``/``.json``
-and ``accuracy_per_layer.png``; at predict time ``predictions.csv``.
+and ``accuracy_per_layer.png`` (``report.py``) and ``per_source_metrics.csv`` (``per_source.py``); at
+predict time ``predictions.csv`` (``predictions.py``).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -22,16 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from probing.errors import ProbingError
-from probing.probes import fullbatch, report, wandb_utils
+from probing.features.identity import feature_identity
+from probing.probes import fullbatch, predictions, report, wandb_utils
 from probing.probes.heads import LinearHeads, MLPHeads
-from probing.probes.metrics import METRICS, LayerMetrics, bootstrap_accuracy
+from probing.probes.linked import check_linked
+from probing.probes.metrics import METRICS, LayerMetrics
 from probing.probes.per_source import COLUMNS, per_source_results, write_per_source
 
 log = logging.getLogger(__name__)
 SHORT = {"accuracy": "acc", "f1": "f1", "auroc": "auroc"}
-# Hyperparameters a checkpoint must share with the data it is evaluated on.
-MATCH_HPARAMS = ("num_layers", "hidden_size", "layers", "num_classes", "class_names")
-PREDICTIONS_NAME = "predictions.csv"
 
 
 class ProbeModule(L.LightningModule):
@@ -181,22 +179,10 @@ class ProbeModule(L.LightningModule):
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
         hp = self.hparams
-        notes = []
-        for (name, head), opt in zip(self.heads.items(), opts, strict=True):
-            if isinstance(head, LinearHeads):
-                fullbatch.fit_linear(
-                    head, xt, y, hp.l2, optimizer=opt, backward=self.manual_backward
-                )
-                notes.append(f"{name}: L-BFGS {fullbatch.lbfgs_iterations(opt)} iterations")
-            else:
-                info = fullbatch.fit_mlp(
-                    head, xt, y, val, hp.max_full_epochs, hp.patience,
-                    optimizer=opt, backward=self.manual_backward,
-                )  # fmt: skip
-                notes.append(
-                    f"{name}: {info['epochs']} AdamW steps, best step per layer "
-                    f"{int(info['best_epoch'].min())}-{int(info['best_epoch'].max())}"
-                )
+        notes = fullbatch.fit_heads(
+            self.heads, opts, xt, y, val, hp.l2, hp.max_full_epochs, hp.patience,
+            backward=self.manual_backward,
+        )  # fmt: skip
         log.info("full-batch fit on %d rows (%s)", len(y), "; ".join(notes))
         self.trainer.should_stop = True  # everything is fitted: one epoch, then validation
         with torch.no_grad():
@@ -226,10 +212,7 @@ class ProbeModule(L.LightningModule):
             metric = self.metrics[f"{stage}_{name}"]
             values = {k: v.tolist() for k, v in metric.compute().items()}
             if stage == "test" and self.hparams.bootstrap:
-                with metric.sync_context():
-                    correct = metric.correct()
-                lo, hi = bootstrap_accuracy(correct, self.hparams.bootstrap, seed=0)
-                values["accuracy_lo"], values["accuracy_hi"] = lo.tolist(), hi.tolist()
+                values.update(metric.accuracy_interval(self.hparams.bootstrap))
             metric.reset()
             out[name] = values
             prefix = self._prefix(stage, name)
@@ -264,62 +247,33 @@ class ProbeModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         results = self._compute("test")
-        split = getattr(self.trainer.datamodule, "test_split_name", "test")
-        rows = self._rows(results, split)
+        dm = self.trainer.datamodule
+        split = getattr(dm, "test_split_name", "test")
+        rows = report.metric_rows(results, self.layers, split)
         if self.val_results:
-            rows = self._rows(self.val_results, "val") + rows
+            rows = report.metric_rows(self.val_results, self.layers, "val") + rows
         best = self.best_layers()
         for name, info in best.items():
             j = self.layers.index(info["layer"])
             info[f"{split}_accuracy"] = results[name]["accuracy"][j]
         directory = wandb_utils.run_dir(self.trainer)
-        if self.trainer.is_global_zero:
-            self._write_reports(directory, rows, split, best)
-            per_source = per_source_results(self, self.trainer.datamodule)
-            if write_per_source(per_source, directory):
-                wandb_utils.log_table(self.trainer, "per_source_metrics", COLUMNS, per_source)
-
-    def _rows(self, results: dict[str, dict[str, list[float]]], split: str) -> list[dict[str, Any]]:
-        rows = []
-        for name, values in results.items():
-            for j, layer in enumerate(self.layers):
-                row = {"layer": layer, "probe": name, "split": split}
-                row.update({k: v[j] for k, v in values.items()})
-                rows.append(row)
-        return rows
-
-    def _write_reports(self, directory: Path, rows: list[dict], split: str, best: dict) -> None:
-        dm = self.trainer.datamodule
+        if not self.trainer.is_global_zero:
+            return
         meta = getattr(dm, "meta", {})
         info = {
-            "classes": self.class_names,
-            "layers": self.layers,
-            "best_layer_on_val": best,
-            "features": str(getattr(dm, "path", "")),
-            "test_features": getattr(dm, "test_path", None),
-            "feature_meta": report.provenance(meta),
-            "world_size": self.trainer.world_size,
-        }
-        csv_path, json_path = report.write_metrics(directory, rows, info)
-        others = report.comparison_rows(self.hparams.compare_with or [], split=None)
-        plot_rows = [r for r in rows if r["split"] == split] + [
-            r for r in others if r["split"] != "val"
-        ]
+            "classes": self.class_names, "layers": self.layers, "best_layer_on_val": best,
+            "features": str(getattr(dm, "path", "")), "test_features": getattr(dm, "test_path", None),
+            "feature_meta": report.provenance(meta), "world_size": self.trainer.world_size,
+        }  # fmt: skip
         title = f"{meta.get('model', '')} - {' vs '.join(self.class_names)} ({split})"
-        png = report.plot_accuracy(plot_rows, directory / report.PLOT_NAME, title=title)
-        log.info("per-layer metrics: %s, %s; plot: %s", csv_path, json_path, png)
-        for name, b in best.items():
-            log.info(
-                "%s: best layer on val %d (val acc %.4f, %s acc %.4f)",
-                name,
-                b["layer"],
-                b["val_accuracy"],
-                split,
-                b[f"{split}_accuracy"],
-            )
+        compare_with = self.hparams.compare_with or []
+        _, _, png = report.write_report(directory, rows, info, split, title, compare_with)
         columns = [c for c in (*report.COLUMNS, *report.CI_COLUMNS) if c in rows[0]]
         wandb_utils.log_table(self.trainer, "per_layer_metrics", columns, rows)
         wandb_utils.log_image(self.trainer, "accuracy_per_layer", png)
+        per_source = per_source_results(self, dm)
+        if write_per_source(per_source, directory):
+            wandb_utils.log_table(self.trainer, "per_source_metrics", COLUMNS, per_source)
 
     # -- W&B provenance -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -361,52 +315,21 @@ class ProbeModule(L.LightningModule):
             gathered = {k: v.flatten(0, 1) for k, v in gathered.items()}
         directory = wandb_utils.run_dir(self.trainer)
         if self.trainer.is_global_zero:
-            path = self.write_predictions(directory / PREDICTIONS_NAME, gathered)
-            log.info("predictions for %d rows: %s", len(set(gathered["rows"].tolist())), path)
+            predictions.write_predictions(
+                directory / predictions.CSV_NAME, gathered, self.probe_names, self.layers,
+                self.class_names, getattr(self.trainer.datamodule, "describe_rows", None),
+            )  # fmt: skip
         self._predictions = []
-
-    def write_predictions(self, path: Path, pred: dict[str, torch.Tensor]) -> Path:
-        """Long format: one line per (row, probe, layer) with ``p_<class>`` probabilities."""
-        rows = pred["rows"].tolist()
-        first = {}
-        for i, r in enumerate(rows):  # DDP pads with repeated rows: keep each row once
-            first.setdefault(r, i)
-        order = sorted(first.values(), key=lambda i: rows[i])
-        rows_kept = [rows[i] for i in order]
-        dm = self.trainer.datamodule
-        desc = dm.describe_rows(rows_kept) if hasattr(dm, "describe_rows") else None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(
-                ["prompt_index", "row", "split", "label", "probe", "layer"]
-                + [f"p_{c}" for c in self.class_names]
-            )
-            for k, i in enumerate(order):
-                head = (
-                    [desc["prompt_index"][k], rows[i], desc["split"][k], desc["label"][k]]
-                    if desc
-                    else ["", rows[i], "", self.class_names[int(pred["label"][i])]]
-                )
-                for name in self.heads:
-                    probs = pred[name][i].tolist()
-                    for j, layer in enumerate(self.layers):
-                        writer.writerow([*head, name, layer, *(f"{p:.6g}" for p in probs[j])])
-        return path
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        if self.full_batch:  # one optimizer per head, used by fullbatch.fit_linear / fit_mlp
-            return [
-                fullbatch.lbfgs(head, self.hparams.max_iter, self.hparams.tol)
-                if isinstance(head, LinearHeads)
-                else fullbatch.adamw(head, self.hparams.lr, self.hparams.weight_decay)
-                for head in self.heads.values()
-            ]
-        opt = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
-        if self.hparams.scheduler == "none":
+        hp = self.hparams
+        if self.full_batch:  # one optimizer per head, used by fullbatch.fit_heads
+            return fullbatch.optimizers(
+                self.heads.values(), hp.lr, hp.weight_decay, hp.max_iter, hp.tol
+            )
+        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
             return opt
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -418,43 +341,8 @@ class ProbeModule(L.LightningModule):
         checkpoint["probe_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("hyper_parameters", {})
-        for key in MATCH_HPARAMS:
-            if key in saved and _norm(saved[key], key, saved) != _norm(
-                self.hparams.get(key), key, self.hparams
-            ):
-                option = {"class_names": "--data.classes", "num_classes": "--data.classes"}.get(
-                    key, "--data.layers"
-                )
-                raise ProbingError(
-                    f"the checkpoint was trained with {key}={saved[key]!r} but the data gives "
-                    f"{self.hparams.get(key)!r}; use a checkpoint of this feature file/model or set "
-                    f"{option} (and --data.path) as in training"
-                )
+        check_linked(checkpoint.get("hyper_parameters", {}), self.hparams)
         self.val_results = checkpoint.get("probe_val_results", {})
-
-
-IDENTITY_KEYS = (
-    "model",
-    "gguf_sha256",
-    "model_revision",
-    "template",
-    "system_prompt",
-    "positions",
-    "hidden_size",
-    "num_layers",
-)
-
-
-def feature_identity(meta: dict[str, Any]) -> dict[str, Any]:
-    """What a probe's training features say about the model and prompt format they come from."""
-    return {k: meta.get(k) for k in IDENTITY_KEYS}
-
-
-def _norm(value: Any, key: str, hp: Any) -> Any:
-    if key == "layers" and value is None:
-        return list(range(int(hp.get("num_layers", 0))))
-    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _argmax(values: list[float]) -> int:

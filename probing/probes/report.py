@@ -150,3 +150,43 @@ def comparison_rows(
     for p in paths:
         rows += [r for r in read_metrics(p) if split is None or r["split"] == split]
     return rows
+
+
+def metric_rows(
+    results: dict[str, dict[str, list[float]]], layers: Sequence[int], split: str
+) -> list[dict[str, Any]]:
+    """One row per (probe, layer) of per-probe metric lists ``{probe: {metric: [L values]}}``."""
+    rows = []
+    for name, values in results.items():
+        for j, layer in enumerate(layers):
+            row = {"layer": layer, "probe": name, "split": split}
+            row.update({k: v[j] for k, v in values.items()})
+            rows.append(row)
+    return rows
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    rows: Sequence[dict[str, Any]],
+    info: dict[str, Any],
+    split: str,
+    title: str = "",
+    compare_with: Sequence[str | os.PathLike] = (),
+) -> tuple[Path, Path, Path]:
+    """A probe run's metrics files and plot, logged with the best layers; returns the three paths.
+
+    The plot shows the rows of ``split`` and the non-validation rows of the ``compare_with`` runs;
+    ``info["best_layer_on_val"]`` maps each probe to its ``layer``, ``val_accuracy`` and
+    ``<split>_accuracy``.
+    """
+    csv_path, json_path = write_metrics(run_dir, rows, info)
+    others = [r for r in comparison_rows(compare_with) if r["split"] != "val"]
+    plot_rows = [r for r in rows if r["split"] == split] + others
+    png = plot_accuracy(plot_rows, Path(run_dir) / PLOT_NAME, title=title)
+    log.info("per-layer metrics: %s, %s; plot: %s", csv_path, json_path, png)
+    for name, best in info.get("best_layer_on_val", {}).items():
+        log.info(
+            "%s: best layer on val %d (val acc %.4f, %s acc %.4f)",
+            name, best["layer"], best["val_accuracy"], split, best[f"{split}_accuracy"],
+        )  # fmt: skip
+    return csv_path, json_path, png

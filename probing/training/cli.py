@@ -22,10 +22,10 @@ from probing.data import ActivationDataModule
 from probing.errors import ProbingError
 from probing.probes import wandb_utils
 from probing.probes.checkpoint import probe_class, read_checkpoint
+from probing.probes.linked import LINKED
 from probing.probes.module import ProbeModule
 
 log = logging.getLogger(__name__)
-LINKS = ("num_layers", "hidden_size", "num_classes", "layers", "class_names")
 NEEDS_CHECKPOINT = ("validate", "test", "predict")
 CKPT_HELP = (
     "a checkpoint file of `probing fit`, a run directory (its best checkpoint), or best/last "
@@ -125,7 +125,7 @@ class ProbingSaveConfig(SaveConfigCallback):
 
 class ProbingCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in LINKS:
+        for name in LINKED:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit",
