@@ -16,16 +16,7 @@ from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
 from probing.features.store import FeatureWriter, RowTable
 from probing.lens import cli
-from probing.lens.analysis import (
-    CONSISTENCY_COLUMNS,
-    TOP_TOKEN_COLUMNS,
-    analyse,
-    analyse_arrays,
-    decode_tokens,
-    label,
-    softmax,
-    write_csvs,
-)
+from probing.lens.analysis import analyse, analyse_arrays, decode_tokens, label, softmax
 from probing.lens.emotions import (
     EmotionLists,
     default_emotions_path,
@@ -33,6 +24,7 @@ from probing.lens.emotions import (
     normalise,
 )
 from probing.lens.plots import heatmap_figure, plot_all
+from probing.lens.report import CONSISTENCY_COLUMNS, TOP_TOKEN_COLUMNS, write_csvs
 from probing.plotting import ESCAPED_NOTE
 from probing.prompts import PromptSource
 

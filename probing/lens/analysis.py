@@ -7,13 +7,11 @@ after the final norm).
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +30,6 @@ METRICS = (
     "positive_mass",
     "topk_consistency",
 )
-CONSISTENCY_COLUMNS = ("layer", "class", "n", "dominant_emotion", *METRICS)
-TOP_TOKEN_COLUMNS = ("layer", "class", "rank", "token", "count", "emotion")
 _CODES = {NEUTRAL: 0, "negative": 1, "positive": 2}
 _INVISIBLE = {" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 _MARKER_TEXT = {"\u0120": " ", "\u2581": " ", "\u010a": "\n", "\u0109": "\t"}
@@ -68,37 +64,6 @@ class LensAnalysis:
     top_k: int
     classes: dict[str, ClassLens]
     meta: dict[str, Any] = field(default_factory=dict)
-
-    def consistency_rows(self) -> list[dict[str, Any]]:
-        """Rows of ``lens_consistency.csv`` (layer-major, classes in file order)."""
-        rows = []
-        for layer in range(self.num_layers):
-            for c in self.classes.values():
-                row = {
-                    "layer": layer,
-                    "class": c.name,
-                    "n": c.n,
-                    "dominant_emotion": c.dominant_emotion,
-                }
-                row.update({m: float(c.metrics[m][layer]) for m in METRICS})
-                rows.append(row)
-        return rows
-
-    def top_token_rows(self) -> list[dict[str, Any]]:
-        """Rows of ``lens_top_tokens.csv`` (rank 1 = most frequent)."""
-        return [
-            {
-                "layer": layer,
-                "class": c.name,
-                "rank": rank,
-                "token": t.token,
-                "count": t.count,
-                "emotion": t.emotion,
-            }
-            for layer in range(self.num_layers)
-            for c in self.classes.values()
-            for rank, t in enumerate(c.top[layer], start=1)
-        ]
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -319,87 +284,8 @@ def file_tokenizer(meta: dict[str, Any], override: str | None = None) -> Any:
     return load_tokenizer(ModelConfig(**{k: v for k, v in model.items() if k in fields}))
 
 
-# -- files --------------------------------------------------------------------------------------------
-def _fmt(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value
-
-
-def write_csv(rows: list[dict[str, Any]], columns: Sequence[str], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows({k: _fmt(r[k]) for k in columns} for r in rows)
-    return path
-
-
-def write_csvs(result: LensAnalysis, folder: str | os.PathLike) -> list[Path]:
-    """``lens_consistency.csv`` and ``lens_top_tokens.csv`` in ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return [
-        write_csv(result.consistency_rows(), CONSISTENCY_COLUMNS, folder / "lens_consistency.csv"),
-        write_csv(result.top_token_rows(), TOP_TOKEN_COLUMNS, folder / "lens_top_tokens.csv"),
-    ]
-
-
-def summary_layers(num_layers: int, count: int = 5) -> list[int]:
-    """A few evenly spaced layers, embeddings and last layer included."""
-    return sorted({int(round(x)) for x in np.linspace(0, num_layers - 1, min(count, num_layers))})
-
-
-def _cell(t: TopToken) -> str:
-    text = label(t.token).replace("|", "\\|").replace("*", "\\*").replace("`", "\\`")
-    text = {"positive": f"**{text}**", "negative": f"*{text}*"}.get(t.emotion, text)
-    return f"{text} ({t.count})"
-
-
-def summary_markdown(
-    result: LensAnalysis, layers: Sequence[int] | None = None, tokens: int = 5
-) -> str:
-    """``lens_summary.md``: per class the top tokens at a few layers and the consistency numbers."""
-    layers = summary_layers(result.num_layers) if layers is None else list(layers)
-    m = result.meta
-    lines = [
-        f"# Logit lens: {m.get('path', '')}",
-        "",
-        f"Model `{m.get('model', '')}` ({m.get('architecture', '')}), {m.get('rows', '?')} rows, "
-        f"{result.num_layers} layers (0 = embeddings, {result.num_layers - 1} = after the final "
-        f"norm), top-{result.top_k} lens tokens per layer at stored position {m.get('position', -1)} "
-        f"of {m.get('num_positions', 1)} ('{m.get('positions', '')}'). Emotion lists: "
-        f"`{m.get('emotions', '')}`. Definitions: docs/lens.md.",
-        "",
-    ]
-    for c in result.classes.values():
-        hit, cons = c.metrics["emotion_hit_rate"], c.metrics["topk_consistency"]
-        lines += [
-            f"## Class `{c.name}` (n = {c.n}, dominant emotion: {c.dominant_emotion})",
-            "",
-            f"Peak emotion_hit_rate {hit.max():.3f} at layer {int(hit.argmax())}; peak "
-            f"topk_consistency {cons.max():.3f} at layer {int(cons.argmax())}.",
-            "",
-            f"Most frequent lens tokens (prompts of {c.n} with the token in their top-"
-            f"{result.top_k}; **positive**, *negative*):",
-            "",
-            "| layer | " + " | ".join(str(r) for r in range(1, tokens + 1)) + " |",
-            "|---:|" + "---|" * tokens,
-        ]
-        for layer in layers:
-            cells = [_cell(t) for t in c.top[layer][:tokens]]
-            cells += [""] * (tokens - len(cells))
-            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-        lines += ["", "| layer | " + " | ".join(METRICS) + " |", "|---:|" + "---:|" * len(METRICS)]
-        for layer in range(result.num_layers):
-            values = " | ".join(f"{c.metrics[k][layer]:.3f}" for k in METRICS)
-            lines.append(f"| {layer} | {values} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 __all__ = [
-    "CONSISTENCY_COLUMNS",
     "METRICS",
-    "TOP_TOKEN_COLUMNS",
     "ClassLens",
     "LensAnalysis",
     "TopToken",
@@ -408,6 +294,4 @@ __all__ = [
     "decode_tokens",
     "file_tokenizer",
     "read_lens",
-    "summary_markdown",
-    "write_csvs",
 ]

@@ -8,16 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from probing.config import parse_config
-from probing.lens.analysis import (
-    analyse,
-    check_layers,
-    file_tokenizer,
-    summary_layers,
-    summary_markdown,
-    write_csvs,
-)
+from probing.lens.analysis import analyse, check_layers, file_tokenizer
 from probing.lens.emotions import load_emotions
 from probing.lens.plots import plot_all
+from probing.lens.report import SUMMARY_NAME, summary_layers, summary_markdown, write_csvs
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
@@ -68,7 +62,7 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     out = Path(cfg.output)
     paths = write_csvs(result, out)
     paths += plot_all(result, out, layers)
-    summary = out / "lens_summary.md"
+    summary = out / SUMMARY_NAME
     summary.write_text(
         summary_markdown(result, layers or summary_layers(result.num_layers)), encoding="utf-8"
     )
