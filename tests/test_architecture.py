@@ -68,7 +68,6 @@ LOCAL_PROBING = {
     ("probing.monitor.probe", "probing.data"),
     ("probing.monitor.probe", "probing.probes.checkpoint"),
     ("probing.monitor.screen", "probing.generation.generate"),
-    ("probing.probes.checkpoint", "probing.features.identity"),
 }
 
 # Drivers (argv in, files out) sit above the library: no library module imports one. Known

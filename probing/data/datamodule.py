@@ -34,13 +34,12 @@ from probing.data.selection import (
     stratified_split,
 )
 from probing.errors import ProbingError
-from probing.features.identity import IDENTITY_MATCH_KEYS, identity_mismatch
+from probing.features.identity import require_same_identity
 from probing.features.store import FeatureFile
 
 log = logging.getLogger(__name__)
 
 # Metadata a transfer test file must share with the training file (same model, same extraction).
-MATCH_KEYS = IDENTITY_MATCH_KEYS  # the one identity rule (probing.features.identity)
 FULL_FALLBACK_BATCH = 256  # batch_size: full on data that is not in memory (or several processes)
 
 
@@ -212,13 +211,12 @@ class ActivationDataModule(L.LightningDataModule):
 
     def _open_test(self, ff: FeatureFile) -> FeatureFile:
         test_ff = FeatureFile(self.test_path)
-        diff = identity_mismatch(ff.meta, test_ff.meta)
-        if diff is not None:
-            key, a, b = diff
-            raise ProbingError(
-                f"--data.test_path {self.test_path} comes from a different model or extraction: "
-                f"{key}={b!r} there but {a!r} in --data.path {self.path}"
-            )
+        require_same_identity(
+            ff.meta, test_ff.meta,
+            "--data.test_path {test} comes from a different model or extraction: "
+            "{key}={b!r} there but {a!r} in --data.path {path}",
+            test=self.test_path, path=self.path,
+        )  # fmt: skip
         if not -test_ff.num_positions <= self.position < test_ff.num_positions:
             raise ProbingError(
                 f"--data.position={self.position} is out of range for {self.test_path}"

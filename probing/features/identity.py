@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from probing.errors import ProbingError
+
 # checked in this order; the first difference is reported
 IDENTITY_MATCH_KEYS = (
     "gguf_sha256",
@@ -50,3 +52,15 @@ def identity_mismatch(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, Any, A
         if x != y:
             return key, x, y
     return None
+
+
+def require_same_identity(a: dict[str, Any], b: dict[str, Any], message: str, **names: Any) -> None:
+    """Raise :class:`ProbingError` when ``a`` and ``b`` differ (:func:`identity_mismatch`).
+
+    ``message`` is formatted with ``key`` and its two values ``a`` and ``b``, plus ``names`` (paths,
+    options); it says which file differs from which and what to change.
+    """
+    diff = identity_mismatch(a, b)
+    if diff is not None:
+        key, x, y = diff
+        raise ProbingError(message.format(key=key, a=x, b=y, **names))

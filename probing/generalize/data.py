@@ -19,7 +19,7 @@ import torch
 
 from probing.data.datamodule import class_indices, parse_layers, stratified_split
 from probing.errors import ProbingError
-from probing.features.identity import identity_mismatch
+from probing.features.identity import require_same_identity
 from probing.features.store import FeatureFile
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,12 @@ def check_same_extraction(files: Sequence[FeatureFile]) -> None:
     """Every file from the first one's model and prompt format (the one identity rule)."""
     first = files[0]
     for ff in files[1:]:
-        diff = identity_mismatch(first.meta, ff.meta)
-        if diff is not None:
-            key, a, b = diff
-            raise ProbingError(
-                f"--features: {ff.path} comes from another model or extraction than {first.path} "
-                f"({key}={b!r} there, {a!r} here); give files of one model and settings"
-            )
+        require_same_identity(
+            first.meta, ff.meta,
+            "--features: {path} comes from another model or extraction than {first} "
+            "({key}={b!r} there, {a!r} here); give files of one model and settings",
+            path=ff.path, first=first.path,
+        )  # fmt: skip
 
 
 def load_block(

@@ -18,7 +18,7 @@ import torch
 
 from probing.errors import ProbingError
 from probing.features.checks import check_finite, check_shape
-from probing.features.identity import identity_mismatch
+from probing.features.identity import require_same_identity
 from probing.features.store import FeatureFile
 from probing.monitor.calibrate import (
     Calibration,
@@ -65,13 +65,12 @@ def feature_probs(
     ff = FeatureFile(path)
     is_training = training is not None and path.resolve() == training.resolve()
     if not is_training:
-        diff = identity_mismatch(probe.feature_meta, ff.meta)
-        if diff is not None:
-            key, a, b = diff
-            raise ProbingError(
-                f"{path} comes from another model or extraction than the probe's features: "
-                f"{key}={b!r} there, {a!r} for the probe"
-            )
+        require_same_identity(
+            probe.feature_meta, ff.meta,
+            "{path} comes from another model or extraction than the probe's features: "
+            "{key}={b!r} there, {a!r} for the probe",
+            path=path,
+        )  # fmt: skip
     check_shape(ff)
     n = ff.num_rows
     if is_training and split in ("val", "test", "heldout"):

@@ -9,20 +9,18 @@ from typing import Any
 import torch
 
 from probing.errors import ProbingError
+from probing.features.identity import require_same_identity
 from probing.probes.module import LinearMLPProbe, LinearProbe, MLPProbe, ProbeModule
 
 
 def check_feature_identity(probe: ProbeModule, meta: dict[str, Any], what: str) -> None:
     """Refuse to apply a probe to activations of another model or format."""
-    from probing.features.identity import identity_mismatch
-
-    diff = identity_mismatch(probe.hparams.get("feature_meta") or {}, meta)
-    if diff is not None:
-        key, mine, theirs = diff
-        raise ProbingError(
-            f"the probe was trained on {key}={mine!r} but {what} has {key}={theirs!r}; use a "
-            "probe trained on features of this model and prompt format"
-        )
+    require_same_identity(
+        probe.hparams.get("feature_meta") or {}, meta,
+        "the probe was trained on {key}={a!r} but {what} has {key}={b!r}; use a probe trained on "
+        "features of this model and prompt format",
+        what=what,
+    )  # fmt: skip
 
 
 def read_checkpoint(path: str | Path, option: str = "--ckpt") -> dict[str, Any]:
