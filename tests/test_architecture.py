@@ -65,8 +65,6 @@ LOCAL_PROBING = {
     ("probing.lens.cli", "probing.features.store"),
     ("probing.monitor.labelled", "probing.data"),
     ("probing.monitor.labelled", "probing.prompts.sources"),
-    ("probing.monitor.probe", "probing.data"),
-    ("probing.monitor.probe", "probing.probes.checkpoint"),
     ("probing.monitor.screen", "probing.generation.generate"),
 }
 

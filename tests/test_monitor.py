@@ -66,9 +66,6 @@ def train_probe(feat: Path, ckpt: Path, classes: list[str] | None) -> Path:
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=dm)
-    if not hasattr(module, "input_mean"):  # until the lead's buffers land in ProbeModule
-        module.register_buffer("input_mean", torch.from_numpy(dm.stats[0]))
-        module.register_buffer("input_std", torch.from_numpy(dm.stats[1]))
     trainer.save_checkpoint(ckpt)
     return ckpt
 
@@ -390,9 +387,6 @@ def test_real_model_stopped_forward_matches_extraction():
     n = lm.parts.num_layers
     hidden = int(lm.model.config.hidden_size)
     module = LinearProbe(num_layers=n, hidden_size=hidden, class_names=["normal", "malicious"])
-    if not hasattr(module, "input_mean"):
-        module.register_buffer("input_mean", torch.zeros(n, hidden))
-        module.register_buffer("input_std", torch.ones(n, hidden))
     meta = {k: lm.meta[k] for k in ("model", "gguf_sha256", "model_revision")}
     meta.update(
         template="chat", system_prompt="", positions="last", hidden_size=hidden, num_layers=n

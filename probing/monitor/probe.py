@@ -1,9 +1,9 @@
-"""A trained probe for the monitor: its checkpoint (loaded safely, with its standardisation and the
-identity of its training features), the layer to screen at, and the model it belongs to (checked)."""
+"""A trained probe for the monitor: its checkpoint (read by :mod:`probing.probes.checkpoint`, with its
+standardisation and the identity of its training features), the layer to screen at, and the model it
+belongs to (checked)."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -17,21 +17,15 @@ from probing.errors import ProbingError
 from probing.features.store import read_meta
 from probing.models.load import LoadedModel, ModelConfig
 from probing.monitor.calibrate import file_sha256
+from probing.probes.checkpoint import probe_from_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 
-# What identifies the features a probe was trained on (checked against the loaded model).
-FEATURE_META_KEYS = (
-    "model", "gguf_sha256", "model_revision", "template", "system_prompt", "positions",
-    "hidden_size", "num_layers",
-)  # fmt: skip
-# Extra keys read from the feature file when the checkpoint records no ``feature_meta``.
+# Read from the training feature file, beside the checkpoint's ``feature_meta`` (its identity keys):
+# how to load the model (its config and dtype) and what the file holds.
 EXTRA_META_KEYS = ("dtype", "num_positions", "config", "label_names", "architecture")
-PROBE_CLASSES = {
-    ("linear",): "probing.probes.LinearProbe",
-    ("mlp",): "probing.probes.MLPProbe",
-    ("linear", "mlp"): "probing.probes.LinearMLPProbe",
-}
+# The checkpoint's ``feature_meta`` must name these for the model and template to be checked.
+REQUIRED_META_KEYS = ("model", "hidden_size", "num_layers", "template")
 
 
 # -- the probe checkpoint ---------------------------------------------------------------------------
@@ -73,11 +67,7 @@ class LoadedProbe:
     @torch.no_grad()
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[B, L_sel, C]`` of raw (unstandardised) activations ``[B, L_sel, D]``."""
-        x = x.to(torch.float32)
-        if hasattr(self.module, "raw_logits"):
-            logits = self.module.raw_logits(x)[self.probe]
-        else:  # before the lead's raw_logits: same standardisation, then the heads
-            logits = self.module((x - self.module.input_mean) / self.module.input_std)[self.probe]
+        logits = self.module.raw_logits(x.to(torch.float32))[self.probe]
         return logits.float().softmax(-1)
 
 
@@ -95,60 +85,13 @@ def _resolve_data_path(value: str | None, ckpt: Path) -> Path | None:
     return None
 
 
-def _probe_class(hp: dict[str, Any], state: dict[str, Any]) -> type:
-    target = hp.get("_class_path")
-    if not target:
-        heads = tuple(sorted({k.split(".")[1] for k in state if k.startswith("heads.")}))
-        target = PROBE_CLASSES.get(heads)
-        if target is None:
-            raise ProbingError(f"cannot tell the probe class from its heads {heads}")
-    from probing.probes.checkpoint import probe_class
-
-    # allow-listed probe classes only: nothing named in a file is imported
-    return probe_class(target)
-
-
-def _init_kwargs(cls: type, hp: dict[str, Any]) -> dict[str, Any]:
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is not None:
-            names |= set(inspect.signature(init).parameters)
-        if klass.__name__ == "ProbeModule":
-            break
-    return {k: v for k, v in hp.items() if k in names and not k.startswith("_")}
-
-
 def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe:
     """Load a probe checkpoint of ``probing fit`` (any probe class) on CPU, in eval mode."""
-    from probing.probes.checkpoint import read_checkpoint
-
     path = Path(ckpt).expanduser()
     raw = read_checkpoint(path, "--ckpt")  # weights_only: tensors and plain data, no pickled code
-    if not isinstance(raw, dict) or "hyper_parameters" not in raw or "state_dict" not in raw:
-        raise ProbingError(f"--ckpt {path} is not a probe checkpoint of `probing fit`")
-    hp, state = dict(raw["hyper_parameters"]), dict(raw["state_dict"])
-    cls = _probe_class(hp, state)
-    module = cls(**_init_kwargs(cls, hp))
+    module = probe_from_checkpoint(raw, path, "--ckpt")
     data_hp = dict(raw.get("datamodule_hyper_parameters") or {})
     data_path = _resolve_data_path(data_hp.get("path"), path)
-    stats = {k: state.pop(k) for k in ("input_mean", "input_std") if k in state}
-    if not hasattr(module, "input_mean"):  # older module.py: register the buffers here
-        n, d = len(module.layers), int(hp["hidden_size"])
-        module.register_buffer("input_mean", torch.zeros(n, d))
-        module.register_buffer("input_std", torch.ones(n, d))
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in ("input_mean", "input_std")]
-    if missing or unexpected:
-        raise ProbingError(
-            f"--ckpt {path} does not fit {cls.__name__}: missing {missing}, unexpected {unexpected}"
-        )
-    if len(stats) == 2:
-        module.input_mean.copy_(stats["input_mean"])
-        module.input_std.copy_(stats["input_std"])
-    else:
-        _recompute_stats(module, data_hp, data_path, path)
-    module.eval()
     names = list(module.heads)
     if probe is None:
         probe = names[0]
@@ -163,51 +106,25 @@ def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe
         sha256=file_sha256(path),
         layers=list(module.layers),
         class_names=list(module.class_names),
-        feature_meta=_feature_meta(hp, data_path, path),
+        feature_meta=_feature_meta(module.hparams, data_path, path),
         data_hparams=data_hp,
         val_results=dict(raw.get("probe_val_results") or {}),
         data_path=data_path,
     )
 
 
-def _recompute_stats(module: Any, data_hp: dict, data_path: Path | None, ckpt: Path) -> None:
-    """Checkpoints without ``input_mean``/``input_std``: the data module's train statistics again."""
-    if not data_hp.get("standardize", True):
-        return  # zeros and ones already
-    if data_path is None:
-        raise ProbingError(
-            f"--ckpt {ckpt} holds no input standardisation (input_mean/input_std) and its training "
-            f"feature file {data_hp.get('path')!r} is not found; retrain with this probing version or "
-            "run from the folder training ran in"
-        )
-    from probing.data import ActivationDataModule
-
-    log.warning(
-        "%s holds no input_mean/input_std; recomputing the train standardisation from %s",
-        ckpt.name,
-        data_path,
-    )
-    dm = ActivationDataModule(**{**data_hp, "path": str(data_path), "test_path": None})
-    dm.setup()
-    if dm.stats is None:
-        return
-    module.input_mean.copy_(torch.from_numpy(dm.stats[0]))
-    module.input_std.copy_(torch.from_numpy(dm.stats[1]))
-
-
-def _feature_meta(hp: dict[str, Any], data_path: Path | None, ckpt: Path) -> dict[str, Any]:
+def _feature_meta(hp: Any, data_path: Path | None, ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's ``feature_meta`` plus ``EXTRA_META_KEYS`` of its training file (if found)."""
     meta = dict(hp.get("feature_meta") or {})
-    if data_path is not None:
-        file_meta = read_meta(data_path)
-        for key in (*FEATURE_META_KEYS, *EXTRA_META_KEYS):
-            if key not in meta and key in file_meta:
-                meta[key] = file_meta[key]
-    missing = [k for k in ("model", "hidden_size", "num_layers", "template") if k not in meta]
+    missing = [k for k in REQUIRED_META_KEYS if k not in meta]
     if missing:
         raise ProbingError(
-            f"--ckpt {ckpt} records no feature_meta {missing} and its training feature file is not "
-            "found; the model and prompt template cannot be checked"
+            f"--ckpt {ckpt} records no feature_meta {missing}, so the model and prompt template "
+            "cannot be checked; use a checkpoint written by `probing fit`"
         )
+    if data_path is not None:
+        file_meta = read_meta(data_path)
+        meta.update({k: file_meta[k] for k in EXTRA_META_KEYS if k not in meta and k in file_meta})
     return meta
 
 

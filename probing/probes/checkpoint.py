@@ -64,13 +64,23 @@ def load_probe_checkpoint(
     path: str | Path, meta: dict[str, Any] | None = None, what: str = "the data"
 ) -> ProbeModule:
     """A trained probe from its checkpoint (class recorded in it), checked against ``meta``."""
+    path = Path(path)
+    probe = probe_from_checkpoint(read_checkpoint(path, "probe checkpoint"), path)
+    if meta is not None:
+        check_feature_identity(probe, meta, what)
+    return probe
+
+
+def probe_from_checkpoint(
+    ckpt: dict[str, Any], path: str | Path, option: str = "probe checkpoint"
+) -> ProbeModule:
+    """The probe in a checkpoint's contents (of :func:`read_checkpoint`), in eval mode; errors name
+    ``option`` and ``path``."""
     import inspect
 
-    path = Path(path)
-    ckpt = read_checkpoint(path, "probe checkpoint")
     hp = dict(ckpt.get("hyper_parameters") or {})
     targets = [t for t in (ckpt.get("probe_class"), hp.get("_class_path")) if t]
-    classes = [probe_class(t, f"probe checkpoint {path}") for t in targets] or [LinearProbe]
+    classes = [probe_class(t, f"{option} {path}") for t in targets] or [LinearProbe]
     cls = classes[0]
     names: set[str] = set()
     for klass in cls.__mro__[: cls.__mro__.index(ProbeModule) + 1]:
@@ -79,15 +89,12 @@ def load_probe_checkpoint(
     try:
         probe = cls(**{k: v for k, v in hp.items() if k in names and not k.startswith("_")})
     except TypeError as err:
-        raise ProbingError(f"probe checkpoint {path} is not a probe checkpoint ({err})") from None
+        raise ProbingError(f"{option} {path} is not a probe checkpoint ({err})") from None
     try:
         probe.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         raise ProbingError(
-            f"probe checkpoint {path} does not fit {cls.__name__}: {str(err).splitlines()[0]}"
+            f"{option} {path} does not fit {cls.__name__}: {str(err).splitlines()[0]}"
         ) from None
     probe.on_load_checkpoint(ckpt)
-    probe.eval()
-    if meta is not None:
-        check_feature_identity(probe, meta, what)
-    return probe
+    return probe.eval()
