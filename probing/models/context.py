@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from probing.models.load import ModelConfig, _load_error, _resolve
+from probing.models.load import ModelConfig, _load_error, _resolve, pretrained_kwargs
 
 # GGUF value types: fixed-size scalars (struct format), 8 = string, 9 = array
 _SCALARS = {
@@ -103,13 +103,8 @@ def model_context_length(cfg: ModelConfig) -> int | None:
         return gguf_context_length(Path(where, gguf))
     from transformers import AutoConfig
 
-    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    if cfg.revision:
-        kwargs["revision"] = cfg.revision
     try:
-        config = AutoConfig.from_pretrained(where, **kwargs)
+        config = AutoConfig.from_pretrained(where, **pretrained_kwargs(cfg, gguf))
     except (OSError, ValueError) as err:
         raise _load_error(cfg, source, err) from None
     return config_context_length(config)

@@ -129,18 +129,30 @@ def _load_error(cfg: ModelConfig, source: str, err: Exception) -> ProbingError:
     )
 
 
-def load_tokenizer(cfg: ModelConfig) -> Any:
-    from transformers import AutoTokenizer
+def pretrained_kwargs(cfg: ModelConfig, gguf: str | None, weights: bool = False) -> dict[str, Any]:
+    """Keyword arguments of ``from_pretrained`` (config, tokenizer or, with ``weights``, the model).
 
-    where, gguf, source = _where(cfg)
+    ``gguf`` is the GGUF file name as resolved (:func:`_resolve`, :func:`_where`), None for none.
+    """
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
     if cfg.revision:
         kwargs["revision"] = cfg.revision
+    if weights:
+        kwargs["dtype"] = DTYPES[cfg.dtype]
+        if cfg.device_map:
+            kwargs["device_map"] = cfg.device_map
+    return kwargs
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    where, gguf, source = _where(cfg)
     try:
         with cache.parse_once() if gguf else contextlib.nullcontext():
-            return AutoTokenizer.from_pretrained(where, **kwargs)
+            return AutoTokenizer.from_pretrained(where, **pretrained_kwargs(cfg, gguf))
     except (OSError, ValueError) as err:
         raise _load_error(cfg, source, err) from None
 
@@ -153,16 +165,7 @@ def load_model(cfg: ModelConfig, tokenizer: Any = None) -> LoadedModel:
     where, gguf, source = _where(cfg)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg)
-    kwargs: dict[str, Any] = {
-        "trust_remote_code": cfg.trust_remote_code,
-        "dtype": DTYPES[cfg.dtype],
-    }
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    if cfg.revision:
-        kwargs["revision"] = cfg.revision
-    if cfg.device_map:
-        kwargs["device_map"] = cfg.device_map
+    kwargs = pretrained_kwargs(cfg, gguf, weights=True)
     log.info("loading %s (%s%s)", cfg.name, source, f", {gguf}" if gguf else f", {where}")
     try:
         with cache.parse_once() if gguf else contextlib.nullcontext():
