@@ -62,6 +62,31 @@ def test_batched_equals_one_at_a_time_and_generate(arch):
     assert all(len(t) == 8 for t in batched.token_ids) and not any(batched.stopped)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gemma2"])
+def test_joined_decoding_equals_one_at_a_time(arch):
+    """Prefilled two at a time, decoded five together (caches joined where they are plain
+    full-attention caches): the same tokens as each prompt alone."""
+    lm = tiny_lm(arch)
+    ids = render(lm.tokenizer, PROMPTS, "chat").ids
+    joined = generate(lm, ids, max_new_tokens=8, batch_size=2, stop_ids=STOP, decode_rows=5)
+    single = [generate(lm, [s], max_new_tokens=8, stop_ids=STOP).token_ids[0] for s in ids]
+    assert joined.token_ids == single
+
+
+def test_join_pads_caches_of_full_attention_only():
+    from probing.generation.generate import join, prefill
+
+    lm = tiny_lm("llama")
+    ids = render(lm.tokenizer, PROMPTS, "chat").ids
+    parts = [prefill(lm, ids[:2]), prefill(lm, ids[2:])]
+    (one,) = join(parts)
+    assert one.rows == 5 and one.mask.shape[1] == max(len(s) for s in ids)
+    assert one.cache.layers[0].keys.shape[2] == one.mask.shape[1]
+    assert one.mask.sum(1).tolist() == [len(s) for s in ids]
+    sliding = tiny_lm("gemma2")  # sliding-window layers: decoded part by part
+    assert len(join([prefill(sliding, ids[:2]), prefill(sliding, ids[2:])])) == 2
+
+
 def test_stops_at_a_stop_token_per_row():
     lm = tiny_lm("llama")
     ids = render(lm.tokenizer, PROMPTS, "chat").ids

@@ -197,3 +197,50 @@ def test_jailbreak_transfer_counts_flags(setup, tmp_path):
     probe.hparams["feature_meta"] = {}
     with pytest.raises(ProbingError, match="not in"):
         flagged_share(probe, ff, ["nope"])
+
+
+def one_at_a_time(lm, seqs, layer, donor, n):
+    """The reference: each prompt alone, unpadded — states and logits from the extraction reader,
+    continuation from ``generate`` — with the graft hook over the whole prompt."""
+    from contextlib import nullcontext
+
+    from probing.features.activations import ActivationReader
+    from probing.generation import generate
+    from probing.grafting import graft
+
+    reader = ActivationReader(lm, "last")
+    hidden, logits, tokens = [], [], []
+    for s in seqs:
+        with nullcontext() if layer is None else graft(lm.parts, layer, donor):
+            out = reader([s], logits=True)
+        with nullcontext() if layer is None else graft(lm.parts, layer, donor):
+            tokens += generate(lm, [s], n, batch_size=1).token_ids
+        hidden.append(out.hidden[:, :, 0])
+        logits.append(out.logits)
+    return torch.cat(hidden), torch.cat(logits), tokens
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gemma2", "falcon", "mistral", "phi"])
+@pytest.mark.parametrize(("batch_size", "rows_per_pass"), [(2, 2), (2, 4), (3, 64)])
+def test_shared_prefix_batched_sweep_equals_one_prompt_at_a_time(arch, batch_size, rows_per_pass):
+    """Prefix once, conditions stacked on its cache, caches joined across prompt batches, finished
+    rows dropped: the same states, logits and tokens as each prompt and condition run alone."""
+    torch.manual_seed(0)
+    lm = tiny_lm(arch)
+    hidden_size = lm.model.config.hidden_size
+    seqs = [
+        lm.tokenizer(t).input_ids
+        for t in ["do a bad thing", "x", "break every rule you know of, now", "ab", "tell me"]
+    ]
+    last = lm.parts.num_layers - 1
+    grafts = [(None, None), (0, torch.randn(hidden_size)), (1, torch.randn(hidden_size))]
+    grafts.append((last, torch.randn(hidden_size)))
+    sweep = runner(lm, batch_size=batch_size, rows_per_pass=rows_per_pass)
+    sweep.max_new_tokens = 5
+    outcomes = sweep.conditions(seqs, grafts)
+    for (layer, donor), got in zip(grafts, outcomes, strict=True):
+        hidden, logits, tokens = one_at_a_time(lm, seqs, layer, donor, 5)
+        torch.testing.assert_close(got.hidden, hidden, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got.logits, logits, atol=1e-5, rtol=1e-4)
+        assert got.texts == [lm.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        assert got.first_ids == [t[:1] for t in tokens]

@@ -8,9 +8,11 @@ Batches are length-sorted (less padding); results come back in input order.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -52,50 +54,144 @@ def pad_token_id(tokenizer: object) -> int:
     return 0
 
 
-def _cache_arg(model: torch.nn.Module) -> str:
+def cache_arg_name(model: torch.nn.Module) -> str:
     """transformers 5 renamed ``past_key_values`` to ``cache`` (the old name warns)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def cache_of(out: Any) -> Any:
+    """The KV cache of a forward pass's output (transformers 5 calls it ``cache``)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+@dataclass
+class Prefilled:
+    """A left-padded batch after its prompt pass: what greedy decoding continues from.
+
+    ``cache`` is the KV cache (``None`` when nothing was run); ``mask`` ``[R, T]`` covers it;
+    ``positions`` ``[R, 1]`` are the position ids of each row's last token; ``logits`` ``[R, V]``
+    the next-token logits (``None`` when the caller runs the next token itself).
+    """
+
+    cache: Any
+    mask: torch.Tensor
+    positions: torch.Tensor
+    logits: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.shape[0])
+
+
 @torch.inference_mode()
-def greedy_batch(
-    lm: LoadedModel, seqs: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: set[int]
-) -> tuple[list[list[int]], list[bool]]:
-    """Greedy new tokens of one left-padded batch (each row up to, not including, its stop token)."""
-    if any(len(s) == 0 for s in seqs):
-        raise ValueError("every prompt needs at least one token")
-    pad = pad_token_id(lm.tokenizer)
-    ids, mask = left_pad(seqs, pad)
+def prefill(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> Prefilled:
+    """One left-padded forward pass over ``seqs`` (an empty sequence is a row of padding only)."""
+    ids, mask = left_pad(seqs, pad_token_id(lm.tokenizer)) if seqs else (None, None)
+    if ids is None or ids.shape[1] == 0:
+        empty = torch.zeros((len(seqs), 0), dtype=torch.long, device=lm.input_device)
+        return Prefilled(None, empty, torch.full((len(seqs), 1), -1, device=lm.input_device))
     device = lm.input_device
     ids, mask = ids.to(device), mask.to(device)
     positions = position_ids_from_mask(mask)
-    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
-    done = torch.zeros(len(seqs), dtype=torch.bool, device=device)
-    steps: list[torch.Tensor] = []
     out = lm.model(
         input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
     )
-    next_pos = positions[:, -1:]
-    cache_arg = _cache_arg(lm.model)
+    return Prefilled(cache_of(out), mask, positions[:, -1:], out.logits[:, -1])
+
+
+def _joinable(parts: Sequence[Prefilled]) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    return len(parts) > 1 and all(
+        p.cache is not None
+        and hasattr(p.cache, "layers")
+        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in p.cache.layers)
+        for p in parts
+    )
+
+
+def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    extra = width - x.shape[dim]
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+def join(parts: Sequence[Prefilled]) -> list[Prefilled]:
+    """The parts' rows as one batch, in order: caches and masks left-padded to a common length (the
+    padding masked out), so that batches prefilled separately (little padding each) decode together.
+
+    Only plain full-attention caches (every layer a ``DynamicLayer``) are joined; otherwise the parts
+    come back unchanged, to be decoded one by one.
+    """
+    if not _joinable(parts):
+        return list(parts)
+    width = max(p.mask.shape[1] for p in parts)
+    cache = copy.copy(parts[0].cache)
+    cache.layers = []
+    for i, layer in enumerate(parts[0].cache.layers):
+        joined = copy.copy(layer)
+        joined.keys = torch.cat([_pad_left(p.cache.layers[i].keys, width, 2) for p in parts])
+        joined.values = torch.cat([_pad_left(p.cache.layers[i].values, width, 2) for p in parts])
+        cache.layers.append(joined)
+    logits = None
+    if all(p.logits is not None for p in parts):
+        logits = torch.cat([p.logits for p in parts])  # type: ignore[misc]
+    return [
+        Prefilled(
+            cache,
+            torch.cat([_pad_left(p.mask, width, 1) for p in parts]),
+            torch.cat([p.positions for p in parts]),
+            logits,
+        )
+    ]
+
+
+@torch.inference_mode()
+def greedy_continue(
+    lm: LoadedModel, start: Prefilled, max_new_tokens: int, stop_ids: set[int]
+) -> tuple[list[list[int]], list[bool]]:
+    """Greedy new tokens after a prompt pass (each row up to, not including, its stop token).
+
+    A row that reaches a stop token leaves the batch (its cache rows are dropped), so finished rows
+    cost nothing.
+    """
+    if start.logits is None:
+        raise ValueError("greedy_continue needs the prompt pass's next-token logits")
+    mask, positions, logits, cache = start.mask, start.positions, start.logits, start.cache
+    device = mask.device
+    pad = pad_token_id(lm.tokenizer)
+    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+    rows = torch.arange(start.rows, device=device)  # batch rows still generating
+    table = torch.full((start.rows, max_new_tokens), pad, dtype=torch.long, device=device)
+    cache_arg = cache_arg_name(lm.model)
     for step in range(max_new_tokens):
-        token = out.logits[:, -1].argmax(-1)
-        token = torch.where(done, torch.full_like(token, pad), token)
-        steps.append(token)
-        done |= torch.isin(token, stops)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        token = logits.argmax(-1)
+        table[rows, step] = token
+        if step == max_new_tokens - 1:
             break
+        alive = ~torch.isin(token, stops)
+        if not bool(alive.all()):
+            if not bool(alive.any()):
+                break
+            keep = alive.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, token, mask, positions = rows[keep], token[keep], mask[keep], positions[keep]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        next_pos = next_pos + 1
+        positions = positions + 1
         out = lm.model(
             input_ids=token[:, None],
             attention_mask=mask,
-            position_ids=next_pos,
+            position_ids=positions,
             use_cache=True,
-            **{cache_arg: out["cache"] if "cache" in out else out["past_key_values"]},
+            **{cache_arg: cache},
         )
-    table = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in seqs]
+        logits = out.logits[:, -1]
+        cache = cache_of(out)
     new, stopped = [], []
-    for row in table:
+    for row in table.tolist():
         cut = next((i for i, t in enumerate(row) if t in stop_ids), None)
         new.append(row if cut is None else row[:cut])
         stopped.append(cut is not None)
@@ -109,22 +205,37 @@ def generate(
     batch_size: int = 8,
     stop_ids: set[int] | None = None,
     progress: bool = False,
+    decode_rows: int | None = None,
 ) -> Generation:
-    """Greedy continuations of token sequences ``seqs`` (rendered prompts), in input order."""
+    """Greedy continuations of token sequences ``seqs`` (rendered prompts), in input order.
+
+    Prompts are length-sorted and prefilled ``batch_size`` at a time (little padding); up to
+    ``decode_rows`` of them (default ``batch_size``) then decode together, their caches joined.
+    """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if any(len(s) == 0 for s in seqs):
+        raise ValueError("every prompt needs at least one token")
+    decode_rows = max(batch_size, decode_rows or batch_size)
     stop_ids = stop_token_ids(lm) if stop_ids is None else set(stop_ids)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     tokens: list[list[int]] = [[] for _ in seqs]
     stopped = [False] * len(seqs)
     with tqdm(total=len(seqs), unit="prompt", desc="generate", disable=not progress) as bar:
-        for lo in range(0, len(order), batch_size):
-            rows = order[lo : lo + batch_size]
-            new, ended = greedy_batch(lm, [seqs[i] for i in rows], max_new_tokens, stop_ids)
-            for i, t, e in zip(rows, new, ended, strict=True):
-                tokens[i], stopped[i] = t, e
-            bar.update(len(rows))
+        for lo in range(0, len(order), decode_rows):
+            group = order[lo : lo + decode_rows]
+            parts = [
+                prefill(lm, [seqs[i] for i in group[b : b + batch_size]])
+                for b in range(0, len(group), batch_size)
+            ]
+            at = 0
+            for part in join(parts):
+                new, ended = greedy_continue(lm, part, max_new_tokens, stop_ids)
+                for i, t, e in zip(group[at : at + part.rows], new, ended, strict=True):
+                    tokens[i], stopped[i] = t, e
+                at += part.rows
+            bar.update(len(group))
     text = [lm.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
     return Generation(text=text, token_ids=tokens, stopped=stopped)

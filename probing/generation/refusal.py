@@ -42,7 +42,9 @@ class RefusalConfig:
         template: ``chat``, ``raw`` or ``auto`` (chat when the tokenizer has a template).
         system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
         max_new_tokens: greedy tokens generated per prompt.
-        batch_size: prompts per batch (length-sorted, left-padded).
+        batch_size: prompts per prefill batch (length-sorted, left-padded).
+        decode_rows: prompts decoded together (their prefill batches' KV caches joined; a prompt
+            that reaches a stop token leaves the batch).
         judge: keyword file of the judge (default: configs/judge/keywords.yaml).
         progress: show a progress bar.
     """
@@ -54,6 +56,7 @@ class RefusalConfig:
     system_prompt: str | None = None
     max_new_tokens: int = 20
     batch_size: int = 8
+    decode_rows: int = 64
     judge: str | None = None
     progress: bool = True
 
@@ -73,6 +76,8 @@ def _validate(cfg: RefusalConfig) -> None:
         raise ProbingError(f"--max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
     if cfg.batch_size < 1:
         raise ProbingError(f"--batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.decode_rows < 1:
+        raise ProbingError(f"--decode_rows must be >= 1, got {cfg.decode_rows}")
 
 
 def summarize(
@@ -116,6 +121,7 @@ def evaluate_refusal(
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         progress=cfg.progress,
+        decode_rows=cfg.decode_rows,
     )
     verdicts = [judge.verdict(t) for t in gen.text]
     label_names = [names[i] for i in labels]

@@ -31,7 +31,8 @@ class GraftingCallback(L.Callback):
         layers: layers to graft at (default: every ``layer_stride``-th).
         layer_stride: spacing of the default layers.
         max_new_tokens: continuation length judged for refusal.
-        batch_size: prompts per forward pass.
+        batch_size: prompts per prefill pass.
+        rows_per_pass: prompt × condition rows decoded together.
         every_n_epochs: also run after every N-th validation epoch (default: only at fit end).
         model: override the model to load (default: the feature file's).
     """
@@ -46,6 +47,7 @@ class GraftingCallback(L.Callback):
         layer_stride: int = 4,
         max_new_tokens: int = 16,
         batch_size: int = 8,
+        rows_per_pass: int = 64,
         every_n_epochs: int | None = None,
         model: str | None = None,
     ):
@@ -58,6 +60,7 @@ class GraftingCallback(L.Callback):
             "layer_stride": layer_stride,
             "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
+            "rows_per_pass": rows_per_pass,
         }
         self.every_n_epochs = every_n_epochs
         self.model = model

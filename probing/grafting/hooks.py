@@ -39,35 +39,47 @@ def check_graft(
     return vectors
 
 
-def _replace(h: torch.Tensor, vectors: torch.Tensor, position: int) -> torch.Tensor:
+def _replace(
+    h: torch.Tensor, vectors: torch.Tensor, position: int, rows: torch.Tensor | None
+) -> torch.Tensor:
     h = h.clone()
-    h[:, position, :] = vectors.to(device=h.device, dtype=h.dtype).expand(h.shape[0], -1)
+    vectors = vectors.to(device=h.device, dtype=h.dtype)
+    if rows is None:
+        h[:, position, :] = vectors.expand(h.shape[0], -1)
+    else:
+        h[rows.to(h.device), position, :] = vectors.expand(len(rows), -1)
     return h
 
 
 @contextmanager
 def graft(
-    parts: ModelParts, layer: int, vectors: torch.Tensor, position: int = -1
+    parts: ModelParts,
+    layer: int,
+    vectors: torch.Tensor,
+    position: int = -1,
+    rows: torch.Tensor | None = None,
 ) -> Iterator[None]:
     """Within the block, forward passes have the state at ``layer`` and ``position`` replaced.
 
-    Only the first forward pass (the prefill of a prompt batch) is grafted; later passes of the
+    ``rows`` (batch indices) limits the graft to those rows of the batch, so that several grafts
+    (e.g. one per layer of a sweep) share one forward pass; ``vectors`` then has one row per
+    grafted row, or one for all. Only the first forward pass (the prefill of a prompt batch) is grafted; later passes of the
     same generation (one new token each) run unmodified, so the grafted state lives on in the KV cache
     only, as in the paper. Hooks are registered with ``prepend=True`` so that anything else hooked on
     the same module (extraction, ``output_hidden_states``) sees the grafted state.
     """
-    vectors = check_graft(parts, layer, vectors)
+    vectors = check_graft(parts, layer, vectors, None if rows is None else len(rows))
     state = {"done": False}
 
     def apply(h: torch.Tensor) -> torch.Tensor:
         if state["done"]:
             return h
-        if vectors.shape[0] not in (1, h.shape[0]):
+        if rows is None and vectors.shape[0] not in (1, h.shape[0]):
             raise ProbingError(
                 f"{vectors.shape[0]} graft vectors for a batch of {h.shape[0]} prompts"
             )
         state["done"] = True
-        return _replace(h, vectors, position)
+        return _replace(h, vectors, position, rows)
 
     def pre_hook(module, args, kwargs):
         if args:

@@ -50,7 +50,10 @@ class GraftConfig:
         layers: layers to graft at (default: every ``layer_stride``-th layer from 1).
         layer_stride: spacing of the default layers.
         max_new_tokens: greedy continuation length judged for refusal.
-        batch_size: prompts per forward pass.
+        batch_size: prompts per prefill pass (length-sorted; their shared prefix runs once for all
+            conditions).
+        rows_per_pass: prompt × condition rows decoded together (the conditions of a prompt batch
+            share its prefix's KV cache).
         probe_ckpt: a trained probe checkpoint; its predictions after the grafted layer give the flip rate.
         positive_class: the probe's class that counts as flagged.
         judge: refusal keyword list (default configs/judge/keywords.yaml).
@@ -72,6 +75,7 @@ class GraftConfig:
     layer_stride: int = 1
     max_new_tokens: int = 20
     batch_size: int = 8
+    rows_per_pass: int = 64
     probe_ckpt: str | None = None
     positive_class: str = "malicious"
     judge: str | None = None
@@ -182,6 +186,7 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
         emotion_classifier(cfg.emotions),
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
+        rows_per_pass=cfg.rows_per_pass,
         probe=probe,
         positive_class=positive,
     )

@@ -8,9 +8,10 @@ ungrafted targets and with real jailbreak prompts (ungrafted).
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from probing.errors import ProbingError
-from probing.features.activations import ActivationReader
 from probing.features.store import FeatureFile
-from probing.generation.generate import generate
+from probing.generation.generate import (
+    Prefilled,
+    cache_arg_name,
+    cache_of,
+    greedy_continue,
+    join,
+    prefill,
+    stop_token_ids,
+)
 from probing.generation.judge import KeywordJudge
 from probing.grafting.hooks import check_graft, graft
 from probing.models.load import LoadedModel
+from probing.models.lookup import ModelParts
 from probing.prompts.render import tokenize_rendered
 
 log = logging.getLogger(__name__)
@@ -93,8 +102,61 @@ def _probe_positive(
     return (pred == positive).mean(1)
 
 
+Graft = tuple[int | None, torch.Tensor | None]  # (layer, donor [D]); (None, None): ungrafted
+
+
+@dataclass
+class Outcome:
+    """One condition over a list of prompts, in their order."""
+
+    hidden: torch.Tensor  # [N, L, D] states of the last prompt token, every layer
+    logits: torch.Tensor  # [N, V] next-token logits
+    texts: list[str]  # greedy continuations
+    first_ids: list[list[int]]  # first new token (empty if the model stopped at once)
+
+
+@contextmanager
+def capture_last_states(parts: ModelParts) -> Iterator[list[torch.Tensor | None]]:
+    """Every layer's state at the last position of the next forward pass, as a feature file stores
+    it (0 = embeddings, the last after the final norm). Registered after any graft's hooks (those
+    are prepended), so a grafted state is seen as grafted."""
+    captured: list[torch.Tensor | None] = [None] * parts.num_layers
+
+    def keep(index: int, h: torch.Tensor) -> None:
+        if captured[index] is None:
+            captured[index] = h[:, -1].detach().float().cpu()
+
+    def first(module, args, kwargs):
+        keep(0, args[0] if args else kwargs["hidden_states"])
+
+    def block(i: int):
+        return lambda module, args, out: keep(i + 1, out[0] if isinstance(out, tuple) else out)
+
+    def last(module, args, out):
+        keep(parts.num_layers - 1, out[0] if isinstance(out, tuple) else out.last_hidden_state)
+
+    handles = [parts.layers[0].register_forward_pre_hook(first, with_kwargs=True)]
+    handles += [
+        parts.layers[i].register_forward_hook(block(i)) for i in range(len(parts.layers) - 1)
+    ]
+    handles.append(parts.backbone.register_forward_hook(last))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class GraftSweep:
-    """Runs conditions (ungrafted, grafted at each layer) over batches of token sequences."""
+    """Runs conditions (ungrafted, grafted at each layer) over batches of token sequences.
+
+    The graft replaces the last prompt token's state, so everything before that token is the same
+    in every condition: each prompt batch's prefix (all tokens but the last) runs once, its KV cache
+    is repeated for the conditions, and the last token of every condition runs in one forward pass
+    (each condition's graft on its own rows), followed by greedy decoding of all of them together.
+    ``batch_size`` prompts are prefilled per pass (length-sorted), and up to ``rows_per_pass``
+    prompt × condition rows decode together.
+    """
 
     def __init__(
         self,
@@ -106,36 +168,111 @@ class GraftSweep:
         top_k: int = 5,
         probe: Any = None,
         positive_class: int = 1,
+        rows_per_pass: int = 64,
     ):
+        if batch_size < 1 or rows_per_pass < 1:
+            raise ProbingError(
+                f"--batch_size and --rows_per_pass must be >= 1, got {batch_size}, {rows_per_pass}"
+            )
         self.lm, self.judge, self.emotion = lm, judge, emotion
         self.max_new_tokens, self.batch_size, self.top_k = max_new_tokens, batch_size, top_k
         self.probe, self.positive = probe, positive_class
-        self.reader = ActivationReader(lm, "last", top_k=top_k)
+        self.rows_per_pass = rows_per_pass
+        self.stop_ids = stop_token_ids(lm)
 
     def condition(
         self, seqs: Sequence[Sequence[int]], layer: int | None, donor: torch.Tensor | None
     ):
-        """States, next-token logits and continuations of ``seqs`` with (or without) a graft.
+        """States, next-token logits, continuations and first tokens of ``seqs`` with (or without)
+        a graft at ``layer``."""
+        out = self.conditions(seqs, [(layer, donor)])[0]
+        return out.hidden, out.logits, out.texts, out.first_ids
 
-        Each batch gets its own graft context for the state pass and for generation, so the graft
-        lands on exactly that batch's prefill.
-        """
-        hidden, logits, texts, first_ids = [], [], [], []
+    def conditions(self, seqs: Sequence[Sequence[int]], grafts: Sequence[Graft]) -> list[Outcome]:
+        """Every graft of ``grafts`` over all of ``seqs`` (one :class:`Outcome` per graft)."""
+        if any(len(s) == 0 for s in seqs):
+            raise ProbingError("every grafted prompt needs at least one token")
+        n = len(seqs)
+        order = sorted(range(n), key=lambda i: -len(seqs[i]))
+        per_group = max(1, self.rows_per_pass // len(grafts))  # prompts decoded together
+        hidden: list[list[torch.Tensor]] = [[None] * n for _ in grafts]  # type: ignore[list-item]
+        logits: list[list[torch.Tensor]] = [[None] * n for _ in grafts]  # type: ignore[list-item]
+        tokens: list[list[list[int]]] = [[[] for _ in range(n)] for _ in grafts]
+        for lo in range(0, n, per_group):
+            group = order[lo : lo + per_group]
+            parts = [
+                prefill(self.lm, [seqs[i][:-1] for i in group[b : b + self.batch_size]])
+                for b in range(0, len(group), self.batch_size)
+            ]
+            at = 0
+            for prefix in join(parts):
+                rows = group[at : at + prefix.rows]
+                at += prefix.rows
+                per_pass = max(1, self.rows_per_pass // len(rows))  # conditions decoded together
+                for g in range(0, len(grafts), per_pass):
+                    chunk = list(range(g, min(g + per_pass, len(grafts))))
+                    last = g + per_pass >= len(grafts)
+                    cache = prefix.cache if last else copy.deepcopy(prefix.cache)
+                    out = self._pass(
+                        [seqs[i] for i in rows], prefix, cache, [grafts[k] for k in chunk]
+                    )
+                    for j, k in enumerate(chunk):
+                        for r, i in enumerate(rows):
+                            hidden[k][i], logits[k][i], tokens[k][i] = (
+                                out[0][r, j],
+                                out[1][r, j],
+                                out[2][r][j],
+                            )
+        decode = self.lm.tokenizer.decode
+        return [
+            Outcome(
+                torch.stack(hidden[k]),
+                torch.stack(logits[k]),
+                [decode(t, skip_special_tokens=True) for t in tokens[k]],
+                [t[:1] for t in tokens[k]],
+            )
+            for k in range(len(grafts))
+        ]
 
-        def grafted():
-            return nullcontext() if layer is None else graft(self.lm.parts, layer, donor)
-
-        for lo in range(0, len(seqs), self.batch_size):
-            batch = seqs[lo : lo + self.batch_size]
-            with grafted():
-                out = self.reader(batch, logits=True)
-            with grafted():
-                gen = generate(self.lm, batch, self.max_new_tokens, batch_size=len(batch))
-            hidden.append(out.hidden[:, :, 0])
-            logits.append(out.logits)
-            texts += gen.text
-            first_ids += [t[:1] for t in gen.token_ids]
-        return torch.cat(hidden), torch.cat(logits), texts, first_ids
+    @torch.inference_mode()
+    def _pass(
+        self, seqs: list[Sequence[int]], prefix: Prefilled, cache: Any, grafts: list[Graft]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[list[list[int]]]]:
+        """The last token of ``seqs`` under each graft (row ``prompt * K + graft``), then greedy
+        decoding: states ``[B, K, L, D]``, logits ``[B, K, V]``, new tokens ``[B][K]``."""
+        k, b = len(grafts), len(seqs)
+        device = self.lm.input_device
+        if cache is not None and k > 1:
+            cache.batch_repeat_interleave(k)
+        ones = torch.ones((b * k, 1), dtype=torch.long, device=device)
+        mask = torch.cat([prefix.mask.repeat_interleave(k, 0), ones], dim=1)
+        positions = torch.tensor([len(s) - 1 for s in seqs], device=device)
+        positions = positions.repeat_interleave(k)[:, None]
+        last = torch.tensor([s[-1] for s in seqs], device=device).repeat_interleave(k)[:, None]
+        kwargs = {} if cache is None else {cache_arg_name(self.lm.model): cache}
+        with ExitStack() as stack:
+            for j, (layer, donor) in enumerate(grafts):
+                if layer is not None:
+                    rows = torch.arange(j, b * k, k)
+                    stack.enter_context(graft(self.lm.parts, layer, donor, rows=rows))
+            states = stack.enter_context(capture_last_states(self.lm.parts))
+            out = self.lm.model(
+                input_ids=last,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            )
+        logits = out.logits[:, -1]
+        start = Prefilled(cache_of(out), mask, positions, logits)
+        new, _ = greedy_continue(self.lm, start, self.max_new_tokens, self.stop_ids)
+        hidden = torch.stack(states, dim=1)  # type: ignore[arg-type]
+        return (
+            hidden.reshape(b, k, *hidden.shape[1:]),
+            logits.float().cpu().reshape(b, k, -1),
+            [new[r * k : (r + 1) * k] for r in range(b)],
+        )
 
     def run(
         self,
@@ -150,52 +287,53 @@ class GraftSweep:
             raise ProbingError(
                 f"donor states cover {donors.shape[0]} layers, the model has {self.lm.parts.num_layers}"
             )
+        grafts: list[Graft] = [(None, None)]
         for layer in layers:
-            check_graft(self.lm.parts, layer, donors[0] if donors.ndim == 2 else donors)
+            donor = donors[layer] if donors.ndim == 2 else donors
+            check_graft(self.lm.parts, layer, donor)
+            grafts.append((layer, donor))
         result = SweepResult()
-        base_h, base_logits, base_text, base_first = self.condition(targets, None, None)
-        base_probe = _probe_positive(self.probe, base_h, -1, self.positive)
+        base, *grafted = self.conditions(targets, grafts)
+        base_probe = _probe_positive(self.probe, base.hidden, -1, self.positive)
         self._record(
             result,
             "ungrafted",
             None,
             prompts,
-            base_logits,
-            base_logits,
-            base_text,
-            base_first,
+            base.logits,
+            base.logits,
+            base.texts,
+            base.first_ids,
             base_probe,
             base_probe,
         )
         if len(jailbreaks):
-            jb_h, jb_logits, jb_text, jb_first = self.condition(jailbreaks, None, None)
-            jb_probe = _probe_positive(self.probe, jb_h, -1, self.positive)
+            jb = self.conditions(jailbreaks, [(None, None)])[0]
+            jb_probe = _probe_positive(self.probe, jb.hidden, -1, self.positive)
             self._record(
                 result,
                 "jailbreak",
                 None,
                 [""] * len(jailbreaks),
-                jb_logits,
-                jb_logits,
-                jb_text,
-                jb_first,
+                jb.logits,
+                jb.logits,
+                jb.texts,
+                jb.first_ids,
                 jb_probe,
                 jb_probe,
             )
-        for layer in layers:
-            donor = donors[layer] if donors.ndim == 2 else donors
-            h, logits, text, first = self.condition(targets, layer, donor)
-            grafted_probe = _probe_positive(self.probe, h, layer, self.positive)
-            ref_probe = _probe_positive(self.probe, base_h, layer, self.positive)
+        for layer, out in zip(layers, grafted, strict=True):
+            grafted_probe = _probe_positive(self.probe, out.hidden, layer, self.positive)
+            ref_probe = _probe_positive(self.probe, base.hidden, layer, self.positive)
             self._record(
                 result,
                 "grafted",
                 layer,
                 prompts,
-                logits,
-                base_logits,
-                text,
-                first,
+                out.logits,
+                base.logits,
+                out.texts,
+                out.first_ids,
                 grafted_probe,
                 ref_probe,
             )
