@@ -63,18 +63,20 @@ def test_batched_equals_one_at_a_time_and_generate(arch):
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gemma2"])
-def test_joined_decoding_equals_one_at_a_time(arch):
-    """Prefilled two at a time, decoded five together (caches joined where they are plain
-    full-attention caches): the same tokens as each prompt alone."""
+@pytest.mark.parametrize("share_head", [False, True])
+def test_joined_decoding_equals_one_at_a_time(arch, share_head):
+    """Prefilled two at a time (the chat template's shared head once, or not), decoded five
+    together (caches joined where they are plain full-attention caches): the same tokens as each
+    prompt alone."""
     lm = tiny_lm(arch)
     ids = render(lm.tokenizer, PROMPTS, "chat").ids
-    joined = generate(lm, ids, max_new_tokens=8, batch_size=2, stop_ids=STOP, decode_rows=5)
+    joined = generate(lm, ids, 8, batch_size=2, stop_ids=STOP, decode_rows=5, share_head=share_head)
     single = [generate(lm, [s], max_new_tokens=8, stop_ids=STOP).token_ids[0] for s in ids]
     assert joined.token_ids == single
 
 
 def test_join_pads_caches_of_full_attention_only():
-    from probing.generation.generate import join, prefill
+    from probing.generation.generate import join, prefill, prefill_batches
 
     lm = tiny_lm("llama")
     ids = render(lm.tokenizer, PROMPTS, "chat").ids
@@ -83,6 +85,9 @@ def test_join_pads_caches_of_full_attention_only():
     assert one.rows == 5 and one.mask.shape[1] == max(len(s) for s in ids)
     assert one.cache.layers[0].keys.shape[2] == one.mask.shape[1]
     assert one.mask.sum(1).tolist() == [len(s) for s in ids]
+    (head,) = prefill_batches(lm, ids, batch_size=2)  # the shared head of the chat template
+    assert head.rows == 5 and not torch.equal(head.mask, one.mask)  # padding after the head
+    assert head.mask.sum(1).tolist() == [len(s) for s in ids]
     sliding = tiny_lm("gemma2")  # sliding-window layers: decoded part by part
     assert len(join([prefill(sliding, ids[:2]), prefill(sliding, ids[2:])])) == 2
 

@@ -220,18 +220,32 @@ def one_at_a_time(lm, seqs, layer, donor, n):
     return torch.cat(hidden), torch.cat(logits), tokens
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gemma2", "falcon", "mistral", "phi"])
-@pytest.mark.parametrize(("batch_size", "rows_per_pass"), [(2, 2), (2, 4), (3, 64)])
-def test_shared_prefix_batched_sweep_equals_one_prompt_at_a_time(arch, batch_size, rows_per_pass):
-    """Prefix once, conditions stacked on its cache, caches joined across prompt batches, finished
-    rows dropped: the same states, logits and tokens as each prompt and condition run alone."""
+TEXTS = ["do a bad thing", "x", "break every rule you know of, now", "ab", "tell me"]
+CASES = [
+    (arch, batch, rows, template)
+    for arch in ["llama", "qwen2", "gpt2", "gemma2", "falcon", "mistral", "phi"]
+    for batch, rows in [(2, 2), (2, 4), (3, 64)]
+    for template in ["raw", "chat"]
+    if template == "raw" or (arch in ("llama", "gpt2", "gemma2") and batch == 2)
+]
+
+
+@pytest.mark.parametrize(("arch", "batch_size", "rows_per_pass", "template"), CASES)
+def test_shared_prefix_batched_sweep_equals_one_prompt_at_a_time(
+    arch, batch_size, rows_per_pass, template
+):
+    """Prefix once (the chat template's common head once for all), conditions stacked on its
+    cache, caches joined across prompt batches, finished rows dropped: the same states, logits and
+    tokens as each prompt and condition run alone (raw prompts include one of a single token)."""
+    from probing.prompts import render
+
     torch.manual_seed(0)
     lm = tiny_lm(arch)
     hidden_size = lm.model.config.hidden_size
-    seqs = [
-        lm.tokenizer(t).input_ids
-        for t in ["do a bad thing", "x", "break every rule you know of, now", "ab", "tell me"]
-    ]
+    if template == "chat":
+        seqs = render(lm.tokenizer, TEXTS, "chat").ids
+    else:
+        seqs = [lm.tokenizer(t).input_ids for t in TEXTS]
     last = lm.parts.num_layers - 1
     grafts = [(None, None), (0, torch.randn(hidden_size)), (1, torch.randn(hidden_size))]
     grafts.append((last, torch.randn(hidden_size)))

@@ -66,7 +66,8 @@ def cache_of(out: Any) -> Any:
 
 @dataclass
 class Prefilled:
-    """A left-padded batch after its prompt pass: what greedy decoding continues from.
+    """A batch after its prompt pass: what greedy decoding continues from. Rows are left-padded
+    (padding may also sit after a shared head, see :func:`prefill_batches`).
 
     ``cache`` is the KV cache (``None`` when nothing was run); ``mask`` ``[R, T]`` covers it;
     ``positions`` ``[R, 1]`` are the position ids of each row's last token; ``logits`` ``[R, V]``
@@ -99,15 +100,85 @@ def prefill(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> Prefilled:
     return Prefilled(cache_of(out), mask, positions[:, -1:], out.logits[:, -1])
 
 
-def _joinable(parts: Sequence[Prefilled]) -> bool:
+def _plain(cache: Any) -> bool:
+    """A cache whose every layer is a plain full-attention ``DynamicLayer`` (no sliding window):
+    rows can be padded anywhere, repeated and joined."""
     from transformers.cache_utils import DynamicLayer
 
-    return len(parts) > 1 and all(
-        p.cache is not None
-        and hasattr(p.cache, "layers")
-        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in p.cache.layers)
-        for p in parts
+    return (
+        cache is not None
+        and hasattr(cache, "layers")
+        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
     )
+
+
+def _copy_cache(cache: Any) -> Any:
+    """A cache object of its own over the same tensors (updates assign new tensors, so the
+    original is left as it was)."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    return out
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with (a chat template's system turn), leaving each at least one."""
+    if not seqs:
+        return 0
+    limit = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
+
+
+@torch.inference_mode()
+def _prefill_after(lm: LoadedModel, head: Prefilled, tails: Sequence[Sequence[int]]) -> Prefilled:
+    """Rows ``head + tail``: the shared head's cache repeated, the tails left-padded after it."""
+    shared = head.mask.shape[1]
+    cache = _copy_cache(head.cache)
+    cache.batch_repeat_interleave(len(tails))
+    ids, tail_mask = left_pad(tails, pad_token_id(lm.tokenizer))
+    device = lm.input_device
+    mask = torch.cat([head.mask.expand(len(tails), -1), tail_mask.to(device)], dim=1)
+    positions = position_ids_from_mask(mask)[:, shared:]
+    out = lm.model(
+        input_ids=ids.to(device),
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_arg_name(lm.model): cache},
+    )
+    return Prefilled(cache_of(out), mask, positions[:, -1:], out.logits[:, -1])
+
+
+def prefill_batches(
+    lm: LoadedModel, seqs: Sequence[Sequence[int]], batch_size: int, min_shared: int | None = 4
+) -> list[Prefilled]:
+    """Prompt passes over ``seqs`` (give them length-sorted), ``batch_size`` rows at a time, joined
+    into one batch where the caches allow (:func:`join`). A head of at least ``min_shared`` tokens
+    common to all of them (``None``: never) runs once first, its cache shared by every row — so the
+    first forward pass is then that head, not the prompts (mind hooks that act on the first pass,
+    such as a graft)."""
+    shared = common_prefix(seqs)
+    head = None
+    if min_shared is not None and shared >= min_shared:
+        head = prefill(lm, [seqs[0][:shared]])
+    if head is not None and not _plain(head.cache):
+        head = None
+    parts = []
+    for lo in range(0, len(seqs), batch_size):
+        batch = seqs[lo : lo + batch_size]
+        if head is None:
+            parts.append(prefill(lm, batch))
+        else:
+            parts.append(_prefill_after(lm, head, [s[shared:] for s in batch]))
+    return join(parts)
+
+
+def _joinable(parts: Sequence[Prefilled]) -> bool:
+    return len(parts) > 1 and all(_plain(p.cache) for p in parts)
 
 
 def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -129,13 +200,10 @@ def join(parts: Sequence[Prefilled]) -> list[Prefilled]:
     if not _joinable(parts):
         return list(parts)
     width = max(p.mask.shape[1] for p in parts)
-    cache = copy.copy(parts[0].cache)
-    cache.layers = []
-    for i, layer in enumerate(parts[0].cache.layers):
-        joined = copy.copy(layer)
+    cache = _copy_cache(parts[0].cache)
+    for i, joined in enumerate(cache.layers):
         joined.keys = torch.cat([_pad_left(p.cache.layers[i].keys, width, 2) for p in parts])
         joined.values = torch.cat([_pad_left(p.cache.layers[i].values, width, 2) for p in parts])
-        cache.layers.append(joined)
     logits = None
     if all(p.logits is not None for p in parts):
         logits = torch.cat([p.logits for p in parts])  # type: ignore[misc]
@@ -206,11 +274,14 @@ def generate(
     stop_ids: set[int] | None = None,
     progress: bool = False,
     decode_rows: int | None = None,
+    share_head: bool = False,
 ) -> Generation:
     """Greedy continuations of token sequences ``seqs`` (rendered prompts), in input order.
 
     Prompts are length-sorted and prefilled ``batch_size`` at a time (little padding); up to
     ``decode_rows`` of them (default ``batch_size``) then decode together, their caches joined.
+    ``share_head``: a head that all prompts of a decode group start with (a chat template's system
+    turn) runs once for them; leave it off under hooks that act on the first forward pass (a graft).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -226,12 +297,9 @@ def generate(
     with tqdm(total=len(seqs), unit="prompt", desc="generate", disable=not progress) as bar:
         for lo in range(0, len(order), decode_rows):
             group = order[lo : lo + decode_rows]
-            parts = [
-                prefill(lm, [seqs[i] for i in group[b : b + batch_size]])
-                for b in range(0, len(group), batch_size)
-            ]
             at = 0
-            for part in join(parts):
+            rows = [seqs[i] for i in group]
+            for part in prefill_batches(lm, rows, batch_size, 4 if share_head else None):
                 new, ended = greedy_continue(lm, part, max_new_tokens, stop_ids)
                 for i, t, e in zip(group[at : at + part.rows], new, ended, strict=True):
                     tokens[i], stopped[i] = t, e

@@ -122,6 +122,7 @@ def evaluate_refusal(
         batch_size=cfg.batch_size,
         progress=cfg.progress,
         decode_rows=cfg.decode_rows,
+        share_head=True,
     )
     verdicts = [judge.verdict(t) for t in gen.text]
     label_names = [names[i] for i in labels]

@@ -26,8 +26,7 @@ from probing.generation.generate import (
     cache_arg_name,
     cache_of,
     greedy_continue,
-    join,
-    prefill,
+    prefill_batches,
     stop_token_ids,
 )
 from probing.generation.judge import KeywordJudge
@@ -200,12 +199,9 @@ class GraftSweep:
         tokens: list[list[list[int]]] = [[[] for _ in range(n)] for _ in grafts]
         for lo in range(0, n, per_group):
             group = order[lo : lo + per_group]
-            parts = [
-                prefill(self.lm, [seqs[i][:-1] for i in group[b : b + self.batch_size]])
-                for b in range(0, len(group), self.batch_size)
-            ]
+            heads = [seqs[i][:-1] for i in group]
             at = 0
-            for prefix in join(parts):
+            for prefix in prefill_batches(self.lm, heads, self.batch_size):
                 rows = group[at : at + prefix.rows]
                 at += prefix.rows
                 per_pass = max(1, self.rows_per_pass // len(rows))  # conditions decoded together
