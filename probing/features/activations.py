@@ -1,7 +1,8 @@
 """Per-layer hidden states at selected positions for a batch, plus the logit lens on them.
 
-Decoder blocks are read with forward hooks that keep only the selected positions, so memory does not
-grow with ``layers × sequence length``, and the unembedding is applied to those positions only.
+Every layer is read with :meth:`ModelParts.capture` hooks that keep only the selected positions, so
+memory does not grow with ``layers × sequence length``, and the unembedding is applied to those
+positions only.
 """
 
 from __future__ import annotations
@@ -66,14 +67,6 @@ class Selector:
         return total / mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
 
 
-def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _hidden_out(output: torch.Tensor | tuple) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 class ActivationReader:
     """Runs the decoder backbone on batches and returns selected per-layer states and their lens."""
 
@@ -99,40 +92,26 @@ class ActivationReader:
         ids, mask = left_pad(seqs, self.pad_id)
         self.selector.mask = mask
         captured: list[torch.Tensor | None] = [None] * self.num_layers
-        layers = self.parts.layers
-        n_blocks = len(layers)
+        n_blocks = self.parts.num_decoder_layers
+        final: list[torch.Tensor] = []  # the last layer's state at the last token, for logits
 
         def keep(index: int, h: torch.Tensor) -> None:
             captured[index] = self.selector(h).detach()
+            if index == n_blocks and logits:
+                final.append(h[:, -1].detach())
 
-        handles = [
-            layers[0].register_forward_pre_hook(
-                lambda m, a, kw: keep(0, _hidden_arg(a, kw)), with_kwargs=True
-            )
-        ]
-        for i in range(n_blocks - 1):  # the last block's state is taken after the final norm
-            handles.append(
-                layers[i].register_forward_hook(
-                    lambda m, a, out, i=i: keep(i + 1, _hidden_out(out))
-                )
-            )
         device = self.lm.input_device
-        try:
-            out = self.parts.backbone(
+        with self.parts.capture(range(self.num_layers), keep):
+            self.parts.backbone(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=position_ids_from_mask(mask).to(device),
                 use_cache=False,
             )
-        finally:
-            for h in handles:
-                h.remove()
-        last = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        keep(n_blocks, last)
         result = self._finish(captured)
         if logits:
             dev = self.parts.unembed.weight.device
-            result.logits = self.parts.lens(last[:, -1].to(dev), n_blocks).cpu()
+            result.logits = self.parts.lens(final[-1].to(dev), n_blocks).cpu()
         return result
 
     def _finish(self, captured: list[torch.Tensor | None]) -> BatchOutput:

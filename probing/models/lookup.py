@@ -6,10 +6,13 @@ misses e.g. Llama's RMSNorm silently produces a wrong logit lens).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from probing.errors import ProbingError
 
@@ -46,6 +49,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 }
 
 
+class _StopForward(Exception):
+    """Raised by a capture hook at the deepest wanted layer; caught by :meth:`ModelParts.capture`."""
+
+
 def _get(module: nn.Module, path: str) -> nn.Module:
     obj = module
     for part in path.split("."):
@@ -55,7 +62,13 @@ def _get(module: nn.Module, path: str) -> nn.Module:
 
 @dataclass
 class ModelParts:
-    """The pieces of a causal LM that extraction, the logit lens and grafting need."""
+    """The pieces of a causal LM that extraction, the logit lens and grafting need.
+
+    It owns the layer convention for hooks: layer 0 is the embedding output (the input of decoder
+    block 0), layer ``i`` the output of decoder block ``i - 1``, and the last layer the final norm's
+    output (as in HF ``output_hidden_states``, whose last entry is after the norm). :meth:`capture`
+    and :meth:`replace` are the only places that map a layer index to a hooked module.
+    """
 
     architecture: str
     backbone: nn.Module
@@ -74,6 +87,92 @@ class ModelParts:
         """Stored layers: embeddings (0) plus one per decoder block."""
         return len(self.layers) + 1
 
+    # -- hooks at a layer ------------------------------------------------------------------------------
+    @contextmanager
+    def capture(
+        self,
+        layers: Iterable[int],
+        fn: Callable[[int, torch.Tensor], None],
+        stop: bool = False,
+    ) -> Iterator[None]:
+        """Within the block, forward passes call ``fn(layer, hidden)`` (``hidden`` ``[B, T, D]``) for
+        each of ``layers``, shallowest first.
+
+        ``stop`` ends a forward pass once the deepest of ``layers`` is captured, so later blocks never
+        run: the model call inside the block is abandoned there (statements after it in the block do
+        not run) and the block exits normally. Hooks are removed on exit.
+        """
+        want = sorted(set(layers))
+        if not want:
+            raise ValueError("capture needs at least one layer")
+        deepest = want[-1]
+
+        def observer(layer: int) -> Callable[[torch.Tensor], None]:
+            def observe(hidden: torch.Tensor) -> None:
+                fn(layer, hidden)
+                if stop and layer == deepest:
+                    raise _StopForward
+
+            return observe
+
+        handles: list[RemovableHandle] = []
+        try:
+            for layer in want:
+                handles.append(self._hook(layer, observer(layer)))
+            yield
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def replace(
+        self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None]
+    ) -> Iterator[None]:
+        """Within the block, forward passes continue from ``fn(hidden)`` (``[B, T, D]``) instead of the
+        state at ``layer`` (``None`` keeps it). The hook is prepended, so other hooks on the same
+        module (a capture, ``output_hidden_states``) see the replaced state; removed on exit."""
+        handle = self._hook(layer, fn, prepend=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _hook(
+        self,
+        layer: int,
+        fn: Callable[[torch.Tensor], torch.Tensor | None],
+        prepend: bool = False,
+    ) -> RemovableHandle:
+        """The one mapping from a layer index to a hook; ``fn`` may return a replacement state."""
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer {layer} is out of range 0..{self.num_layers - 1}")
+        if layer == 0:  # the embeddings: the input of the first block
+
+            def pre_hook(module, args, kwargs):
+                new = fn(args[0] if args else kwargs["hidden_states"])
+                if new is None:
+                    return None
+                if args:
+                    return (new, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": new}
+
+            return self.layers[0].register_forward_pre_hook(
+                pre_hook, with_kwargs=True, prepend=prepend
+            )
+
+        def post_hook(module, args, output):
+            new = fn(output[0] if isinstance(output, tuple) else output)
+            if new is None or not isinstance(output, tuple):
+                return new
+            return (new, *output[1:])
+
+        # the last layer is stored after the final norm
+        module = self.layers[layer - 1] if layer < self.num_decoder_layers else self.final_norm
+        return module.register_forward_hook(post_hook, prepend=prepend)
+
+    # -- logit lens ------------------------------------------------------------------------------------
     def lens(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
         """Logit lens of hidden states ``[..., D]`` at ``layer`` (0 = embeddings), float32.
 

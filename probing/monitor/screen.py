@@ -2,11 +2,10 @@
 
 A :class:`Screener` renders prompts exactly as the probe's training features were rendered (the
 feature file's ``template`` and ``system_prompt``), runs the decoder on left-padded batches with
-position ids from the attention mask, captures the probed position at layer ``L`` with a forward hook
-(layer 0: a pre-hook of the first block; the last layer: the final norm's output) and stops the
-forward there by raising a private exception, so the blocks after ``L`` never run. Hooks are removed
-in ``finally``. The probe checkpoint's own standardisation (``input_mean``/``input_std``) is applied
-to the raw state, then its head for that layer.
+position ids from the attention mask, captures the probed position at layer ``L`` with
+:meth:`ModelParts.capture` (the project's layer convention) and stops the forward there, so the
+blocks after ``L`` never run. The probe checkpoint's own standardisation
+(``input_mean``/``input_std``) is applied to the raw state, then its head for that layer.
 """
 
 from __future__ import annotations
@@ -28,10 +27,6 @@ from probing.prompts.render import render
 log = logging.getLogger(__name__)
 
 DEFAULT_REFUSAL = "I can't help with that request."
-
-
-class _StopForward(Exception):
-    """Raised by the capture hook once the last wanted layer is reached (never escapes)."""
 
 
 # -- screening ---------------------------------------------------------------------------------------
@@ -60,14 +55,6 @@ class Screening:
             "layer": self.layer,
             "threshold": self.threshold,
         }
-
-
-def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _hidden_out(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
 
 
 class Screener:
@@ -142,47 +129,22 @@ class Screener:
     def hidden(self, seqs: Sequence[Sequence[int]], layers: Sequence[int]) -> torch.Tensor:
         """Raw states ``[B, len(layers), D]`` (float32, CPU) at the probed position of one batch; the
         forward stops after the deepest layer in ``layers``."""
-        parts = self.lm.parts
-        blocks, n_blocks = parts.layers, parts.num_decoder_layers
         want = sorted(set(layers))
-        deepest = want[-1]
         ids, mask = left_pad(seqs, self.pad_id)
         self.selector.mask = mask
         captured: dict[int, torch.Tensor] = {}
 
         def keep(index: int, h: torch.Tensor) -> None:
             captured[index] = self.selector(h)[:, self.probe.position].detach()
-            if index == deepest:
-                raise _StopForward
 
-        handles = []
-        for i in want:
-            if i == 0:
-                hook = blocks[0].register_forward_pre_hook(
-                    lambda m, a, kw: keep(0, _hidden_arg(a, kw)), with_kwargs=True
-                )
-            elif i < n_blocks:
-                hook = blocks[i - 1].register_forward_hook(
-                    lambda m, a, out, i=i: keep(i, _hidden_out(out))
-                )
-            else:  # the last stored layer is after the final norm
-                hook = parts.final_norm.register_forward_hook(
-                    lambda m, a, out: keep(n_blocks, _hidden_out(out))
-                )
-            handles.append(hook)
         device = self.lm.input_device
-        try:
-            parts.backbone(
+        with self.lm.parts.capture(want, keep, stop=True):
+            self.lm.parts.backbone(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=position_ids_from_mask(mask).to(device),
                 use_cache=False,
             )
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
         missing = [i for i in want if i not in captured]
         if missing:
             raise RuntimeError(f"the forward did not reach layers {missing}")
