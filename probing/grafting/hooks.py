@@ -1,9 +1,10 @@
 """Logit grafting with forward hooks: replace the hidden state at one layer and position, in prefill.
 
-No copy of any transformers model file: hooks on the modules found by the architecture lookup, removed
-in ``finally``. Layer indices follow the project convention — layer 0 is the embedding output (the
-input of decoder block 1), layer i the output of decoder block i, and the last layer is after the final
-norm — so the state replaced at layer ``l`` is exactly the state a feature file stores at layer ``l``.
+No copy of any transformers model file: :meth:`ModelParts.replace` hooks the module of the layer
+(removed on exit). Layer indices follow the project convention — layer 0 is the embedding output (the
+input of the first decoder block), layer i the output of the i-th decoder block, and the last layer is
+after the final norm — so the state replaced at layer ``l`` is exactly the state a feature file stores
+at layer ``l``.
 """
 
 from __future__ import annotations
@@ -81,23 +82,5 @@ def graft(
         state["done"] = True
         return _replace(h, vectors, position, rows)
 
-    def pre_hook(module, args, kwargs):
-        if args:
-            return (apply(args[0]), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": apply(kwargs["hidden_states"])}
-
-    def post_hook(module, args, output):
-        if isinstance(output, tuple):
-            return (apply(output[0]), *output[1:])
-        return apply(output)
-
-    if layer == 0:
-        handle = parts.layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)
-    elif layer < parts.num_decoder_layers:
-        handle = parts.layers[layer - 1].register_forward_hook(post_hook, prepend=True)
-    else:  # the last layer is stored after the final norm: graft the norm's output
-        handle = parts.final_norm.register_forward_hook(post_hook, prepend=True)
-    try:
+    with parts.replace(layer, apply):
         yield
-    finally:
-        handle.remove()

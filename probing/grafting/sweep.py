@@ -125,25 +125,8 @@ def capture_last_states(parts: ModelParts) -> Iterator[list[torch.Tensor | None]
         if captured[index] is None:
             captured[index] = h[:, -1].detach().float().cpu()
 
-    def first(module, args, kwargs):
-        keep(0, args[0] if args else kwargs["hidden_states"])
-
-    def block(i: int):
-        return lambda module, args, out: keep(i + 1, out[0] if isinstance(out, tuple) else out)
-
-    def last(module, args, out):
-        keep(parts.num_layers - 1, out[0] if isinstance(out, tuple) else out.last_hidden_state)
-
-    handles = [parts.layers[0].register_forward_pre_hook(first, with_kwargs=True)]
-    handles += [
-        parts.layers[i].register_forward_hook(block(i)) for i in range(len(parts.layers) - 1)
-    ]
-    handles.append(parts.backbone.register_forward_hook(last))
-    try:
+    with parts.capture(range(parts.num_layers), keep):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class GraftSweep:
