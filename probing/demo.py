@@ -11,11 +11,14 @@ and the report says how to install it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 from probing import demo_generalise as generalise
 from probing.config import load_config, parse_config
@@ -25,6 +28,7 @@ from probing.resources import builtin_path
 
 log = logging.getLogger(__name__)
 CONFIGS = builtin_path("configs")
+DECODE_ROWS = 256  # rows decoded together (refusal, grafting): the demo's models are small
 
 
 @dataclass
@@ -48,6 +52,10 @@ class DemoConfig:
         alignment: run the alignment side.
         compare: run the model/format comparison.
         compare_per_class: normal and malicious prompts per run of the comparison.
+        threads: CPU threads of every stage (torch and the BLAS/OpenMP pools of numpy and
+            scikit-learn). Default: chosen at the start of each stage — all cores while other
+            processes leave them free, 1 while they keep them busy (on a shared machine, threads
+            that wait for a busy core made small forward passes and scikit-learn fits 2-10× slower).
     """
 
     output: str = "demo_out"
@@ -66,6 +74,7 @@ class DemoConfig:
     max_new_tokens: int = 16
     alignment: bool = True
     compare: bool = True
+    threads: int | None = None
 
 
 @dataclass
@@ -75,22 +84,42 @@ class Demo:
     timings: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     sections: list[str] = field(default_factory=list)
+    threads: int | None = None  # of the last stage
 
     def __post_init__(self) -> None:
         self.out = Path(self.cfg.output)
         self.out.mkdir(parents=True, exist_ok=True)
 
     def stage(self, name: str, fn: Callable[[], None], optional: bool = False) -> None:
-        log.info("== demo stage: %s", name)
+        import torch
+
+        threads = stage_threads(self.cfg.threads, self.threads)
+        log.info("== demo stage: %s (%d CPU thread%s)", name, threads, "s"[: threads > 1])
+        before = torch.get_num_threads()
         start = time.perf_counter()
         try:
-            fn()
+            torch.set_num_threads(threads)
+            with threadpool_limits(limits=threads):
+                fn()
         except ProbingError as err:
             if not optional:
                 raise
             self.notes[name] = f"skipped: {err}"
             log.warning("demo stage %s skipped: %s", name, err)
+        finally:
+            torch.set_num_threads(before)
         self.timings[name] = time.perf_counter() - start
+        self.threads = threads
+
+
+def stage_threads(requested: int | None, previous: int | None) -> int:
+    """``requested``, else the cores that other processes leave free (at least 1): the 1-minute load
+    average less what the demo's previous stage (``previous`` threads) added to it."""
+    if requested:
+        return requested
+    cores = os.cpu_count() or 1
+    others = max(0.0, os.getloadavg()[0] - (previous or 0))
+    return max(1, min(cores, int(cores - others + 0.5)))
 
 
 def _prompts(normal: int, malicious: int, jailbreak: int) -> list[Any]:
@@ -192,6 +221,7 @@ def probing_side(demo: Demo) -> None:
                 prompts=_prompts(n, n, n),
                 output=str(demo.out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
+                decode_rows=DECODE_ROWS,
                 progress=False,
             ),
             lm=state["lm"],
@@ -255,6 +285,7 @@ def alignment_side(demo: Demo) -> None:
                 prompts=_prompts(n // 2, n // 2, n // 2),
                 output=str(out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
+                decode_rows=DECODE_ROWS,
                 progress=False,
             ),
             lm=lm,
@@ -275,6 +306,7 @@ def alignment_side(demo: Demo) -> None:
                 limit=cfg.graft_prompts,
                 layer_stride=cfg.graft_stride,
                 max_new_tokens=cfg.max_new_tokens,
+                rows_per_pass=DECODE_ROWS,
                 output=str(out / "graft"),
             ),
             lm=lm,

@@ -1,0 +1,43 @@
+"""The demo driver's stage wrapper: thread choice per stage, restored afterwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import probing.demo as demo_mod
+from probing.demo import Demo, DemoConfig, stage_threads
+from probing.errors import ProbingError
+
+
+@pytest.mark.parametrize(
+    ("requested", "previous", "load", "expected"),
+    [
+        (3, None, 9.0, 3),  # asked for: taken as is
+        (None, None, 0.2, 2),  # an idle machine: every core
+        (None, None, 1.4, 1),  # another process on one core
+        (None, 2, 2.3, 2),  # the load is the demo's own previous stage
+        (None, 1, 4.0, 1),  # a busy machine: one thread
+    ],
+)
+def test_stage_threads(monkeypatch, requested, previous, load, expected):
+    monkeypatch.setattr(demo_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo_mod.os, "getloadavg", lambda: (load, load, load))
+    assert stage_threads(requested, previous) == expected
+
+
+def test_stage_sets_and_restores_threads(tmp_path):
+    demo = Demo(DemoConfig(output=str(tmp_path), threads=1))
+    before = torch.get_num_threads()
+    seen = []
+    demo.stage("one", lambda: seen.append(torch.get_num_threads()))
+
+    def fail() -> None:
+        raise ProbingError("model not installed")
+
+    demo.stage("two", fail, optional=True)
+    assert seen == [1] and torch.get_num_threads() == before
+    assert set(demo.timings) == {"one", "two"} and "not installed" in demo.notes["two"]
+    with pytest.raises(ProbingError):
+        demo.stage("three", fail)
+    assert torch.get_num_threads() == before
