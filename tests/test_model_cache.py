@@ -187,6 +187,27 @@ def test_cached_tokenizer_equals_the_direct_one(tiny_gguf, model_cache, monkeypa
     assert cached.get_vocab() == direct.get_vocab()
 
 
+def test_extract_resolves_the_model_once(tiny_gguf, model_cache, tmp_path, monkeypatch):
+    """One extraction hashes its GGUF once (tokenizer, identity, context length and model share it)."""
+    import probing.models.load as load_mod
+
+    calls = []
+    monkeypatch.setattr(load_mod, "sha256_file", lambda p: calls.append(p) or sha256_file(p))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    cfg = ExtractConfig(
+        model=ModelConfig(name=str(tiny_gguf)),
+        prompts=[PromptSource(path=str(prompts), label="x")],
+        output=str(tmp_path / "f.h5"),
+        progress=False,
+    )
+    ff = FeatureFile(extract(cfg))
+    assert len(calls) == 1 and ff.meta["gguf_sha256"] == sha256_file(tiny_gguf)
+    source = load_mod.resolve_model(cfg.model)
+    assert source.kind == "gguf" and source.sha256 == ff.meta["gguf_sha256"]
+    assert load_mod.resolve_model(source) is source and len(calls) == 2
+
+
 def test_feature_files_are_the_same_from_gguf_and_cache(
     tiny_gguf, model_cache, tmp_path, monkeypatch
 ):

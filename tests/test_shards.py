@@ -86,6 +86,18 @@ def test_shards_then_auto_merge_equal_single_process(tmp_path, prompts):
         FeatureFile(moved / "merged.h5")
 
 
+def test_torchrun_shard_uses_its_local_gpu_without_changing_the_config(
+    tmp_path, prompts, monkeypatch
+):
+    """``--model.device cuda`` becomes ``cuda:LOCAL_RANK`` in the shard, not in the caller's cfg."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    cfg = config(prompts, tmp_path / "f.h5", shard="0/2")
+    cfg.model.device = "cuda"
+    path = extract(cfg, lm=tiny_lm("llama"))
+    assert FeatureFile(path).meta["config"]["model"]["device"] == "cuda:1"
+    assert cfg.model.device == "cuda"
+
+
 def test_merge_refuses_bad_sets(tmp_path, prompts, capsys):
     lm = tiny_lm("llama")
     out = tmp_path / "m.h5"

@@ -46,7 +46,14 @@ from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
 from probing.features.plan import fingerprint, plan_rows
 from probing.features.store import FeatureFile, read_meta
-from probing.models.load import ModelConfig, load_model, load_tokenizer, model_identity
+from probing.models.load import (
+    ModelConfig,
+    ModelSource,
+    load_model,
+    load_tokenizer,
+    model_identity,
+    resolve_model,
+)
 from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)
@@ -134,28 +141,31 @@ def extract_config(cfg: CompareConfig, spec: RunSpec) -> ExtractConfig:
 
 
 class _Models:
-    """Keeps the last model (and its tokenizer) for the next run of the same model."""
+    """Keeps the last model (resolved once, its tokenizer and weights) for the next run of it."""
 
     def __init__(self) -> None:
         self.key: tuple | None = None
+        self.source: ModelSource | None = None
         self.tokenizer: Any = None
         self.lm: Any = None
 
-    def _select(self, mc: ModelConfig) -> None:
+    def source_for(self, mc: ModelConfig) -> ModelSource:
         key = dataclasses.astuple(mc)
-        if key != self.key:
+        if key != self.key or self.source is None:
             self.key, self.tokenizer, self.lm = key, None, None
+            self.source = resolve_model(mc)
+        return self.source
 
     def tokenizer_for(self, mc: ModelConfig) -> Any:
-        self._select(mc)
+        source = self.source_for(mc)
         if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(mc)
+            self.tokenizer = load_tokenizer(source)
         return self.tokenizer
 
     def model_for(self, mc: ModelConfig) -> Any:
-        self._select(mc)
+        tokenizer = self.tokenizer_for(mc)
         if self.lm is None:
-            self.lm = load_model(mc, self.tokenizer_for(mc))
+            self.lm = load_model(self.source_for(mc), tokenizer)
         return self.lm
 
 
@@ -173,7 +183,7 @@ def ensure_features(cfg: CompareConfig, spec: RunSpec, models: _Models) -> tuple
             meta = {}
         plan = plan_rows(ecfg, tokenizer, _NO_CONTEXT_LIMIT)
         if meta.get("complete") and meta.get("fingerprint") == fingerprint(
-            ecfg, model_identity(ecfg.model), plan
+            ecfg, model_identity(models.source_for(ecfg.model)), plan
         ):
             log.info("%s: reusing %s (same model, prompts and settings)", spec.run_name, path)
             return path, True

@@ -28,7 +28,14 @@ from probing.features.shards import (
 )
 from probing.features.store import FeatureWriter, read_meta
 from probing.models.context import config_context_length, model_context_length
-from probing.models.load import LoadedModel, ModelConfig, load_model, load_tokenizer, model_identity
+from probing.models.load import (
+    LoadedModel,
+    ModelConfig,
+    load_model,
+    load_tokenizer,
+    model_identity,
+    resolve_model,
+)
 from probing.prompts.render import Template
 from probing.prompts.sources import PromptSource
 
@@ -185,26 +192,31 @@ def _shard(cfg: ExtractConfig) -> tuple[int, int] | None:
     return shard_from_env()
 
 
+def _on_local_gpu(cfg: ExtractConfig, shard: tuple[int, int] | None) -> ExtractConfig:
+    """A copy of ``cfg`` whose ``--model.device cuda`` is this torchrun process's GPU (sharded runs)."""
+    if shard and cfg.model.device == "cuda" and "LOCAL_RANK" in os.environ:
+        model = dataclasses.replace(cfg.model, device=f"cuda:{os.environ['LOCAL_RANK']}")
+        return dataclasses.replace(cfg, model=model)
+    return cfg
+
+
 def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
     """Run an extraction; returns the feature file's path. ``lm`` skips loading (tests, notebooks)."""
     _validate(cfg)
     shard = _shard(cfg)
-    if shard and cfg.model.device == "cuda" and "LOCAL_RANK" in os.environ:
-        cfg.model.device = f"cuda:{os.environ['LOCAL_RANK']}"
-    tokenizer = lm.tokenizer if lm is not None else load_tokenizer(cfg.model)
-    identity = (
-        model_identity(cfg.model)
-        if lm is None
-        else {
+    cfg = _on_local_gpu(cfg, shard)
+    if lm is None:
+        source = resolve_model(cfg.model)  # once: the loaders below reuse it (and its GGUF hash)
+        tokenizer = load_tokenizer(source)
+        identity = model_identity(source)
+        model_length = model_context_length(source)
+    else:
+        source, tokenizer = None, lm.tokenizer
+        identity = {
             k: lm.meta[k]
             for k in ("model", "model_source", "model_revision", "gguf_sha256", "dtype")
         }
-    )
-    model_length = (
-        config_context_length(lm.model.config)
-        if lm is not None
-        else model_context_length(cfg.model)
-    )
+        model_length = config_context_length(lm.model.config)
     plan = plan_rows(cfg, tokenizer, context_length(tokenizer, model_length))
     fp = fingerprint(cfg, identity, plan)
     path, file_fp, extra = Path(cfg.output), fp, {"plan_fingerprint": fp}
@@ -227,17 +239,24 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
                 len(plan.rows),
             )
         else:
-            _extract_rows(cfg, lm, tokenizer, plan, path, file_fp, extra, state, lock)
+            if lm is None:
+                lm = load_model(source, tokenizer)
+            _extract_rows(cfg, lm, plan, path, file_fp, extra, state, lock)
     if shard:
         return _merge_if_last(cfg, shard[1]) or path
     return path
 
 
 def _extract_rows(
-    cfg, lm, tokenizer, plan: Plan, path: Path, fp: str, extra: dict, state: str, lock: WriteLock
+    cfg: ExtractConfig,
+    lm: LoadedModel,
+    plan: Plan,
+    path: Path,
+    fp: str,
+    extra: dict,
+    state: str,
+    lock: WriteLock,
 ) -> None:
-    if lm is None:
-        lm = load_model(cfg.model, tokenizer)
     reader = ActivationReader(lm, cfg.positions, cfg.k, cfg.lens_top_k)
     if state == "resume":
         writer = FeatureWriter.reopen(path, lock)

@@ -4,10 +4,12 @@ from probing.models.builtin import BUILTIN_MODELS
 from probing.models.load import (
     LoadedModel,
     ModelConfig,
+    ModelSource,
     from_pretrained_objects,
     load_model,
     load_tokenizer,
     model_identity,
+    resolve_model,
 )
 from probing.models.lookup import ARCHITECTURES, ModelParts, model_parts
 
@@ -17,9 +19,11 @@ __all__ = [
     "LoadedModel",
     "ModelConfig",
     "ModelParts",
+    "ModelSource",
     "from_pretrained_objects",
     "load_model",
     "load_tokenizer",
     "model_identity",
     "model_parts",
+    "resolve_model",
 ]

@@ -219,17 +219,10 @@ QWEN25_CODER_05B_INSTRUCT = SplitGGUF(
 )
 
 
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
 def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
-    """SHA-256 of a file, computed once per process for an unchanged file (path, size, mtime)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(block):
-                digest.update(chunk)
-        _SHA_MEMO[key] = digest.hexdigest()
-    return _SHA_MEMO[key]
+    """SHA-256 of a file (hashed on every call: resolve a model once and keep its hash)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

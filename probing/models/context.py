@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import struct
-from pathlib import Path
 from typing import Any, BinaryIO
 
-from probing.models.load import ModelConfig, _load_error, _resolve, pretrained_kwargs
+from probing.models.load import ModelConfig, ModelSource, pretrained_kwargs, resolve_model
 
 # GGUF value types: fixed-size scalars (struct format), 8 = string, 9 = array
 _SCALARS = {
@@ -96,15 +95,17 @@ def gguf_context_length(path: str | os.PathLike) -> int | None:
     return None
 
 
-def model_context_length(cfg: ModelConfig) -> int | None:
-    """The context length of the model ``cfg`` names, from its GGUF header or config file."""
-    where, gguf, source = _resolve(cfg)
-    if gguf and source != "hub":
-        return gguf_context_length(Path(where, gguf))
+def model_context_length(model: ModelConfig | ModelSource) -> int | None:
+    """The context length of the model ``model`` names, from its GGUF header or config file."""
+    source = resolve_model(model)
+    if source.gguf_path is not None:
+        return gguf_context_length(source.gguf_path)
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(where, **pretrained_kwargs(cfg, gguf))
+        config = AutoConfig.from_pretrained(
+            source.where, **pretrained_kwargs(source.config, source.gguf)
+        )
     except (OSError, ValueError) as err:
-        raise _load_error(cfg, source, err) from None
+        raise source.load_error(err) from None
     return config_context_length(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from probing.models.lookup import ModelParts, model_parts
 
 log = logging.getLogger(__name__)
 
+SourceKind = Literal["builtin", "gguf", "local", "hub"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -62,7 +64,44 @@ class LoadedModel:
         return self.model.get_input_embeddings().weight.device
 
 
-def _resolve(cfg: ModelConfig) -> tuple[str, str | None, str]:
+@dataclass(frozen=True)
+class ModelSource:
+    """A :class:`ModelConfig` resolved once (per command): where the model is and what identifies it.
+
+    Made by :func:`resolve_model` and passed down to :func:`load_tokenizer`, :func:`load_model`,
+    :func:`model_identity` and :func:`probing.models.context.model_context_length`.
+
+    Args:
+        config: a copy of the options it was resolved from.
+        where: the model folder, or the hub id.
+        gguf: the GGUF file name inside ``where``, None for none.
+        kind: ``builtin``, ``gguf`` (a file path), ``local`` (a folder) or ``hub``.
+        sha256: SHA-256 of a local GGUF file ("" otherwise), hashed once here unless an assembled
+            built-in's sidecar vouches for it.
+    """
+
+    config: ModelConfig
+    where: str
+    gguf: str | None
+    kind: SourceKind
+    sha256: str = ""
+
+    @property
+    def gguf_path(self) -> str | None:
+        """The local GGUF file, None for a hub model or a folder of weights."""
+        return os.path.join(self.where, self.gguf) if self.gguf and self.kind != "hub" else None
+
+    def load_error(self, err: Exception) -> ProbingError:
+        """The one-line error for a model that cannot be loaded (``err`` from transformers or IO)."""
+        known = ", ".join(BUILTIN_MODELS)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return ProbingError(
+            f"cannot load model {self.config.name!r} ({self.kind}): {first}. Use a built-in name "
+            f"({known}), a local folder, a .gguf file or a reachable hub id in --model.name"
+        )
+
+
+def _locate(cfg: ModelConfig) -> tuple[str, str | None, SourceKind]:
     """(folder or hub id, gguf file name, source kind)."""
     if cfg.name in BUILTIN_MODELS:
         path = BUILTIN_MODELS[cfg.name].locate()
@@ -83,56 +122,61 @@ def _resolve(cfg: ModelConfig) -> tuple[str, str | None, str]:
     return cfg.name, cfg.gguf_file, "hub"
 
 
-def _gguf_sha256(path: str) -> str:
-    """SHA-256 of a local GGUF: an assembled file's sidecar vouches for it, else it is hashed (memo)."""
-    return known_sha256(path) or sha256_file(path)
+def resolve_model(cfg: ModelConfig | ModelSource) -> ModelSource:
+    """Resolve ``cfg`` (a built-in name, GGUF file, folder or hub id) once; a source is returned as is.
+
+    A local GGUF is hashed here (an assembled file's sidecar spares that), so call this once per
+    command and pass the result down.
+    """
+    if isinstance(cfg, ModelSource):
+        return cfg
+    where, gguf, kind = _locate(cfg)
+    source = ModelSource(dataclasses.replace(cfg), where, gguf, kind)
+    path = source.gguf_path
+    if path is None:
+        return source
+    try:
+        sha256 = known_sha256(path) or sha256_file(path)
+    except OSError as err:
+        raise source.load_error(err) from None
+    return dataclasses.replace(source, sha256=sha256)
 
 
-def model_identity(cfg: ModelConfig) -> dict[str, Any]:
+def model_identity(model: ModelConfig | ModelSource) -> dict[str, Any]:
     """What identifies the model's weights, known without loading them (for fingerprints)."""
-    where, gguf, source = _resolve(cfg)
+    source = resolve_model(model)
     return {
-        "model": cfg.name,
-        "model_source": source,
-        "model_revision": cfg.revision or "",
-        "gguf_sha256": _gguf_sha256(os.path.join(where, gguf)) if gguf and source != "hub" else "",
-        "dtype": cfg.dtype,
+        "model": source.config.name,
+        "model_source": source.kind,
+        "model_revision": source.config.revision or "",
+        "gguf_sha256": source.sha256,
+        "dtype": source.config.dtype,
     }
 
 
-def _where(cfg: ModelConfig) -> tuple[str, str | None, str]:
-    """Like :func:`_resolve`, but a local GGUF file becomes its converted folder in the model cache.
+def _where(source: ModelSource) -> tuple[str, str | None]:
+    """(folder or hub id, gguf file name) to load from: a local GGUF becomes its converted folder.
 
     The first load converts the file (parsed once) into :func:`probing.models.cache.converted`;
     later loads read config, tokenizer and safetensors from there. Without a writable cache the GGUF
     is loaded directly.
     """
-    where, gguf, source = _resolve(cfg)
-    if gguf and source != "hub":
-        path = os.path.join(where, gguf)
+    path = source.gguf_path
+    if path is not None:
         try:
-            entry = cache.converted(path, _gguf_sha256(path))
+            entry = cache.converted(path, source.sha256)
         except (OSError, ValueError) as err:
-            raise _load_error(cfg, source, err) from None
+            raise source.load_error(err) from None
         if entry is not None:
-            log.debug("%s: converted copy in %s", cfg.name, entry)
-            return str(entry), None, source
-    return where, gguf, source
-
-
-def _load_error(cfg: ModelConfig, source: str, err: Exception) -> ProbingError:
-    known = ", ".join(BUILTIN_MODELS)
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ProbingError(
-        f"cannot load model {cfg.name!r} ({source}): {first}. Use a built-in name ({known}), "
-        "a local folder, a .gguf file or a reachable hub id in --model.name"
-    )
+            log.debug("%s: converted copy in %s", source.config.name, entry)
+            return str(entry), None
+    return source.where, source.gguf
 
 
 def pretrained_kwargs(cfg: ModelConfig, gguf: str | None, weights: bool = False) -> dict[str, Any]:
     """Keyword arguments of ``from_pretrained`` (config, tokenizer or, with ``weights``, the model).
 
-    ``gguf`` is the GGUF file name as resolved (:func:`_resolve`, :func:`_where`), None for none.
+    ``gguf`` is the GGUF file name to load (:func:`_where`), None for none.
     """
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if gguf:
@@ -146,32 +190,36 @@ def pretrained_kwargs(cfg: ModelConfig, gguf: str | None, weights: bool = False)
     return kwargs
 
 
-def load_tokenizer(cfg: ModelConfig) -> Any:
+def load_tokenizer(model: ModelConfig | ModelSource) -> Any:
+    """The tokenizer of ``model`` (a config is resolved first; pass a :class:`ModelSource` to reuse one)."""
     from transformers import AutoTokenizer
 
-    where, gguf, source = _where(cfg)
+    source = resolve_model(model)
+    where, gguf = _where(source)
     try:
         with cache.parse_once() if gguf else contextlib.nullcontext():
-            return AutoTokenizer.from_pretrained(where, **pretrained_kwargs(cfg, gguf))
+            return AutoTokenizer.from_pretrained(where, **pretrained_kwargs(source.config, gguf))
     except (OSError, ValueError) as err:
-        raise _load_error(cfg, source, err) from None
+        raise source.load_error(err) from None
 
 
-def load_model(cfg: ModelConfig, tokenizer: Any = None) -> LoadedModel:
+def load_model(model: ModelConfig | ModelSource, tokenizer: Any = None) -> LoadedModel:
     """Load model (and tokenizer unless given), find their parts, describe them for provenance."""
     from transformers import AutoModelForCausalLM
 
-    identity = model_identity(cfg)
-    where, gguf, source = _where(cfg)
+    source = resolve_model(model)
+    cfg = source.config
+    identity = model_identity(source)
+    where, gguf = _where(source)
     if tokenizer is None:
-        tokenizer = load_tokenizer(cfg)
+        tokenizer = load_tokenizer(source)
     kwargs = pretrained_kwargs(cfg, gguf, weights=True)
-    log.info("loading %s (%s%s)", cfg.name, source, f", {gguf}" if gguf else f", {where}")
+    log.info("loading %s (%s%s)", cfg.name, source.kind, f", {gguf}" if gguf else f", {where}")
     try:
         with cache.parse_once() if gguf else contextlib.nullcontext():
             model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as err:
-        raise _load_error(cfg, source, err) from None
+        raise source.load_error(err) from None
     if not cfg.device_map:
         try:
             model.to(cfg.device)
