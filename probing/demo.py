@@ -55,7 +55,9 @@ class DemoConfig:
         threads: CPU threads of every stage (torch and the BLAS/OpenMP pools of numpy and
             scikit-learn). Default: chosen at the start of each stage — all cores while other
             processes leave them free, 1 while they keep them busy (on a shared machine, threads
-            that wait for a busy core made small forward passes and scikit-learn fits 2-10× slower).
+            that wait for a busy core made small forward passes and scikit-learn fits 2-10× slower)
+            — except that stages training or applying torch probes keep torch's default: their
+            numbers depend on the thread count, and the report must not depend on the load.
     """
 
     output: str = "demo_out"
@@ -90,12 +92,20 @@ class Demo:
         self.out = Path(self.cfg.output)
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def stage(self, name: str, fn: Callable[[], None], optional: bool = False) -> None:
+    def stage(
+        self, name: str, fn: Callable[[], None], optional: bool = False, keep_threads: bool = False
+    ) -> None:
+        """Run one stage, timed. ``keep_threads``: its numbers depend on the thread count (torch
+        probes trained or applied: the order of floating-point sums), so it keeps torch's default
+        unless ``--threads`` is given — the report must not depend on the machine's load."""
         import torch
 
-        threads = stage_threads(self.cfg.threads, self.threads)
-        log.info("== demo stage: %s (%d CPU thread%s)", name, threads, "s"[: threads > 1])
         before = torch.get_num_threads()
+        if self.cfg.threads or not keep_threads:
+            threads = stage_threads(self.cfg.threads, self.threads)
+        else:
+            threads = before
+        log.info("== demo stage: %s (%d CPU thread%s)", name, threads, "s"[: threads > 1])
         start = time.perf_counter()
         try:
             torch.set_num_threads(threads)
@@ -229,14 +239,20 @@ def probing_side(demo: Demo) -> None:
 
     demo.stage("extract", do_extract)
     demo.stage("weak classifiers", do_weak)
-    demo.stage("linear+MLP probes", lambda: fit("probes", "linear_mlp.yaml", "[normal, malicious]"))
     demo.stage(
-        "3-way probe", lambda: fit("probes3", "linear.yaml", "[normal, malicious, jailbreak]")
+        "linear+MLP probes",
+        lambda: fit("probes", "linear_mlp.yaml", "[normal, malicious]"),
+        keep_threads=True,
     )
-    demo.stage("jailbreak transfer", do_transfer)
+    demo.stage(
+        "3-way probe",
+        lambda: fit("probes3", "linear.yaml", "[normal, malicious, jailbreak]"),
+        keep_threads=True,
+    )
+    demo.stage("jailbreak transfer", do_transfer, keep_threads=True)
     demo.stage("logit lens", do_lens)
     demo.stage("refusal", do_refusal)
-    demo.stage("does it generalise", do_generalise)
+    demo.stage("does it generalise", do_generalise, keep_threads=True)
     result = state.pop("generalise", None)
     state.clear()
     probing_report(demo, feats)

@@ -41,3 +41,13 @@ def test_stage_sets_and_restores_threads(tmp_path):
     with pytest.raises(ProbingError):
         demo.stage("three", fail)
     assert torch.get_num_threads() == before
+
+
+def test_stages_with_torch_probes_keep_the_default_threads(tmp_path, monkeypatch):
+    """Probe training's numbers depend on the thread count: those stages ignore the load."""
+    monkeypatch.setattr(demo_mod.os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    demo = Demo(DemoConfig(output=str(tmp_path)))
+    seen = []
+    demo.stage("busy", lambda: seen.append(torch.get_num_threads()))
+    demo.stage("fit", lambda: seen.append(torch.get_num_threads()), keep_threads=True)
+    assert seen == [1, torch.get_num_threads()]
