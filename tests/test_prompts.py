@@ -136,7 +136,8 @@ def test_where_keeps_rows_by_metadata_and_names_sources():
     questions = load_source(PromptSource(path="malicious", where={"form": "question"}))
     assert len(questions) >= 100 and all(q.rstrip().endswith("?") for q in questions)
     twins = load_source(PromptSource(path="contrast", where={"mirrors": ["drugs", "weapons"]}))
-    assert 40 <= len(twins) <= 100
+    everything = load_source(PromptSource(path="contrast"))
+    assert 0 < len(twins) < len(everything) / 4  # two of the (at least eight) mirrored categories
     names = source_names(
         [
             PromptSource(path="malicious", where={"form": "question"}),
