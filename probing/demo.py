@@ -148,7 +148,7 @@ def probing_side(demo: Demo) -> None:
     from probing.features.extract import ExtractConfig, extract
     from probing.models import ModelConfig, load_model
     from probing.probes import weak
-    from probing.training.cli import run as lightning_run  # the LightningCLI: fit takes argv
+    from probing.training.cli import fit_probes
 
     cfg = demo.cfg
     feats = demo.out / "features" / f"{cfg.model}.h5"
@@ -172,26 +172,18 @@ def probing_side(demo: Demo) -> None:
         data = ActivationDataModule(str(feats), classes=["normal", "malicious"], split=weak.SPLIT)
         weak.run_weak(weak.WeakConfig(data=data, output_dir=str(demo.out / "weak")))
 
-    def fit(name: str, config: str, classes: str) -> None:
+    def fit(name: str, config: str, classes: list[str]) -> None:
         root = demo.out / name
-        lightning_run(
-            [
-                "fit",
-                "--config",
-                str(CONFIGS / "probe" / config),
-                "--data.path",
-                str(feats),
-                "--data.classes",
-                classes,
-                "--trainer.default_root_dir",
-                str(root),
-                "--trainer.logger.init_args.save_dir",
-                str(root),
-                "--trainer.max_epochs",
-                str(cfg.epochs),
-                "--trainer.enable_progress_bar",
-                "false",
-            ]
+        fit_probes(
+            CONFIGS / "probe" / config,
+            {
+                "data.path": feats,
+                "data.classes": classes,
+                "trainer.default_root_dir": root,
+                "trainer.logger.init_args.save_dir": root,
+                "trainer.max_epochs": cfg.epochs,
+                "trainer.enable_progress_bar": False,
+            },
         )
 
     def do_transfer() -> None:
@@ -241,12 +233,12 @@ def probing_side(demo: Demo) -> None:
     demo.stage("weak classifiers", do_weak)
     demo.stage(
         "linear+MLP probes",
-        lambda: fit("probes", "linear_mlp.yaml", "[normal, malicious]"),
+        lambda: fit("probes", "linear_mlp.yaml", ["normal", "malicious"]),
         keep_threads=True,
     )
     demo.stage(
         "3-way probe",
-        lambda: fit("probes3", "linear.yaml", "[normal, malicious, jailbreak]"),
+        lambda: fit("probes3", "linear.yaml", ["normal", "malicious", "jailbreak"]),
         keep_threads=True,
     )
     demo.stage("jailbreak transfer", do_transfer, keep_threads=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
 
 from probing.cli import main
@@ -308,3 +309,25 @@ def test_resumed_fit_writes_into_its_own_run(workdir, feat):
     assert main([*base, "--trainer.max_epochs", "2", "--ckpt_path", str(last)]) == 0
     assert run_dirs(workdir) == [run]  # no second run folder
     assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def test_fit_probes_is_probing_fit_as_a_function(workdir, feat):
+    from probing.training.cli import fit_probes
+
+    run = fit_probes(
+        LINEAR,
+        {
+            "data.path": Path(feat),
+            "data.classes": None,
+            "data.split": [0.6, 0.2, 0.2],
+            "trainer.max_epochs": 2,
+            "trainer.logger": False,
+            "trainer.default_root_dir": workdir / "plain",
+            "trainer.enable_progress_bar": False,
+        },
+    )
+    assert run == workdir / "plain"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["path"] == feat and config["data"]["split"] == [0.6, 0.2, 0.2]
+    assert config["trainer"]["max_epochs"] == 2 and config["trainer"]["logger"] is False
+    assert (run / "per_layer_metrics.csv").is_file()

@@ -209,27 +209,23 @@ def probe_metrics(
     import shutil
 
     from probing.probes.report import read_metrics
-    from probing.training.cli import run as fit
+    from probing.training.cli import fit_probes
 
     shutil.rmtree(directory, ignore_errors=True)  # compare-owned: no stale checkpoints or reports
     f = cfg.test_fraction
-    split = [round(1 - f - PROBE_VAL_FRACTION, 6), PROBE_VAL_FRACTION, f]
-    fit(
-        [
-            "fit",
-            "--config",
-            probe_config,
-            "--data.path",
-            str(path),
-            "--data.classes=null",
-            f"--data.split={json.dumps(split)}",
-            f"--data.seed={cfg.seed}",
-            f"--seed_everything={cfg.seed}",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={directory}",
-            f"--trainer.enable_progress_bar={str(cfg.progress).lower()}",
-            "--trainer.enable_model_summary=false",
-        ]
+    fit_probes(
+        probe_config,
+        {
+            "data.path": path,
+            "data.classes": None,
+            "data.split": [round(1 - f - PROBE_VAL_FRACTION, 6), PROBE_VAL_FRACTION, f],
+            "data.seed": cfg.seed,
+            "seed_everything": cfg.seed,
+            "trainer.logger": False,
+            "trainer.default_root_dir": directory,
+            "trainer.enable_progress_bar": cfg.progress,
+            "trainer.enable_model_summary": False,
+        },
     )
     rows = [r for r in read_metrics(directory) if r["split"] == "test"]
     return [{**r, "probe": f"probe-{r['probe']}"} for r in rows]  # apart from the weak `mlp`

@@ -8,6 +8,7 @@ model. ``fit`` tests the best checkpoint at the end unless ``--test_after_fit fa
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import warnings
@@ -216,6 +217,21 @@ def run(argv: Sequence[str]) -> int:
     finally:
         _finish_wandb()
     return 0
+
+
+def fit_probes(config: str | Path, overrides: dict[str, Any] | None = None) -> Path:
+    """The library form of ``probing fit``: train the probes of the fit config ``config`` (YAML) with
+    dotted ``overrides`` (``{"data.path": "f.h5", "trainer.max_epochs": 5, "trainer.logger": False}``,
+    values typed as in YAML); returns the run folder (metrics, config and checkpoints)."""
+    argv = ["fit", "--config", str(config)]
+    for key, value in (overrides or {}).items():
+        text = value if isinstance(value, str) else str(value) if isinstance(value, Path) else None
+        argv.append(f"--{key}={json.dumps(value) if text is None else text}")
+    try:
+        cli = build_cli(argv)
+    finally:
+        _finish_wandb()
+    return wandb_utils.run_dir(cli.trainer)
 
 
 def _finish_wandb() -> None:
