@@ -53,8 +53,8 @@ class DemoConfig:
         compare: run the model/format comparison.
         compare_per_class: normal and malicious prompts per run of the comparison.
         threads: CPU threads of every stage (torch and the BLAS/OpenMP pools of numpy and
-            scikit-learn). Default: chosen at the start of each stage — all cores while other
-            processes leave them free, 1 while they keep them busy (on a shared machine, threads
+            scikit-learn). Default: chosen at the start of each stage — the cores other processes
+            leave free (measured over 0.25 s), at least 1 (on a shared machine, threads
             that wait for a busy core made small forward passes and scikit-learn fits 2-10× slower)
             — except that stages training or applying torch probes keep torch's default: their
             numbers depend on the thread count, and the report must not depend on the load.
@@ -122,13 +122,36 @@ class Demo:
         self.threads = threads
 
 
+def busy_cores(seconds: float = 0.25) -> float | None:
+    """Cores that other processes keep busy right now (the demo is idle between its stages): two
+    readings of ``/proc/stat`` ``seconds`` apart; None where there is no ``/proc/stat``."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user … steal
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = read()
+        time.sleep(seconds)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
 def stage_threads(requested: int | None, previous: int | None) -> int:
-    """``requested``, else the cores that other processes leave free (at least 1): the 1-minute load
-    average less what the demo's previous stage (``previous`` threads) added to it."""
+    """``requested``, else the cores that other processes leave free, at least 1: measured
+    (:func:`busy_cores`), or else the 1-minute load average less what the demo's previous stage
+    (``previous`` threads) added to it."""
     if requested:
         return requested
     cores = os.cpu_count() or 1
-    others = max(0.0, os.getloadavg()[0] - (previous or 0))
+    others = busy_cores()
+    if others is None:
+        others = max(0.0, os.getloadavg()[0] - (previous or 0))
     return max(1, min(cores, int(cores - others + 0.5)))
 
 
