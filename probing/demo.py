@@ -33,7 +33,7 @@ DECODE_ROWS = 256  # rows decoded together (refusal, grafting): the demo's model
 
 @dataclass
 class DemoConfig:
-    """The demo's sizes (defaults fit in about 15 minutes on 2 CPU cores).
+    """The demo's sizes (defaults: about 6 minutes on 2 otherwise idle CPU cores).
 
     Args:
         output: folder of the report and every stage's files.
