@@ -68,7 +68,7 @@ HEADERS = {
 }
 ALL = list(HEADERS)
 TRAINING = ["normal.csv", "malicious.csv", "contrast.csv"]
-FORMS = {"imperative", "question", "first_person", "terse", "polite"}
+FORMS = {"imperative", "question", "first_person", "terse", "polite", "indirect"}
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +92,11 @@ def test_counts(normal, malicious, contrast):
 
 @pytest.mark.parametrize("name", TRAINING)
 def test_forms_balanced(name):
-    """Form carries no label: every form is at least 15% of every training set."""
+    """Form carries no label: every form is 15-25% of every training set."""
     counts = Counter(r["form"] for r in _rows(name))
     assert set(counts) == FORMS, counts
     total = sum(counts.values())
-    assert all(n / total >= 0.15 for n in counts.values()), counts
+    assert all(0.15 <= n / total <= 0.25 for n in counts.values()), counts
 
 
 def test_terse_and_question_forms_look_like_it():
@@ -105,8 +105,24 @@ def test_terse_and_question_forms_look_like_it():
             if row["form"] == "terse":
                 assert row["prompt"] == row["prompt"].lower(), (name, row["prompt"])
                 assert not row["prompt"].endswith((".", "?", "!")), (name, row["prompt"])
-            if row["form"] == "question":
+            if row["form"] in ("question", "indirect"):
                 assert row["prompt"].rstrip().endswith("?"), (name, row["prompt"])
+
+
+def _opening(prompt: str) -> str:
+    """The first two words, lower case, without punctuation ("hypothetically how")."""
+    return " ".join(re.sub(r"[^\w\s']", " ", prompt.lower()).split()[:2])
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_indirect_openings_varied(name):
+    """`indirect` questions (about a third party or a hypothetical person) use many openings, none
+    for more than 8 % of a set's indirect rows, so the opening itself carries no label."""
+    openings = Counter(_opening(r["prompt"]) for r in _rows(name) if r["form"] == "indirect")
+    total = sum(openings.values())
+    assert total >= 100, (name, total)
+    assert len(openings) >= 15, (name, openings)
+    assert max(openings.values()) / total <= 0.08, (name, openings.most_common(3))
 
 
 def test_contrast_mirrors_every_malicious_category(malicious, contrast):
