@@ -12,6 +12,14 @@ first 500 malicious prompts (../shared/data) with the embedded SmolLM2-135M-Inst
 and the peak RSS of (a) at N and 5·N prompts (the data repeated). Usage:
 
     python bench/extract.py [--n 1000] [--batch-size 16] [--seed-sample 20] [--skip-rss]
+
+``--forward`` instead times the forward pass alone, in one process after the model load, each batch
+through every variant in turn (rotating the order, so that a change in the machine's load hits all
+alike): the bare batched forward (the floor), and ``ActivationReader`` with the lens off and on,
+each batch run whole and with the prompts' shared head (the chat template's system turn) run once
+and its KV cache repeated:
+
+    python bench/extract.py --forward [--n 1000] [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -94,8 +102,8 @@ def variant_a(n: int, batch_size: int, folder: Path) -> tuple[float, int]:
 def child_floor(n: int, batch_size: int) -> None:
     import torch
 
-    from probing.features.activations import left_pad, position_ids_from_mask
     from probing.models import ModelConfig, load_model
+    from probing.models.batching import left_pad, position_ids_from_mask
     from probing.prompts import render
 
     lm = load_model(ModelConfig())
@@ -115,6 +123,126 @@ def child_floor(n: int, batch_size: int) -> None:
             )
             kept.append(torch.stack([h[:, -1] for h in out.hidden_states], 1))
     sys.stdout.write(f"{sum(k.shape[0] for k in kept)}\n")
+
+
+class _NoLens:
+    """``ActivationReader`` with the lens off: states only."""
+
+    @staticmethod
+    def make(lm, shared: list | None):
+        import torch
+
+        from probing.features.activations import ActivationReader, BatchOutput
+
+        class Reader(ActivationReader):
+            def _finish(self, captured):
+                hidden = torch.stack(captured, dim=1).float().cpu()
+                return BatchOutput(hidden, hidden[..., :1].int(), hidden[..., :1])
+
+        reader = Reader(lm, "last")
+        if shared is not None:
+            reader.share_prefix(shared)
+        return reader
+
+
+def child_forward(n: int, batch_size: int) -> None:
+    """Forward-pass variants over the same batches, interleaved batch by batch."""
+    import torch
+
+    from probing.features.activations import ActivationReader
+    from probing.models import ModelConfig, load_model
+    from probing.models.batching import common_prefix, left_pad, position_ids_from_mask
+    from probing.prompts import render
+
+    lm = load_model(ModelConfig())
+    rendered = render(lm.tokenizer, [p for _, p in paper_prompts(n)], "chat")
+    ids = sorted(rendered.ids, key=len, reverse=True)
+    pad = lm.tokenizer.pad_token_id
+
+    def floor(batch):
+        x, mask = left_pad(batch, pad)
+        out = lm.parts.backbone(
+            input_ids=x,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=False,
+            output_hidden_states=True,
+        )
+        return torch.stack([h[:, -1] for h in out.hidden_states], 1)
+
+    def lens_on(shared: list | None):
+        reader = ActivationReader(lm, "last", top_k=5)
+        if shared is not None:
+            reader.share_prefix(shared)
+        return reader
+
+    head = common_prefix(ids)
+    with torch.inference_mode():
+        floor(ids[:batch_size])  # warm-up: the first forward pass is slow
+    t0 = time.perf_counter()
+    variants = {
+        "bare batched forward (floor)": floor,
+        "reader, whole batches, lens off": _NoLens.make(lm, None),
+        "reader, whole batches, lens on": lens_on(None),
+        "reader, shared head, lens off": _NoLens.make(lm, ids),
+        "reader, shared head, lens on": lens_on(ids),
+    }
+    setup = time.perf_counter() - t0  # the two shared heads' forward passes
+    names = list(variants)
+    times = dict.fromkeys(names, 0.0)
+    diff, lens_differ = 0.0, 0
+    load = os.getloadavg()[0]
+    with torch.inference_mode():
+        for b, lo in enumerate(range(0, len(ids), batch_size)):
+            batch = ids[lo : lo + batch_size]
+            outs = {}
+            for j in range(len(names)):
+                name = names[(b + j) % len(names)]
+                start = time.perf_counter()
+                outs[name] = variants[name](batch)
+                times[name] += time.perf_counter() - start
+            whole, shared = outs[names[2]], outs[names[4]]
+            diff = max(diff, float((whole.hidden - shared.hidden).abs().max()))
+            lens_differ += int((whole.lens_ids != shared.lens_ids).any(-1).sum())
+    width = sum(
+        max(map(len, ids[lo : lo + batch_size])) * len(ids[lo : lo + batch_size])
+        for lo in range(0, len(ids), batch_size)
+    )
+    tails = head + sum(
+        (max(map(len, ids[lo : lo + batch_size])) - head) * len(ids[lo : lo + batch_size])
+        for lo in range(0, len(ids), batch_size)
+    )
+    result = {
+        "prompts": len(ids),
+        "head_tokens": head,
+        "mean_tokens": sum(map(len, ids)) / len(ids),
+        "tokens_whole": width,
+        "tokens_shared": tails,
+        "times": times,
+        "head_setup_s": setup,
+        "load_start": load,
+        "load_end": os.getloadavg()[0],
+        "max_abs_diff": diff,
+        "lens_sets_differ": lens_differ,
+        "threads": torch.get_num_threads(),
+    }
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+def print_forward(r: dict) -> None:
+    floor = r["times"]["bare batched forward (floor)"]
+    print(
+        f"{r['prompts']} prompts, mean {r['mean_tokens']:.1f} tokens, shared head {r['head_tokens']}"
+        f" tokens; tokens run: whole batches {r['tokens_whole']}, shared head {r['tokens_shared']};"
+        f" {r['threads']} threads; load average {r['load_start']:.2f} -> {r['load_end']:.2f}"
+    )
+    print(f"{'variant':34s} {'s':>8s} {'floor/variant':>14s}")
+    for name, t in r["times"].items():
+        print(f"{name:34s} {t:8.1f} {floor / t:14.2f}")
+    print(
+        f"shared head set-up (2 readers) {r['head_setup_s']:.2f} s; shared vs whole (lens on): max |diff|"
+        f" {r['max_abs_diff']:.2e}, rows x layers with another top-5 set {r['lens_sets_differ']}"
+    )
 
 
 def child_seed(n: int, sample: int) -> None:
@@ -152,8 +280,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed-sample", type=int, default=20)
     ap.add_argument("--skip-rss", action="store_true", help="skip the 5·N run of (a)")
-    ap.add_argument("--child", choices=["floor", "seed"], help=argparse.SUPPRESS)
+    ap.add_argument("--forward", action="store_true", help="forward-pass variants in one process")
+    ap.add_argument("--child", choices=["floor", "seed", "forward"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "forward":
+        return child_forward(args.n, args.batch_size)
     if args.child == "floor":
         return child_floor(args.n, args.batch_size)
     if args.child == "seed":
@@ -162,6 +293,11 @@ def main() -> None:
         raise SystemExit(f"the paper's data is not at {DATA}")
     py = str(REPO / ".venv" / "bin" / "python")
     me = str(Path(__file__).resolve())
+    if args.forward:
+        _, _, out = run_process(
+            [py, me, "--child", "forward", "--n", str(args.n), "--batch-size", str(args.batch_size)]
+        )
+        return print_forward(json.loads(out.strip().splitlines()[-1]))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         a_wall, a_rss = variant_a(args.n, args.batch_size, folder)

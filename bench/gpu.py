@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from probing.features.activations import ActivationReader, left_pad, position_ids_from_mask
+from probing.features.activations import ActivationReader
+from probing.models.batching import left_pad, position_ids_from_mask
 from probing.models.load import from_pretrained_objects
 
 

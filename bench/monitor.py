@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from probing.features.activations import left_pad, position_ids_from_mask
 from probing.generation.generate import generate
+from probing.models.batching import left_pad, position_ids_from_mask
 from probing.models.load import load_model
 from probing.monitor import Screener, choose_layer, load_probe, model_config
 from probing.prompts import PromptSource, load_prompts

@@ -7,8 +7,8 @@ import torch
 from tiny import SUPPORTED, tiny_lm
 
 from probing.errors import ProbingError
-from probing.features.activations import left_pad, position_ids_from_mask
 from probing.grafting import graft
+from probing.models.batching import left_pad, position_ids_from_mask
 
 ARCHS = SUPPORTED  # every architecture of probing.models.lookup
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import SUPPORTED, tiny_lm
 
-from probing.features.activations import left_pad, position_ids_from_mask
+from probing.models.batching import left_pad, position_ids_from_mask
 
 
 def batch(lm):

@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from probing.features.prefix import SharedHead
+from probing.models.batching import left_pad, position_ids_from_mask
 from probing.models.load import LoadedModel
 
 Positions = Literal["last", "mean", "last_k"]
@@ -24,23 +26,6 @@ class BatchOutput:
     lens_ids: torch.Tensor  # [B, L, P, K] int32
     lens_logits: torch.Tensor  # [B, L, P, K] float32
     logits: torch.Tensor | None = None  # [B, V] float32 next-token logits, when asked for
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask ``[B, T]``."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s) :] = torch.as_tensor(s, dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-    return ids, mask
-
-
-def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Positions counting from each row's first real token (0 on padding)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def num_positions(positions: Positions, k: int) -> int:
@@ -80,6 +65,15 @@ class ActivationReader:
         tok = lm.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
+        self.head: SharedHead | None = None
+
+    @torch.inference_mode()
+    def share_prefix(self, seqs: Sequence[Sequence[int]]) -> int:
+        """Run the head that all of ``seqs`` (a run's prompts) start with once — a chat template's
+        system turn — and continue every later batch that starts with it from its cache. Results
+        are those of running each batch whole. Returns the head's length (0: nothing shared)."""
+        self.head = SharedHead.of(self.parts, seqs, self.lm.input_device, self.pad_id)
+        return len(self.head.ids) if self.head is not None else 0
 
     @property
     def num_layers(self) -> int:
@@ -91,23 +85,29 @@ class ActivationReader:
         logits (last prompt token), e.g. for a KL divergence."""
         ids, mask = left_pad(seqs, self.pad_id)
         self.selector.mask = mask
+        head = self.head if self.head is not None and self.head.fits(seqs) else None
         captured: list[torch.Tensor | None] = [None] * self.num_layers
         n_blocks = self.parts.num_decoder_layers
         final: list[torch.Tensor] = []  # the last layer's state at the last token, for logits
 
         def keep(index: int, h: torch.Tensor) -> None:
+            if head is not None:  # tails only: the head's states back in front, left-padded
+                h = head.states(index, h)
             captured[index] = self.selector(h).detach()
             if index == n_blocks and logits:
                 final.append(h[:, -1].detach())
 
         device = self.lm.input_device
         with self.parts.capture(range(self.num_layers), keep):
-            self.parts.backbone(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=position_ids_from_mask(mask).to(device),
-                use_cache=False,
-            )
+            if head is not None:
+                self.parts.backbone(**head.inputs(self.parts.backbone, seqs))
+            else:
+                self.parts.backbone(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=position_ids_from_mask(mask).to(device),
+                    use_cache=False,
+                )
         result = self._finish(captured)
         if logits:
             dev = self.parts.unembed.weight.device

@@ -258,6 +258,9 @@ def _extract_rows(
     lock: WriteLock,
 ) -> None:
     reader = ActivationReader(lm, cfg.positions, cfg.k, cfg.lens_top_k)
+    shared = reader.share_prefix(plan.ids)
+    if shared:
+        log.info("the %d tokens every prompt starts with run once; their cache is reused", shared)
     if state == "resume":
         writer = FeatureWriter.reopen(path, lock)
         log.info("resuming %s at row %d of %d", path, writer.rows_done, writer.num_rows)

@@ -8,8 +8,6 @@ Batches are length-sorted (less padding); results come back in input order.
 
 from __future__ import annotations
 
-import copy
-import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +15,18 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from probing.features.activations import left_pad, position_ids_from_mask
+from probing.models.batching import (
+    MIN_SHARED,
+    cache_arg_name,
+    cache_of,
+    common_prefix,
+    copy_cache,
+    inputs_after_head,
+    left_pad,
+    pad_token_id,
+    plain_cache,
+    position_ids_from_mask,
+)
 from probing.models.load import LoadedModel
 
 
@@ -42,26 +51,6 @@ def stop_token_ids(lm: LoadedModel) -> set[int]:
         elif isinstance(value, Iterable):
             ids.update(int(v) for v in value)
     return ids
-
-
-def pad_token_id(tokenizer: object) -> int:
-    for value in (
-        getattr(tokenizer, "pad_token_id", None),
-        getattr(tokenizer, "eos_token_id", None),
-    ):
-        if value is not None:
-            return int(value)
-    return 0
-
-
-def cache_arg_name(model: torch.nn.Module) -> str:
-    """transformers 5 renamed ``past_key_values`` to ``cache`` (the old name warns)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def cache_of(out: Any) -> Any:
-    """The KV cache of a forward pass's output (transformers 5 calls it ``cache``)."""
-    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 @dataclass
@@ -100,61 +89,20 @@ def prefill(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> Prefilled:
     return Prefilled(cache_of(out), mask, positions[:, -1:], out.logits[:, -1])
 
 
-def _plain(cache: Any) -> bool:
-    """A cache whose every layer is a plain full-attention ``DynamicLayer`` (no sliding window):
-    rows can be padded anywhere, repeated and joined."""
-    from transformers.cache_utils import DynamicLayer
-
-    return (
-        cache is not None
-        and hasattr(cache, "layers")
-        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
-    )
-
-
-def _copy_cache(cache: Any) -> Any:
-    """A cache object of its own over the same tensors (updates assign new tensors, so the
-    original is left as it was)."""
-    out = copy.copy(cache)
-    out.layers = [copy.copy(layer) for layer in cache.layers]
-    return out
-
-
-def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Tokens every sequence starts with (a chat template's system turn), leaving each at least one."""
-    if not seqs:
-        return 0
-    limit = min(len(s) for s in seqs) - 1
-    first = seqs[0]
-    n = 0
-    while n < limit and all(s[n] == first[n] for s in seqs):
-        n += 1
-    return n
-
-
 @torch.inference_mode()
 def _prefill_after(lm: LoadedModel, head: Prefilled, tails: Sequence[Sequence[int]]) -> Prefilled:
     """Rows ``head + tail``: the shared head's cache repeated, the tails left-padded after it."""
-    shared = head.mask.shape[1]
-    cache = _copy_cache(head.cache)
-    cache.batch_repeat_interleave(len(tails))
-    ids, tail_mask = left_pad(tails, pad_token_id(lm.tokenizer))
-    device = lm.input_device
-    mask = torch.cat([head.mask.expand(len(tails), -1), tail_mask.to(device)], dim=1)
-    positions = position_ids_from_mask(mask)[:, shared:]
-    out = lm.model(
-        input_ids=ids.to(device),
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-        **{cache_arg_name(lm.model): cache},
-    )
-    return Prefilled(cache_of(out), mask, positions[:, -1:], out.logits[:, -1])
+    inputs = inputs_after_head(lm.model, head.cache, head.mask, tails, pad_token_id(lm.tokenizer))
+    out = lm.model(**inputs, logits_to_keep=1)
+    positions = inputs["position_ids"]
+    return Prefilled(cache_of(out), inputs["attention_mask"], positions[:, -1:], out.logits[:, -1])
 
 
 def prefill_batches(
-    lm: LoadedModel, seqs: Sequence[Sequence[int]], batch_size: int, min_shared: int | None = 4
+    lm: LoadedModel,
+    seqs: Sequence[Sequence[int]],
+    batch_size: int,
+    min_shared: int | None = MIN_SHARED,
 ) -> list[Prefilled]:
     """Prompt passes over ``seqs`` (give them length-sorted), ``batch_size`` rows at a time, joined
     into one batch where the caches allow (:func:`join`). A head of at least ``min_shared`` tokens
@@ -165,7 +113,7 @@ def prefill_batches(
     head = None
     if min_shared is not None and shared >= min_shared:
         head = prefill(lm, [seqs[0][:shared]])
-    if head is not None and not _plain(head.cache):
+    if head is not None and not plain_cache(head.cache):
         head = None
     parts = []
     for lo in range(0, len(seqs), batch_size):
@@ -178,7 +126,7 @@ def prefill_batches(
 
 
 def _joinable(parts: Sequence[Prefilled]) -> bool:
-    return len(parts) > 1 and all(_plain(p.cache) for p in parts)
+    return len(parts) > 1 and all(plain_cache(p.cache) for p in parts)
 
 
 def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -200,7 +148,7 @@ def join(parts: Sequence[Prefilled]) -> list[Prefilled]:
     if not _joinable(parts):
         return list(parts)
     width = max(p.mask.shape[1] for p in parts)
-    cache = _copy_cache(parts[0].cache)
+    cache = copy_cache(parts[0].cache)
     for i, joined in enumerate(cache.layers):
         joined.keys = torch.cat([_pad_left(p.cache.layers[i].keys, width, 2) for p in parts])
         joined.values = torch.cat([_pad_left(p.cache.layers[i].values, width, 2) for p in parts])
@@ -299,7 +247,7 @@ def generate(
             group = order[lo : lo + decode_rows]
             at = 0
             rows = [seqs[i] for i in group]
-            for part in prefill_batches(lm, rows, batch_size, 4 if share_head else None):
+            for part in prefill_batches(lm, rows, batch_size, MIN_SHARED if share_head else None):
                 new, ended = greedy_continue(lm, part, max_new_tokens, stop_ids)
                 for i, t, e in zip(group[at : at + part.rows], new, ended, strict=True):
                     tokens[i], stopped[i] = t, e

@@ -23,14 +23,13 @@ from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.generation.generate import (
     Prefilled,
-    cache_arg_name,
-    cache_of,
     greedy_continue,
     prefill_batches,
     stop_token_ids,
 )
 from probing.generation.judge import KeywordJudge
 from probing.grafting.hooks import check_graft, graft
+from probing.models.batching import cache_arg_name, cache_of
 from probing.models.load import LoadedModel
 from probing.models.lookup import ModelParts
 from probing.prompts.render import tokenize_rendered

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from probing.errors import ProbingError
-from probing.features.activations import Selector, left_pad, position_ids_from_mask
+from probing.features.activations import Selector
+from probing.models.batching import left_pad, position_ids_from_mask
 from probing.models.load import LoadedModel
 from probing.monitor.calibrate import Scorer
 from probing.monitor.probe import LoadedProbe, check_model
