@@ -4,48 +4,34 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import SUPPORTED, tiny_lm
+from tiny import SUPPORTED, forward_states, padded_batch, tiny_lm
 
 from probing.errors import ProbingError
 from probing.grafting import graft
-from probing.models.batching import left_pad, position_ids_from_mask
 
 ARCHS = SUPPORTED  # every architecture of probing.models.lookup
-
-
-def batch(lm):
-    texts = ["Tell me about the moon.", "hi", "Write a poem about rain and umbrellas."]
-    ids = [lm.tokenizer(t).input_ids for t in texts]
-    x, mask = left_pad(ids, lm.tokenizer.pad_token_id)
-    return {"input_ids": x, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
-
-
-def forward(lm, inputs):
-    with torch.no_grad():
-        out = lm.model(**inputs, output_hidden_states=True, use_cache=False)
-    return out.logits, out.hidden_states
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_identity_graft_reproduces_logits(arch):
     lm = tiny_lm(arch)
-    inputs = batch(lm)
-    logits, states = forward(lm, inputs)
+    inputs = padded_batch(lm)
+    logits, states = forward_states(lm, inputs)
     for layer in range(lm.parts.num_layers):
         with graft(lm.parts, layer, states[layer][:, -1]):
-            grafted, _ = forward(lm, inputs)
+            grafted, _ = forward_states(lm, inputs)
         torch.testing.assert_close(grafted, logits, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_graft_changes_only_layers_from_l(arch):
     lm = tiny_lm(arch)
-    inputs = batch(lm)
-    logits, states = forward(lm, inputs)
+    inputs = padded_batch(lm)
+    logits, states = forward_states(lm, inputs)
     donor = torch.randn(lm.model.config.hidden_size) * 5
     for layer in range(lm.parts.num_layers):
         with graft(lm.parts, layer, donor):
-            grafted, gstates = forward(lm, inputs)
+            grafted, gstates = forward_states(lm, inputs)
         real = inputs["attention_mask"][:, :-1].bool()  # padding queries see no real key: skip them
         for i in range(layer):
             torch.testing.assert_close(gstates[i], states[i], rtol=0, atol=0)
@@ -66,27 +52,27 @@ def hook_count(model):
 
 def test_hooks_removed_and_prefill_only():
     lm = tiny_lm("llama")
-    inputs = batch(lm)
-    logits, _ = forward(lm, inputs)
+    inputs = padded_batch(lm)
+    logits, _ = forward_states(lm, inputs)
     hooks_before = hook_count(lm.model)  # transformers adds its own capture hooks on first use
     with graft(lm.parts, 2, torch.zeros(32)):
-        first, _ = forward(lm, inputs)
-        second, _ = forward(lm, inputs)  # a later pass of the same generation is not grafted
+        first, _ = forward_states(lm, inputs)
+        second, _ = forward_states(lm, inputs)  # a later pass of the same generation is not grafted
     torch.testing.assert_close(second, logits)
     assert not torch.allclose(first, logits)
     with pytest.raises(RuntimeError), graft(lm.parts, 1, torch.zeros(32)):
         raise RuntimeError("boom")
-    after, _ = forward(lm, inputs)
+    after, _ = forward_states(lm, inputs)
     torch.testing.assert_close(after, logits)
     assert hook_count(lm.model) == hooks_before
 
 
 def test_per_prompt_vectors_and_generation():
     lm = tiny_lm("llama")
-    inputs = batch(lm)
+    inputs = padded_batch(lm)
     donors = torch.randn(3, 32)
     with graft(lm.parts, 3, donors):
-        _, states = forward(lm, inputs)
+        _, states = forward_states(lm, inputs)
     torch.testing.assert_close(states[3][:, -1], donors)
     with torch.no_grad(), graft(lm.parts, 1, donors):
         out = lm.model.generate(

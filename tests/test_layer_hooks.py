@@ -4,22 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import SUPPORTED, tiny_lm
-
-from probing.models.batching import left_pad, position_ids_from_mask
-
-
-def batch(lm):
-    texts = ["Tell me about the moon.", "hi", "Write a poem about rain."]
-    ids = [lm.tokenizer(t).input_ids for t in texts]
-    x, mask = left_pad(ids, lm.tokenizer.pad_token_id)
-    return {"input_ids": x, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
-
-
-def forward(lm, inputs):
-    with torch.no_grad():
-        out = lm.model(**inputs, output_hidden_states=True, use_cache=False)
-    return out.logits, out.hidden_states
+from tiny import SUPPORTED, forward_states, padded_batch, tiny_lm
 
 
 def hook_count(lm) -> int:
@@ -32,14 +17,14 @@ def hook_count(lm) -> int:
 @pytest.mark.parametrize("arch", SUPPORTED)
 def test_capture_equals_output_hidden_states(arch):
     lm = tiny_lm(arch)
-    inputs = batch(lm)
-    _, states = forward(lm, inputs)
+    inputs = padded_batch(lm)
+    _, states = forward_states(lm, inputs)
     before = hook_count(lm)
     parts = lm.parts
     assert len(states) == parts.num_layers
     captured = {}
     with parts.capture(range(parts.num_layers), lambda i, h: captured.setdefault(i, h.clone())):
-        forward(lm, inputs)
+        forward_states(lm, inputs)
     assert sorted(captured) == list(range(parts.num_layers))
     for i in range(parts.num_layers):  # HF's last entry is after the final norm, as ours
         torch.testing.assert_close(captured[i], states[i], rtol=0, atol=0)
@@ -49,20 +34,20 @@ def test_capture_equals_output_hidden_states(arch):
 @pytest.mark.parametrize("arch", SUPPORTED)
 def test_identity_replace_keeps_logits(arch):
     lm = tiny_lm(arch)
-    inputs = batch(lm)
-    logits, _ = forward(lm, inputs)
+    inputs = padded_batch(lm)
+    logits, _ = forward_states(lm, inputs)
     before = hook_count(lm)
     for layer in range(lm.parts.num_layers):
         with lm.parts.replace(layer, lambda h: h.clone()):
-            replaced, _ = forward(lm, inputs)
+            replaced, _ = forward_states(lm, inputs)
         torch.testing.assert_close(replaced, logits, rtol=0, atol=0)
     assert hook_count(lm) == before
 
 
 def test_replace_is_seen_by_capture_and_later_layers():
     lm = tiny_lm("llama")
-    inputs = batch(lm)
-    logits, states = forward(lm, inputs)
+    inputs = padded_batch(lm)
+    logits, states = forward_states(lm, inputs)
     before = hook_count(lm)
     layer = 2
     seen = {}
@@ -70,7 +55,7 @@ def test_replace_is_seen_by_capture_and_later_layers():
         lm.parts.capture([layer], lambda i, h: seen.setdefault(i, h.clone())),
         lm.parts.replace(layer, lambda h: h + 1.0),  # registered later, runs first
     ):
-        changed, changed_states = forward(lm, inputs)
+        changed, changed_states = forward_states(lm, inputs)
     torch.testing.assert_close(seen[layer], states[layer] + 1.0)
     torch.testing.assert_close(changed_states[layer], states[layer] + 1.0)
     for i in range(layer):
@@ -83,8 +68,8 @@ def test_replace_is_seen_by_capture_and_later_layers():
 def test_capture_stops_after_deepest_layer(wanted):
     lm = tiny_lm("llama")  # 3 blocks, layers 0..3
     parts = lm.parts
-    inputs = batch(lm)
-    _, states = forward(lm, inputs)
+    inputs = padded_batch(lm)
+    _, states = forward_states(lm, inputs)
     before = hook_count(lm)
     ran = []
     probes = [
@@ -110,15 +95,15 @@ def test_capture_stops_after_deepest_layer(wanted):
 
 def test_hooks_removed_on_error_and_bad_layers():
     lm = tiny_lm("llama")
-    inputs = batch(lm)
-    forward(lm, inputs)
+    inputs = padded_batch(lm)
+    forward_states(lm, inputs)
     before = hook_count(lm)
 
     def boom(i, h):
         raise KeyError("inside a hook")
 
     with pytest.raises(KeyError, match="inside a hook"), lm.parts.capture([1], boom):
-        forward(lm, inputs)
+        forward_states(lm, inputs)
     assert hook_count(lm) == before
     with (
         pytest.raises(ValueError, match=r"layer 4 is out of range 0\.\.3"),

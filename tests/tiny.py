@@ -25,6 +25,7 @@ from transformers import (
     Qwen3Config,
 )
 
+from probing.models.batching import left_pad, position_ids_from_mask
 from probing.models.load import LoadedModel, from_pretrained_objects
 
 MAX_PARAMS = 500_000
@@ -233,3 +234,22 @@ def save_tiny(folder: Path, arch: str, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+TEXTS = ["Tell me about the moon.", "hi", "Write a poem about rain and umbrellas."]
+
+
+def padded_batch(lm: LoadedModel, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
+    """Model inputs for ``texts``, left-padded, with position ids from the attention mask."""
+    ids = [lm.tokenizer(t).input_ids for t in texts]
+    x, mask = left_pad(ids, lm.tokenizer.pad_token_id)
+    return {"input_ids": x, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
+
+
+def forward_states(
+    lm: LoadedModel, inputs: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Logits and ``output_hidden_states`` of one forward pass (no cache, no gradients)."""
+    with torch.no_grad():
+        out = lm.model(**inputs, output_hidden_states=True, use_cache=False)
+    return out.logits, out.hidden_states
