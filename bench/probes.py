@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fit_config import fit_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -43,32 +44,7 @@ def run_probes(
     """One `probing fit` (LinearMLPProbe on all layers, test after fit); returns timing and metrics."""
     out = workdir / "probe-run"
     config = workdir / "bench.yaml"
-    config.write_text(
-        f"""seed_everything: 42
-trainer:
-  max_epochs: {epochs}
-  accelerator: {accelerator}
-  devices: {devices}
-  strategy: {"ddp" if devices > 1 else "auto"}
-  logger: false
-  enable_checkpointing: false
-  enable_progress_bar: false
-  enable_model_summary: false
-  default_root_dir: {out}
-model:
-  class_path: probing.probes.LinearMLPProbe
-  init_args: {{lr: {lr}, weight_decay: 0.01, scheduler: cosine, hidden_dim: 100, dropout: 0.1}}
-data:
-  path: {features}
-  layers: all
-  classes: [normal, malicious]
-  split: [0.7, 0.0, 0.3]
-  seed: 42
-  standardize: true
-  batch_size: {batch}
-  in_memory: always
-"""
-    )
+    config.write_text(fit_yaml(features, out, epochs, batch, lr, accelerator, devices))
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     cpu0 = _children_cpu()
     start = time.perf_counter()

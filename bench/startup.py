@@ -32,31 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from fit_config import fit_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 PROBING = [PY, "-m", "probing.cli"]
-
-FIT_CONFIG = """seed_everything: 42
-trainer:
-  max_epochs: 40
-  logger: false
-  enable_checkpointing: false
-  enable_progress_bar: false
-  enable_model_summary: false
-  default_root_dir: {out}
-model:
-  class_path: probing.probes.LinearMLPProbe
-  init_args: {{lr: 0.01, weight_decay: 0.01, scheduler: cosine, hidden_dim: 100, dropout: 0.1}}
-data:
-  path: {features}
-  layers: all
-  classes: [normal, malicious]
-  split: [0.7, 0.0, 0.3]
-  seed: 42
-  standardize: true
-  batch_size: full
-  in_memory: always
-"""
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -74,7 +54,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def variants(features: Path, work: Path) -> dict[str, list[str]]:
     config = work / "fit.yaml"
-    config.write_text(FIT_CONFIG.format(out=work / "fit-run", features=features))
+    config.write_text(fit_yaml(features, work / "fit-run"))
     split = ["--data.classes", "[normal, malicious]", "--data.split", "[0.7, 0.0, 0.3]"]
     return {
         "torch": [PY, "-c", "import torch"],
