@@ -169,7 +169,7 @@ def _prompts(normal: int, malicious: int, jailbreak: int) -> list[Any]:
 def probing_side(demo: Demo) -> None:
     from probing.data import ActivationDataModule
     from probing.features.extract import ExtractConfig, extract
-    from probing.models import ModelConfig, load_model
+    from probing.models import ModelConfig, load_model, resolve_model
     from probing.probes import weak
     from probing.training.cli import fit_probes
 
@@ -178,10 +178,11 @@ def probing_side(demo: Demo) -> None:
     state: dict[str, Any] = {}
 
     def do_extract() -> None:
-        state["lm"] = load_model(ModelConfig(name=cfg.model))
+        state["source"] = resolve_model(ModelConfig(name=cfg.model))  # once, for every stage
+        state["lm"] = load_model(state["source"])
         extract(
             ExtractConfig(
-                model=ModelConfig(name=cfg.model),
+                model=state["source"].config,
                 prompts=generalise.prompt_sources(
                     cfg.normal, cfg.malicious, cfg.jailbreak, cfg.contrast, cfg.heldout
                 ),
@@ -242,7 +243,7 @@ def probing_side(demo: Demo) -> None:
         n = 30
         refusal(
             RefusalConfig(
-                model=ModelConfig(name=cfg.model),
+                model=state["source"].config,
                 prompts=_prompts(n, n, n),
                 output=str(demo.out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
@@ -280,7 +281,7 @@ def alignment_side(demo: Demo) -> None:
     from probing.features.extract import ExtractConfig, extract
     from probing.generation.refusal import RefusalConfig, refusal
     from probing.grafting.cli import GraftConfig, sweep
-    from probing.models import ModelConfig, load_model
+    from probing.models import ModelConfig, load_model, resolve_model
 
     cfg = demo.cfg
     name = cfg.alignment_model
@@ -290,17 +291,18 @@ def alignment_side(demo: Demo) -> None:
     n = cfg.alignment_per_class
 
     def do_load() -> None:
-        state["lm"] = load_model(ModelConfig(name=name))
+        state["source"] = resolve_model(ModelConfig(name=name))  # once, for every stage
+        state["lm"] = load_model(state["source"])
 
     demo.stage("alignment model", do_load, optional=True)
     if "lm" not in state:
         return
-    lm = state["lm"]
+    lm, model = state["lm"], state["source"].config
     demo.stage(
         "alignment extract",
         lambda: extract(
             ExtractConfig(
-                model=ModelConfig(name=name),
+                model=model,
                 prompts=_prompts(n, n, n),
                 output=str(feats),
                 template="chat",
@@ -312,7 +314,7 @@ def alignment_side(demo: Demo) -> None:
         "alignment refusal",
         lambda: refusal(
             RefusalConfig(
-                model=ModelConfig(name=name),
+                model=model,
                 prompts=_prompts(n // 2, n // 2, n // 2),
                 output=str(out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,

@@ -29,7 +29,7 @@ CHAT = (
 PROMPTS = ["hello world", "Hello, hell!", "ünïcödé 123"]
 
 
-def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
+def write_tiny_gguf(path: Path, seed: int = 0, context: int = 64) -> Path:
     """A 2-block llama GGUF (hidden 32) with a byte-level BPE tokenizer and a chat template.
 
     Most matrices are Q8_0, so loading it dequantizes, as with the real models.
@@ -42,7 +42,7 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     n_vocab, dim, ffn, blocks, heads, kv_heads = len(tokens), 32, 64, 2, 4, 2
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny")
-    w.add_context_length(64)
+    w.add_context_length(context)
     w.add_embedding_length(dim)
     w.add_block_count(blocks)
     w.add_feed_forward_length(ffn)
@@ -206,6 +206,44 @@ def test_extract_resolves_the_model_once(tiny_gguf, model_cache, tmp_path, monke
     source = load_mod.resolve_model(cfg.model)
     assert source.kind == "gguf" and source.sha256 == ff.meta["gguf_sha256"]
     assert load_mod.resolve_model(source) is source and len(calls) == 2
+
+
+def test_refusal_and_graft_resolve_the_model_once(tiny_gguf, model_cache, tmp_path, monkeypatch):
+    """`probing refusal` and `probing graft` each hash their GGUF once, as extraction does."""
+    import probing.models.load as load_mod
+
+    normal, malicious = tmp_path / "normal.txt", tmp_path / "malicious.txt"
+    normal.write_text("hello world\nhello there\n", encoding="utf-8")
+    malicious.write_text("hell hell\nell he\n", encoding="utf-8")
+    sources = f'[{{path: "{normal}", label: normal}}, {{path: "{malicious}", label: malicious}}]'
+    feats = tmp_path / "f.h5"
+    model = ["--model.name", str(tiny_gguf)]
+    assert main(["extract", *model, "--prompts", sources, "--output", str(feats)]) == 0
+    calls: list = []
+    monkeypatch.setattr(load_mod, "sha256_file", lambda p: calls.append(p) or sha256_file(p))
+    args = ["--prompts", sources, "--output", str(tmp_path / "refusal"), "--max_new_tokens", "2"]
+    assert main(["refusal", *model, *args, "--progress", "false"]) == 0
+    assert len(calls) == 1
+    calls.clear()
+    graft = ["--features", str(feats), "--layers", "[1]", "--max_new_tokens", "2"]
+    assert main(["graft", *graft, "--output", str(tmp_path / "graft")]) == 0  # the file's model
+    assert len(calls) == 1 and (tmp_path / "graft" / "graft_summary.csv").is_file()
+
+
+def test_demo_alignment_side_resolves_its_model_once(model_cache, tmp_path, monkeypatch):
+    """The demo's alignment stages (extract, refusal, lens, grafting) share one resolved model."""
+    import probing.models.load as load_mod
+    from probing.demo import Demo, DemoConfig, alignment_side
+
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", context=1024)  # the built-in prompts fit
+    calls: list = []
+    monkeypatch.setattr(load_mod, "sha256_file", lambda p: calls.append(p) or sha256_file(p))
+    cfg = DemoConfig(output=str(tmp_path / "out"), alignment_model=str(path), threads=1)
+    cfg.alignment_per_class, cfg.graft_prompts, cfg.graft_stride, cfg.max_new_tokens = 4, 2, 2, 2
+    demo = Demo(cfg)
+    alignment_side(demo)
+    assert not demo.notes and "grafting sweep" in demo.timings
+    assert len(calls) == 1
 
 
 def test_feature_files_are_the_same_from_gguf_and_cache(
