@@ -103,7 +103,6 @@ def child_floor(n: int, batch_size: int) -> None:
     import torch
 
     from probing.models import ModelConfig, load_model
-    from probing.models.batching import left_pad, position_ids_from_mask
     from probing.prompts import render
 
     lm = load_model(ModelConfig())
@@ -113,16 +112,25 @@ def child_floor(n: int, batch_size: int) -> None:
     kept = []
     with torch.inference_mode():
         for lo in range(0, len(ids), batch_size):
-            x, mask = left_pad(ids[lo : lo + batch_size], pad)
-            out = lm.parts.backbone(
-                input_ids=x,
-                attention_mask=mask,
-                position_ids=position_ids_from_mask(mask),
-                use_cache=False,
-                output_hidden_states=True,
-            )
-            kept.append(torch.stack([h[:, -1] for h in out.hidden_states], 1))
+            kept.append(_floor_states(lm, ids[lo : lo + batch_size], pad))
     sys.stdout.write(f"{sum(k.shape[0] for k in kept)}\n")
+
+
+def _floor_states(lm, batch: list, pad: int):
+    """The floor: one bare batched backbone forward, every layer's last-token state ``[B, L, D]``."""
+    import torch
+
+    from probing.models.batching import left_pad, position_ids_from_mask
+
+    x, mask = left_pad(batch, pad)
+    out = lm.parts.backbone(
+        input_ids=x,
+        attention_mask=mask,
+        position_ids=position_ids_from_mask(mask),
+        use_cache=False,
+        output_hidden_states=True,
+    )
+    return torch.stack([h[:, -1] for h in out.hidden_states], 1)
 
 
 class _NoLens:
@@ -151,7 +159,7 @@ def child_forward(n: int, batch_size: int) -> None:
 
     from probing.features.activations import ActivationReader
     from probing.models import ModelConfig, load_model
-    from probing.models.batching import common_prefix, left_pad, position_ids_from_mask
+    from probing.models.batching import common_prefix
     from probing.prompts import render
 
     lm = load_model(ModelConfig())
@@ -160,15 +168,7 @@ def child_forward(n: int, batch_size: int) -> None:
     pad = lm.tokenizer.pad_token_id
 
     def floor(batch):
-        x, mask = left_pad(batch, pad)
-        out = lm.parts.backbone(
-            input_ids=x,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=False,
-            output_hidden_states=True,
-        )
-        return torch.stack([h[:, -1] for h in out.hidden_states], 1)
+        return _floor_states(lm, batch, pad)
 
     def lens_on(shared: list | None):
         reader = ActivationReader(lm, "last", top_k=5)
