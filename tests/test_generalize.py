@@ -87,6 +87,49 @@ def test_matrix_fold_and_names(tmp_path):
     assert {r["test"] for r in rows} == {"in-distribution", "normal_b", "harm_styled"}
 
 
+def test_repeats_keep_every_seed_and_show_the_spread(tmp_path):
+    h5 = spurious_file(tmp_path / "f.h5")
+    out = tmp_path / "gen"
+    matrix = "[{train: [normal_a, harm_real], test: [normal_b, harm_styled], name: real-only}]"
+    assert main(["generalize", "--features", f"[{h5}]", "--output", str(out), "--loso", "false",
+                 "--matrix", matrix, "--probes", "[linear]", "--repeats", "3", "--seed", "5"]) == 0  # fmt: skip
+    rows = _rows(out / "generalization.csv")
+    assert {r["seed"] for r in rows} == {"5", "6", "7"}
+    one = [r for r in rows if r["test"] == "harm_styled" and r["layer"] == "0"]
+    assert len(one) == 3  # one row per repeat
+    md = (out / "generalization.md").read_text()
+    assert "3 repeats (seeds 5–7)" in md and "± repeats" in md
+    # the in-distribution splits differ between repeats: new fit/val/test parts per seed
+    thresholds = {r["threshold"] for r in rows if r["test"] == "in-distribution"}
+    assert len(thresholds) > 1
+
+
+def test_average_repeats_means_and_spread():
+    from probing.generalize.report import average_repeats
+
+    base = {"train": "f", "test": "s", "split": "cross_source", "layer": 1, "probe": "linear",
+            "auroc": 0.9, "flagged_rate": 0.1, "threshold": 0.5, "rows": 10, "positives": 10}  # fmt: skip
+    rows = [
+        {**base, "accuracy": 0.6, "tpr_at_1fpr": 0.2, "seed": 0},
+        {**base, "accuracy": 0.8, "tpr_at_1fpr": 0.4, "seed": 1},
+        {**base, "layer": 2, "accuracy": 0.5, "tpr_at_1fpr": 0.5, "seed": 0},
+    ]
+    got = {r["layer"]: r for r in average_repeats(rows)}
+    assert got[1]["accuracy"] == pytest.approx(0.7) and got[1]["accuracy_sd"] == pytest.approx(0.1)
+    assert got[1]["tpr_at_1fpr_sd"] == pytest.approx(0.1) and got[1]["repeats"] == 2
+    assert got[2]["accuracy_sd"] == 0 and got[2]["repeats"] == 1 and "seed" not in got[2]
+
+
+def test_repeats_below_one_is_one_line(tmp_path, capsys):
+    h5 = spurious_file(tmp_path / "f.h5")
+    code = main(
+        ["generalize", "--features", f"[{h5}]", "--output", str(tmp_path / "g"), "--repeats", "0"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--repeats must be at least 1" in err and "Traceback" not in err
+
+
 def test_unknown_source_is_one_line(tmp_path, capsys):
     h5 = spurious_file(tmp_path / "f.h5")
     code = main(["generalize", "--features", f"[{h5}]", "--output", str(tmp_path / "g"), "--loso", "false",

@@ -45,6 +45,10 @@ class GeneralizeConfig:
         split: fit/val/test fractions of the training sources' rows (stratified by source and class).
         l2: L2 penalty on the mean loss (linear: on the weights; MLP: AdamW weight decay).
         seed: seed of the split and the MLP initialisation.
+        repeats: run every fold this many times with seeds ``seed, seed + 1, …`` (new fit/val/test
+            splits and MLP initialisations); the CSV keeps every repeat (``seed`` column), the heatmap
+            and ``generalization.md`` show means and the spread between repeats. A catch rate at 1 %
+            FPR rests on the few highest-scoring negatives, so one fit can move it by several points.
         memory_limit_gb: refuse to load more than this (rows × layers × hidden × 4 bytes).
         wandb_project: also log the table and heatmap to this W&B project (offline without a key).
     """
@@ -62,6 +66,7 @@ class GeneralizeConfig:
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     l2: float = 1e-2
     seed: int = 0
+    repeats: int = 1
     memory_limit_gb: float = 8.0
     wandb_project: str | None = None
 
@@ -72,6 +77,8 @@ def _validate(cfg: GeneralizeConfig) -> None:
         raise ProbingError("nothing to do: set --loso true or give --matrix folds")
     if not cfg.probes:
         raise ProbingError("--probes is empty; give linear and/or mlp")
+    if cfg.repeats < 1:
+        raise ProbingError(f"--repeats must be at least 1, got {cfg.repeats}")
     if len(cfg.split) != 3 or any(s <= 0 for s in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ProbingError(
             f"--split must be three positive fractions summing to 1, got {list(cfg.split)}"
@@ -91,10 +98,12 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     folds: list[Fold] = (loso_folds(names) if cfg.loso else []) + matrix_folds(cfg.matrix, names)
     rows, skipped = [], []
     for fold in folds:
-        got = run_fold(block, fold, cfg.probes, cfg.fpr, cfg.l2, cfg.seed, cfg.split)
-        if not got:
-            skipped.append(fold.name)
-        rows += got
+        for seed in range(cfg.seed, cfg.seed + cfg.repeats):
+            got = run_fold(block, fold, cfg.probes, cfg.fpr, cfg.l2, seed, cfg.split)
+            if not got:
+                skipped.append(fold.name)
+                break
+            rows += [{**r, "seed": seed} for r in got]
     if not rows:
         raise ProbingError(
             f"every fold was skipped: no fold's training sources hold both classes {cfg.classes}"
@@ -110,13 +119,16 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
         for n in names
     }
     title = f"{model}, {len(names)} sources, {len(folds) - len(skipped)} folds"
+    if cfg.repeats > 1:
+        title += f", {cfg.repeats} repeats (seeds {cfg.seed}–{cfg.seed + cfg.repeats - 1})"
     csv_path = report.write_csv(rows, out)
-    png = report.plot(rows, cfg.probes, out / report.PLOT_NAME, title)
+    mean_rows = report.average_repeats(rows)
+    png = report.plot(mean_rows, cfg.probes, out / report.PLOT_NAME, title)
     md = out / report.MD_NAME
     md.write_text(
-        report.markdown(rows, cfg.probes, sources, skipped, title, cfg.fpr), encoding="utf-8"
+        report.markdown(mean_rows, cfg.probes, sources, skipped, title, cfg.fpr), encoding="utf-8"
     )
-    summaries = {p: report.summarize(rows, p) for p in cfg.probes}
+    summaries = {p: report.summarize(mean_rows, p) for p in cfg.probes}
     for p in cfg.probes:
         log.info("%s", report.conclusion(summaries[p], p))
     if cfg.wandb_project:

@@ -16,8 +16,10 @@ from probing.plotting import save_figure, subplots
 
 COLUMNS = (
     "train", "test", "split", "layer", "probe", "accuracy", "auroc", "tpr_at_1fpr",
-    "flagged_rate", "rows", "positives", "threshold",
+    "flagged_rate", "rows", "positives", "threshold", "seed",
 )  # fmt: skip
+METRICS = ("accuracy", "auroc", "tpr_at_1fpr", "flagged_rate", "threshold")
+KEY = ("train", "test", "split", "layer", "probe")
 CSV_NAME, PLOT_NAME, MD_NAME = "generalization.csv", "generalization.png", "generalization.md"
 GAP = 0.05  # accuracy gap that counts as "parted"
 
@@ -45,6 +47,30 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def average_repeats(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per fold, test, split, layer and probe: metrics averaged over the repeats (seeds), with
+    ``accuracy_sd`` and ``tpr_at_1fpr_sd`` (standard deviation between repeats; 0 for one) and
+    ``repeats``."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in KEY)].append(r)
+    out = []
+    for group in groups.values():
+        row = {k: v for k, v in group[0].items() if k != "seed"}
+        for m in METRICS:
+            row[m] = _nanmean([g.get(m, math.nan) for g in group])
+        for m in ("accuracy", "tpr_at_1fpr"):
+            row[f"{m}_sd"] = _nanstd([g.get(m, math.nan) for g in group])
+        row["repeats"] = len(group)
+        out.append(row)
+    return out
+
+
+def _nanstd(values: Sequence[float]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.std(vals)) if vals else math.nan
+
+
 def summarize(rows: Sequence[dict[str, Any]], probe: str) -> list[dict[str, Any]]:
     """Per layer: mean in-distribution and cross-source accuracy/AUROC over folds, the worst source."""
     by_layer: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -57,6 +83,7 @@ def summarize(rows: Sequence[dict[str, Any]], probe: str) -> list[dict[str, Any]
         d[f"{key}_auroc"].append(r["auroc"])
         if key == "cross":
             d["cross_sources"].append((r["accuracy"], f"{r['test']} ({r['train']})"))
+            d["cross_sd"].append(r.get("accuracy_sd", math.nan))
     out = []
     for layer in sorted(by_layer):
         d = by_layer[layer]
@@ -68,6 +95,7 @@ def summarize(rows: Sequence[dict[str, Any]], probe: str) -> list[dict[str, Any]
                 "in_auroc": _nanmean(d["in_auroc"]),
                 "cross_accuracy": _nanmean(d["cross_acc"]),
                 "cross_auroc": _nanmean(d["cross_auroc"]),
+                "cross_accuracy_sd": _nanmean(d["cross_sd"]),
                 "worst_accuracy": worst[0],
                 "worst_source": worst[1],
             }
@@ -178,17 +206,28 @@ def markdown(
             "",
             "Skipped folds (their training sources hold one class only): " + ", ".join(skipped),
         ]
+    repeats = max((int(r.get("repeats", 1)) for r in rows), default=1)
+    if repeats > 1:
+        lines += [
+            "",
+            f"Every fold ran {repeats} times (new splits and initialisations); the numbers are means "
+            "over the repeats, and *± repeats* is the typical standard deviation of one held-out "
+            "source's accuracy between them: differences smaller than that are noise.",
+        ]
+    spread = " ± repeats |" if repeats > 1 else ""
     for probe in probes:
         summary = summarize(rows, probe)
         lines += ["", f"## {probe}", "", conclusion(summary, probe), ""]
         lines += [
-            "| layer | in-dist acc | in-dist AUROC | cross-source acc (mean) | cross-source AUROC (mean) | worst held-out source (acc) |",
-            "|---|---|---|---|---|---|",
-        ]
+            "| layer | in-dist acc | in-dist AUROC | cross-source acc (mean) |" + spread
+            + " cross-source AUROC (mean) | worst held-out source (acc) |",
+            "|---|---|---|---|" + ("---|" if spread else "") + "---|---|",
+        ]  # fmt: skip
         for s in summary:
+            sd = f" {s['cross_accuracy_sd']:.3f} |" if spread else ""
             lines.append(
                 f"| {s['layer']} | {s['in_accuracy']:.3f} | {s['in_auroc']:.3f} | "
-                f"{s['cross_accuracy']:.3f} | {s['cross_auroc']:.3f} | {s['worst_source']} "
+                f"{s['cross_accuracy']:.3f} |{sd} {s['cross_auroc']:.3f} | {s['worst_source']} "
                 f"({s['worst_accuracy']:.3f}) |"
             )
     return "\n".join(lines).replace("nan", "–") + "\n"
