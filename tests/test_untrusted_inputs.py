@@ -118,6 +118,17 @@ def test_graft_refuses_code_in_probe_checkpoints(tmp_path, evil, capsys):
     assert not marker.exists() and not (out / "graft_results.csv").exists()
 
 
+def test_checkpoint_without_a_probe_class_is_refused(tmp_path, capsys):
+    feat = feature_file(tmp_path / "f.h5")
+    raw = torch.load(train_probe(feat, tmp_path / "p.ckpt"), weights_only=True)
+    del raw["probe_class"]
+    raw["hyper_parameters"].pop("_class_path", None)
+    nameless = tmp_path / "nameless.ckpt"
+    torch.save(raw, nameless)
+    assert main(["monitor", "--ckpt", str(nameless), "--prompt", "hello"]) == 2
+    one_line_error(capsys, "names no probe class")
+
+
 def test_real_checkpoints_load_weights_only(tmp_path):
     feat = feature_file(tmp_path / "f.h5")
     ckpt = train_probe(feat, tmp_path / "p.ckpt")

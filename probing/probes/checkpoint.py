@@ -80,8 +80,14 @@ def probe_from_checkpoint(
 
     hp = dict(ckpt.get("hyper_parameters") or {})
     targets = [t for t in (ckpt.get("probe_class"), hp.get("_class_path")) if t]
-    classes = [probe_class(t, f"{option} {path}") for t in targets] or [LinearProbe]
-    cls = classes[0]
+    if not targets:
+        raise ProbingError(
+            f"{option} {path} names no probe class (`probe_class`, which every checkpoint of "
+            "`probing fit` records); refusing to guess one — train it again with `probing fit`"
+        )
+    cls = probe_class(targets[0], f"{option} {path}")
+    for other in targets[1:]:
+        probe_class(other, f"{option} {path}")  # every name the file gives is checked
     names: set[str] = set()
     for klass in cls.__mro__[: cls.__mro__.index(ProbeModule) + 1]:
         names |= set(inspect.signature(klass.__init__).parameters)
