@@ -78,6 +78,18 @@ def test_cli_extract_and_info(tmp_path, model_dir, prompts, capsys):
     assert FeatureFile(out).num_rows == 3
 
 
+def test_lens_off_file_says_so_and_the_lens_refuses_it(tmp_path, model_dir, prompts, capsys):
+    out = tmp_path / "f.h5"
+    base = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]']
+    assert cli(*base, "--output", str(out), "--lens_top_k", "0") == 0
+    assert main(["info", str(out)]) == 0
+    assert "no lens (--lens_top_k 0)" in capsys.readouterr().out
+    assert main(["lens", str(out), "--output", str(tmp_path / "lens")]) == 2
+    _one_line_error(capsys, "holds no logit-lens data (lens_top_k=0); re-extract with --lens_top_k")
+    assert cli(*base, "--output", str(tmp_path / "g.h5"), "--lens_top_k", "-1") == 2
+    _one_line_error(capsys, "--lens_top_k must be >= 0 (0: no lens), got -1")
+
+
 def test_print_config(model_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["extract", "--model.name", str(model_dir), "--print_config"])

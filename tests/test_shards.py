@@ -86,6 +86,24 @@ def test_shards_then_auto_merge_equal_single_process(tmp_path, prompts):
         FeatureFile(moved / "merged.h5")
 
 
+def test_lens_off_stores_the_same_states_and_merges(tmp_path, prompts):
+    """``lens_top_k: 0``: the states of a lens-on run, zero-width lens datasets, through shards too."""
+    lm = tiny_lm("llama")
+    on = FeatureFile(extract(config(prompts, tmp_path / "on.h5", storage_dtype="float32"), lm=lm))
+    off = FeatureFile(
+        extract(config(prompts, tmp_path / "off.h5", storage_dtype="float32", lens_top_k=0), lm=lm)
+    )
+    np.testing.assert_array_equal(off.file["hidden"][:], on.file["hidden"][:])
+    assert off.file["lens_ids"].shape == (23, 4, 1, 0) and off.meta["lens_top_k"] == 0
+    assert on.file["lens_ids"].shape == (23, 4, 1, 5)
+    out = tmp_path / "sharded" / "merged.h5"
+    for i in (0, 1):
+        extract(config(prompts, out, shard=f"{i}/2", storage_dtype="float32", lens_top_k=0), lm=lm)
+    merged = FeatureFile(out)
+    assert merged.meta["complete"] and merged.file["lens_logits"].shape == (23, 4, 1, 0)
+    np.testing.assert_array_equal(merged.file["hidden"][:], off.file["hidden"][:])
+
+
 def test_torchrun_shard_uses_its_local_gpu_without_changing_the_config(
     tmp_path, prompts, monkeypatch
 ):

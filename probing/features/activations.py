@@ -53,11 +53,14 @@ class Selector:
 
 
 class ActivationReader:
-    """Runs the decoder backbone on batches and returns selected per-layer states and their lens."""
+    """Runs the decoder backbone on batches and returns selected per-layer states and their lens
+    (``top_k`` 0: no lens; the lens arrays are zero-width)."""
 
     def __init__(self, lm: LoadedModel, positions: Positions = "last", k: int = 1, top_k: int = 5):
         if positions == "last_k" and k < 1:
             raise ValueError("k must be >= 1 for last_k")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
         self.lm = lm
         self.parts = lm.parts
         self.selector = Selector(positions, k)
@@ -117,6 +120,9 @@ class ActivationReader:
     def _finish(self, captured: list[torch.Tensor | None]) -> BatchOutput:
         dev = self.parts.unembed.weight.device
         stacked = torch.stack([c.to(dev) for c in captured], dim=1)  # [B, L, P, D]
+        if self.top_k == 0:  # lens off: zero-width lens arrays
+            empty = stacked.new_zeros((*stacked.shape[:-1], 0), dtype=torch.int32).cpu()
+            return BatchOutput(stacked.float().cpu(), empty, empty.float())
         inner = self.parts.lens_topk(stacked[:, :-1], 0, self.top_k)  # every layer but the last
         last = self.parts.lens_topk(stacked[:, -1:], self.parts.num_decoder_layers, self.top_k)
         ids = torch.cat([inner[0], last[0]], dim=1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from probing.config import parse_config
 from probing.features.extract import ExtractConfig, extract
 
-DESCRIPTION = "Extract per-layer hidden states and logit-lens top-k of prompts into an HDF5 feature file."
+DESCRIPTION = (
+    "Extract per-layer hidden states and logit-lens top-k of prompts into an HDF5 feature file."
+)
 
 
 def parse(argv: list[str]) -> ExtractConfig:

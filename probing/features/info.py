@@ -92,7 +92,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  sources    {sources}",
         f"  layers     {s['layers']} (0 = embeddings, 1..{s['decoder_layers']} = decoder blocks)",
         f"  hidden     {s['hidden_size']} × {s['num_positions']} position(s) '{s['positions']}', stored {s['storage_dtype']}",
-        f"  template   {s['template']}; lens top-{s['lens_top_k']}",
+        f"  template   {s['template']}; "
+        + (f"lens top-{s['lens_top_k']}" if s["lens_top_k"] else "no lens (--lens_top_k 0)"),
         f"  skipped    {s['skipped'] or 'none'}",
         f"  size       {s['size_bytes'] / 2**20:.1f} MiB; written by probing {s['probing_version']} at {s['created']}",
     ]

@@ -130,12 +130,9 @@ class FeatureWriter:
             chunks=(r, 1, num_positions, hidden_size),
         )
         lens_shape = (n, num_layers, num_positions, top_k)
-        lens_chunks = (
-            _chunk_rows(num_layers * num_positions * top_k * 4, n),
-            num_layers,
-            num_positions,
-            top_k,
-        )
+        lens_rows = _chunk_rows(num_layers * num_positions * top_k * 4, n)
+        # lens off (top_k 0): zero-width datasets, which HDF5 cannot chunk
+        lens_chunks = (lens_rows, num_layers, num_positions, top_k) if top_k else None
         file.create_dataset("lens_ids", shape=lens_shape, dtype=np.int32, chunks=lens_chunks)
         file.create_dataset("lens_logits", shape=lens_shape, dtype=np.float32, chunks=lens_chunks)
         file.create_dataset("label", data=np.asarray(rows.label, dtype=np.int64))
