@@ -133,26 +133,6 @@ def _floor_states(lm, batch: list, pad: int):
     return torch.stack([h[:, -1] for h in out.hidden_states], 1)
 
 
-class _NoLens:
-    """``ActivationReader`` with the lens off: states only."""
-
-    @staticmethod
-    def make(lm, shared: list | None):
-        import torch
-
-        from probing.features.activations import ActivationReader, BatchOutput
-
-        class Reader(ActivationReader):
-            def _finish(self, captured):
-                hidden = torch.stack(captured, dim=1).float().cpu()
-                return BatchOutput(hidden, hidden[..., :1].int(), hidden[..., :1])
-
-        reader = Reader(lm, "last")
-        if shared is not None:
-            reader.share_prefix(shared)
-        return reader
-
-
 def child_forward(n: int, batch_size: int) -> None:
     """Forward-pass variants over the same batches, interleaved batch by batch."""
     import torch
@@ -170,11 +150,11 @@ def child_forward(n: int, batch_size: int) -> None:
     def floor(batch):
         return _floor_states(lm, batch, pad)
 
-    def lens_on(shared: list | None):
-        reader = ActivationReader(lm, "last", top_k=5)
+    def reader(shared: list | None, top_k: int):  # top_k 0: lens off (`--lens_top_k 0`)
+        r = ActivationReader(lm, "last", top_k=top_k)
         if shared is not None:
-            reader.share_prefix(shared)
-        return reader
+            r.share_prefix(shared)
+        return r
 
     head = common_prefix(ids)
     with torch.inference_mode():
@@ -182,10 +162,10 @@ def child_forward(n: int, batch_size: int) -> None:
     t0 = time.perf_counter()
     variants = {
         "bare batched forward (floor)": floor,
-        "reader, whole batches, lens off": _NoLens.make(lm, None),
-        "reader, whole batches, lens on": lens_on(None),
-        "reader, shared head, lens off": _NoLens.make(lm, ids),
-        "reader, shared head, lens on": lens_on(ids),
+        "reader, whole batches, lens off": reader(None, 0),
+        "reader, whole batches, lens on": reader(None, 5),
+        "reader, shared head, lens off": reader(ids, 0),
+        "reader, shared head, lens on": reader(ids, 5),
     }
     setup = time.perf_counter() - t0  # the two shared heads' forward passes
     names = list(variants)
@@ -239,6 +219,12 @@ def print_forward(r: dict) -> None:
     print(f"{'variant':34s} {'s':>8s} {'floor/variant':>14s}")
     for name, t in r["times"].items():
         print(f"{name:34s} {t:8.1f} {floor / t:14.2f}")
+    t = r["times"]
+    print(
+        "lens on / lens off: shared head"
+        f" {t['reader, shared head, lens on'] / t['reader, shared head, lens off']:.2f},"
+        f" whole batches {t['reader, whole batches, lens on'] / t['reader, whole batches, lens off']:.2f}"
+    )
     print(
         f"shared head set-up (2 readers) {r['head_setup_s']:.2f} s; shared vs whole (lens on): max |diff|"
         f" {r['max_abs_diff']:.2e}, rows x layers with another top-5 set {r['lens_sets_differ']}"

@@ -11,10 +11,11 @@ import pytest
 import torch
 from featurefactory import make_feature_file
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 from probing.cli import main
 from probing.generalize.fit import fit_heads, score_heads
-from probing.probes.rates import source_metrics
+from probing.probes.rates import auroc_columns, source_metrics
 
 SOURCES = ["normal_a", "normal_b", "harm_real", "harm_styled"]
 
@@ -163,6 +164,20 @@ def test_source_metrics_against_reference():
     assert m["auroc"][0] == pytest.approx(
         7 / 9
     )  # 0.9 and 0.8 beat all three negatives, 0.2 beats 0.1
+
+
+def test_auroc_columns_equal_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    positive = rng.random(300) < 0.3
+    scores = rng.random((300, 6))
+    scores[:, 1] = np.round(scores[:, 1], 1)  # many ties, across the classes
+    scores[:, 2] = 0.5  # one value: 0.5
+    scores[:, 3] = positive + 0.0  # perfect: 1.0
+    ours = auroc_columns(scores, positive)
+    ref = [roc_auc_score(positive, scores[:, j]) for j in range(6)]
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+    assert ours[2] == 0.5 and ours[3] == 1.0
+    assert np.isnan(auroc_columns(scores, np.ones(300, bool))).all()
 
 
 def _two_layer_shortcut_file(path, n_per=150, dim=16, seed=1):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from probing.errors import ProbingError
@@ -63,6 +64,21 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
 
 
+def auroc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """:func:`auroc` of every column of ``scores [n, L]`` at once (NaN with one class only).
+
+    The Mann-Whitney form: the positives' rank sum with ties at their mean rank, which is the
+    trapezoidal area under the ROC curve that scikit-learn computes, one sort per column.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return np.full(np.shape(scores)[1], math.nan)
+    ranks = rankdata(np.asarray(scores, dtype=np.float64), axis=0)
+    return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 METRIC_COLUMNS = ("accuracy", "auroc", "tpr_at_1fpr", "flagged_rate")
 
 
@@ -99,7 +115,7 @@ def source_metrics(
         both_s = np.concatenate([scores, ref_s[other]])
         both_p = np.concatenate([positive, ref_p[other]])
     layers = scores.shape[1]
-    out["auroc"] = np.array([auroc(both_s[:, j], both_p) for j in range(layers)])
+    out["auroc"] = auroc_columns(both_s, both_p)
     if positive.any() and (~both_p).any():
         out["tpr_at_1fpr"] = np.array(
             [tpr_at_fpr(both_s[:, j], both_p, fpr) for j in range(layers)]
