@@ -33,19 +33,26 @@ def assert_same(a, b, atol=1e-5):
 
 
 @pytest.mark.parametrize("arch", SUPPORTED)
-@pytest.mark.parametrize("positions", ["last", "mean", "last_k"])
-def test_shared_head_matches_whole_batches(arch, positions):
+@pytest.mark.parametrize(
+    ("positions", "k"), [("last", K), ("mean", K), ("last_k", K), ("last_k", 3)]
+)
+def test_shared_head_matches_whole_batches(arch, positions, k, monkeypatch):
     lm = tiny_lm(arch)
     ids = chat_ids(lm)
-    whole = ActivationReader(lm, positions, k=K, top_k=3)
-    shared = ActivationReader(lm, positions, k=K, top_k=3)
+    whole = ActivationReader(lm, positions, k=k, top_k=3)
+    shared = ActivationReader(lm, positions, k=k, top_k=3)
     n = shared.share_prefix(ids)
     assert n > 4 and shared.head is not None
     assert shared.head.fits(ids), "the head must be used (widths stay inside the sliding window)"
-    assert min(len(s) for s in ids) - n < K, "last_k must reach into the head"
+    reaches_head = min(len(s) for s in ids) - n < k
+    assert reaches_head == (k == K), "last_k 20 reaches into the head, last_k 3 does not"
+    rebuilt = []  # the head's states are put back only where a selected position needs them
+    states = shared.head.states
+    monkeypatch.setattr(shared.head, "states", lambda *a: rebuilt.append(1) or states(*a))
     ref = whole(ids, logits=True)
     out = shared(ids, logits=True)
     assert_same(ref, out)
+    assert bool(rebuilt) == (positions == "mean" or (positions == "last_k" and reaches_head))
     for i, s in enumerate(ids):  # one at a time (no padding) == batched (padding after the head)
         one = shared([s], logits=True)
         torch.testing.assert_close(one.hidden[0], out.hidden[i], atol=1e-5, rtol=1e-5)

@@ -40,6 +40,10 @@ class Selector:
         self.k = k
         self.mask: torch.Tensor | None = None
 
+    def within_last(self, n: int) -> bool:
+        """Whether the selected positions are all among the last ``n`` tokens of every row."""
+        return (self.positions == "last" and n >= 1) or (self.positions == "last_k" and n >= self.k)
+
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         if self.positions == "last":
             return h[:, -1:, :]
@@ -89,12 +93,15 @@ class ActivationReader:
         ids, mask = left_pad(seqs, self.pad_id)
         self.selector.mask = mask
         head = self.head if self.head is not None and self.head.fits(seqs) else None
+        # the selected positions all lie in every row's tail: the head's states are not needed
+        shortest_tail = min(map(len, seqs)) - len(head.ids) if head is not None else 0
+        tail_only = self.selector.within_last(shortest_tail)
         captured: list[torch.Tensor | None] = [None] * self.num_layers
         n_blocks = self.parts.num_decoder_layers
         final: list[torch.Tensor] = []  # the last layer's state at the last token, for logits
 
         def keep(index: int, h: torch.Tensor) -> None:
-            if head is not None:  # tails only: the head's states back in front, left-padded
+            if head is not None and not tail_only:  # the head's states back in front, left-padded
                 h = head.states(index, h)
             captured[index] = self.selector(h).detach()
             if index == n_blocks and logits:
