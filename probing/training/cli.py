@@ -169,8 +169,14 @@ class ProbingCLI(LightningCLI):
             return
         ckpt = self.trainer.checkpoint_callback
         ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+        # no Lightning results table (~8 rows per layer and head): the report logs the best layers
+        # and where the per-layer and per-source tables landed
         self.trainer.test(
-            self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True
+            self.model,
+            datamodule=self.datamodule,
+            ckpt_path=ckpt_path,
+            weights_only=True,
+            verbose=False,
         )
 
 
