@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from probing.cli import COMMANDS, main
+from probing.cli import COMMANDS, entry, main
 from probing.errors import ProbingError
 from probing.features.info import parse as parse_info
 from probing.features.merge_cli import parse as parse_merge
@@ -41,3 +44,14 @@ def test_positional_arguments_bare_flags_and_aliases(caplog):
     assert "--model_name is deprecated; use --model.name" in caplog.text
     with pytest.raises(ProbingError, match=r"unexpected argument\(s\) \['b.h5'\]"):
         parse_info(["a.h5", "b.h5"])
+
+
+def test_console_script_exits_with_the_commands_status_after_freezing_gc(monkeypatch):
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'probing = "probing.cli:entry"' in pyproject
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(sys, "argv", ["probing", "no-such-command"])
+    with pytest.raises(SystemExit) as exc:
+        entry()
+    assert exc.value.code == 2 and calls == ["freeze"]
