@@ -8,6 +8,7 @@ starts this script again for the other ranks) and exits with the command's statu
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -23,4 +24,5 @@ status = main(["fit", "--config", sys.argv[1]])
 if os.environ.get("LOCAL_RANK", "0") == "0":
     times = {"import_seconds": imported - start, "run_seconds": time.perf_counter() - imported}
     Path(sys.argv[2]).write_text(json.dumps(times))
+gc.freeze()  # as the console script does (probing.cli.entry)
 sys.exit(status)

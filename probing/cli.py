@@ -163,7 +163,10 @@ def entry() -> None:
     every object of the thousands of modules torch and Lightning import (~1.3 s of a `probing fit`
     process); :func:`gc.freeze` lets it skip them. Exit handlers and finalisers still run.
     """
-    status = main()
+    try:
+        status: int | str | None = main()
+    except SystemExit as exc:  # --help, and the parsers' own exits
+        status = exc.code
     gc.freeze()
     sys.exit(status)
 

@@ -55,3 +55,7 @@ def test_console_script_exits_with_the_commands_status_after_freezing_gc(monkeyp
     with pytest.raises(SystemExit) as exc:
         entry()
     assert exc.value.code == 2 and calls == ["freeze"]
+    monkeypatch.setattr(sys, "argv", ["probing", "info", "--help"])  # the parser exits itself
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stdout(io.StringIO()):
+        entry()
+    assert exc.value.code == 0 and calls == ["freeze", "freeze"]

@@ -262,3 +262,30 @@ def test_graft_checks_layers_and_output_before_loading_the_model(tmp_path, monke
     blocker.write_text("x")
     assert main([*base, "--output", str(blocker / "g")]) == 2
     one_line_error(capsys, "cannot write into --output")
+
+
+def test_model_identity_rule():
+    """One rule for features (or a probe of them) meeting a loaded model: the GGUF hash decides when
+    both sides have one, else name and revision; the shape always."""
+    from types import SimpleNamespace
+
+    from probing.features.identity import model_mismatch
+
+    lm = SimpleNamespace(
+        meta={"model": "a", "gguf_sha256": "1" * 64, "model_revision": "r1"},
+        model=SimpleNamespace(config=SimpleNamespace(hidden_size=32)),
+        parts=SimpleNamespace(num_layers=5),
+    )
+    same = {"model": "a", "gguf_sha256": "1" * 64, "hidden_size": 32, "num_layers": 5}
+    assert model_mismatch(same, lm) is None
+    assert model_mismatch({**same, "model": "renamed", "model_revision": "r2"}, lm) is None
+    assert model_mismatch({**same, "gguf_sha256": "2" * 64}, lm) == (
+        "gguf_sha256",
+        "2" * 64,
+        "1" * 64,
+    )
+    assert model_mismatch({**same, "num_layers": 4}, lm) == ("num_layers", 4, 5)
+    hub = {"model": "a", "model_revision": "r2", "hidden_size": 32, "num_layers": 5}
+    assert model_mismatch(hub, lm) == ("model_revision", "r2", "r1")
+    assert model_mismatch({**hub, "model_revision": ""}, lm) is None  # not recorded: not compared
+    assert model_mismatch({**hub, "model": "b"}, lm) == ("model", "b", "a")

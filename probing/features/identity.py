@@ -2,7 +2,8 @@
 
 Used wherever features meet a probe or other features: a probe applied to another feature file
 (monitor --eval / --calibrate, transfer tests, grafting with --probe_ckpt) and a data module's
-``--data.test_path``. The rendered prompt decides what the model saw, so the template, the system
+``--data.test_path``; and, for the model alone (:func:`model_mismatch`), wherever features or a probe
+of them meet a loaded model (``probing monitor``, ``probing graft``). The rendered prompt decides what the model saw, so the template, the system
 prompt and the stored positions belong to the identity as much as the weights do.
 """
 
@@ -36,14 +37,41 @@ def feature_identity(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta.get(k) for k in IDENTITY_KEYS}
 
 
-def identity_mismatch(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    """The first identity key on which two feature metadata differ, as ``(key, a's, b's)``, or None.
+# The model alone (a loaded model meeting features or a probe of them): weights, then shape.
+MODEL_MATCH_KEYS = ("gguf_sha256", "model", "model_revision", "hidden_size", "num_layers")
+
+
+def loaded_model_identity(lm: Any) -> dict[str, Any]:
+    """The ``MODEL_MATCH_KEYS`` of a :class:`~probing.models.load.LoadedModel`."""
+    return {
+        "model": lm.meta.get("model"),
+        "gguf_sha256": lm.meta.get("gguf_sha256"),
+        "model_revision": lm.meta.get("model_revision"),
+        "hidden_size": int(lm.model.config.hidden_size),
+        "num_layers": lm.parts.num_layers,
+    }
+
+
+def model_mismatch(meta: dict[str, Any], lm: Any) -> tuple[str, Any, Any] | None:
+    """The first ``MODEL_MATCH_KEYS`` difference between features' metadata and a loaded model."""
+    return identity_mismatch(meta, loaded_model_identity(lm), MODEL_MATCH_KEYS)
+
+
+def shown(value: Any) -> Any:
+    """A value for a mismatch message: a sha256 shortened to 12 hex digits, others as they are."""
+    return value[:12] if isinstance(value, str) and len(value) == 64 else value
+
+
+def identity_mismatch(
+    a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...] = IDENTITY_MATCH_KEYS
+) -> tuple[str, Any, Any] | None:
+    """The first of ``keys`` on which two feature metadata differ, as ``(key, a's, b's)``, or None.
 
     A key either side does not record (older files and checkpoints) is not compared; the model name
-    is not compared when both sides carry the GGUF's sha256 (the weights' hash decides).
+    and revision are not compared when both sides carry the GGUF's sha256 (the weights' hash decides).
     """
-    for key in IDENTITY_MATCH_KEYS:
-        if key == "model" and a.get("gguf_sha256") and b.get("gguf_sha256"):
+    for key in keys:
+        if key in ("model", "model_revision") and a.get("gguf_sha256") and b.get("gguf_sha256"):
             continue
         unknown = (None,) if key in _EMPTY_IS_A_VALUE else (None, "")
         x, y = a.get(key), b.get(key)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from probing.errors import ProbingError
+from probing.features.identity import loaded_model_identity, model_mismatch, shown
 from probing.features.store import FeatureFile
 from probing.generation.generate import (
     Prefilled,
@@ -49,15 +50,15 @@ class SweepResult:
 def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:
     """Grafting needs donor states from the model being grafted."""
     meta = ff.meta
-    mine, theirs = lm.meta.get("gguf_sha256"), meta.get("gguf_sha256")
-    same = mine == theirs if mine and theirs else meta.get("model") == lm.meta.get("model")
-    hidden = int(lm.model.config.hidden_size)
-    if not same or ff.hidden_size != hidden or ff.num_layers != lm.parts.num_layers:
+    diff = model_mismatch(meta, lm)
+    if diff is not None:
+        key, want, found = diff
+        mine = loaded_model_identity(lm)
         raise ProbingError(
             f"{ff.path} holds states of model {meta.get('model')!r} ({ff.num_layers} layers × "
-            f"{ff.hidden_size}), but the loaded model is {lm.meta.get('model')!r} "
-            f"({lm.parts.num_layers} × {hidden}); extract features with the model you graft, or set "
-            "--model.name to the file's model"
+            f"{ff.hidden_size}), but the loaded model is {mine['model']!r} ({mine['num_layers']} × "
+            f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); extract features with "
+            "the model you graft, or set --model.name to the file's model"
         )
     if meta.get("positions") != "last":
         raise ProbingError(

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from probing.errors import ProbingError
+from probing.features.identity import loaded_model_identity, model_mismatch, shown
 from probing.features.store import read_meta
 from probing.models.load import LoadedModel, ModelConfig
 from probing.monitor.calibrate import file_sha256
@@ -191,30 +192,18 @@ def model_config(
 def check_model(probe: LoadedProbe, lm: LoadedModel) -> None:
     """Refuse a model other than the one the probe's features came from."""
     meta = probe.feature_meta
-    hidden = int(lm.model.config.hidden_size)
-    want = {
-        "hidden_size": (int(meta["hidden_size"]), hidden),
-        "num_layers": (int(meta["num_layers"]), lm.parts.num_layers),
-    }
-    if probe.hidden_size != hidden:
-        want["hidden_size"] = (probe.hidden_size, hidden)
-    sha_a, sha_b = meta.get("gguf_sha256") or "", lm.meta.get("gguf_sha256") or ""
-    rev_a, rev_b = meta.get("model_revision") or "", lm.meta.get("model_revision") or ""
-    if sha_a and sha_b:
-        same_model = sha_a == sha_b
-    else:
-        same_model = meta["model"] == lm.meta.get("model") and (
-            not rev_a or not rev_b or rev_a == rev_b
-        )
-    bad = [k for k, (a, b) in want.items() if a != b]
-    if bad or not same_model:
-        found = ", ".join(f"{k} {b}" for k, (_, b) in want.items())
-        expected = ", ".join(f"{k} {a}" for k, (a, _) in want.items())
+    mine = loaded_model_identity(lm)
+    diff = model_mismatch(meta, lm)
+    if diff is None and probe.hidden_size != mine["hidden_size"]:  # the head's own width
+        diff = ("hidden_size", probe.hidden_size, mine["hidden_size"])
+    if diff is not None:
+        key, want, found = diff
         raise ProbingError(
             f"--ckpt {probe.path.name} was trained on features of model {meta['model']!r} "
-            f"({expected}{', gguf ' + sha_a[:12] if sha_a else ''}) but the model given is "
-            f"{lm.meta.get('model')!r} ({found}{', gguf ' + sha_b[:12] if sha_b else ''}); use a "
-            "checkpoint trained on this model's features, or load its model (--model.name)"
+            f"(num_layers {meta['num_layers']}, hidden_size {meta['hidden_size']}) but the model "
+            f"given is {mine['model']!r} (num_layers {mine['num_layers']}, hidden_size "
+            f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); use a checkpoint "
+            "trained on this model's features, or load its model (--model.name)"
         )
 
 
