@@ -2,9 +2,10 @@
 
 Used wherever features meet a probe or other features: a probe applied to another feature file
 (monitor --eval / --calibrate, transfer tests, grafting with --probe_ckpt) and a data module's
-``--data.test_path``; and, for the model alone (:func:`model_mismatch`), wherever features or a probe
-of them meet a loaded model (``probing monitor``, ``probing graft``). The rendered prompt decides what the model saw, so the template, the system
-prompt and the stored positions belong to the identity as much as the weights do.
+``--data.test_path``; and, for the model alone (:func:`model_mismatch`), wherever features or a
+probe of them meet a loaded model (``probing monitor``, ``probing graft``). The rendered prompt
+decides what the model saw, so the template, the system prompt and the stored positions belong to
+the identity as much as the weights do.
 """
 
 from __future__ import annotations
