@@ -311,9 +311,10 @@ def test_resumed_fit_writes_into_its_own_run(workdir, feat):
     assert torch.load(last, weights_only=True)["epoch"] == 1
 
 
-def test_fit_probes_is_probing_fit_as_a_function(workdir, feat):
+def test_fit_probes_is_probing_fit_as_a_function(workdir, feat, caplog):
     from probing.training.cli import fit_probes
 
+    caplog.set_level(logging.INFO)
     run = fit_probes(
         LINEAR,
         {
@@ -331,3 +332,6 @@ def test_fit_probes_is_probing_fit_as_a_function(workdir, feat):
     assert config["data"]["path"] == feat and config["data"]["split"] == [0.6, 0.2, 0.2]
     assert config["trainer"]["max_epochs"] == 2 and config["trainer"]["logger"] is False
     assert (run / "per_layer_metrics.csv").is_file()
+    # the run's log: probing's lines and Lightning's own, without its hosted-logger advertisement
+    assert "best layer on val" in caplog.text and "Seed set to" in caplog.text
+    assert "litlogger" not in caplog.text

@@ -197,11 +197,29 @@ def _resume_in_own_run(cfg: Any) -> None:
         log.info("resuming %s: logging into its run directory %s", ckpt.name, run)
 
 
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertisement for its hosted logger ("💡 Tip: ... litlogger ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _quiet_lightning() -> None:
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoTips())
+
+
 def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
     """Parse ``argv`` (subcommand first) and, with ``run``, execute it. Importable for tests."""
+    _quiet_lightning()
     with warnings.catch_warnings():
         # the dispatcher passes argv explicitly while sys.argv holds the same words
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        # Lightning's pytree helper on torch >= 2.10 (upstream; nothing a user can change)
+        warnings.filterwarnings(
+            "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+        )
         return ProbingCLI(
             ProbeModule,
             ActivationDataModule,
