@@ -153,6 +153,7 @@ def test_full_batch_linear_probe_equals_sklearn_logistic_regression(synthetic, c
         tol=1e-7,
     )  # fmt: skip
     assert model.full_batch and trainer.current_epoch == 1  # one epoch, whatever max_epochs
+    assert trainer.max_epochs == 1  # as the progress bar shows it ("Epoch 0/0")
     train, test = dm.split_pos["train"], dm.split_pos["test"]
     x, y = dm.sources["main"].x, dm.sources["main"].y
     with torch.no_grad():

@@ -152,6 +152,8 @@ class ProbeModule(L.LightningModule):
         if stage == "fit":
             self.full_batch = bool(getattr(dm, "full_batch", False))
             self.automatic_optimization = not self.full_batch
+            if self.full_batch:  # one epoch fits everything; the progress bar says so
+                self.trainer.fit_loop.max_epochs = 1
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if self.full_batch:
