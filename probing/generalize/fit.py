@@ -31,17 +31,19 @@ def fit_heads(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
     max_iter: int = 200,
+    tol: float = 1e-4,
     epochs: int = 400,
     patience: int = 30,
     hidden: int = 100,
 ) -> nn.Module:
-    """All-layer heads fitted on ``x [N, L, D]`` (standardised) and labels ``y [N]``."""
+    """All-layer heads fitted on ``x [N, L, D]`` (standardised) and labels ``y [N]``; linear heads stop
+    when no gradient entry exceeds ``tol`` (as `probing fit`'s full-batch mode)."""
     torch.manual_seed(seed)
     xt = x.float().transpose(0, 1).contiguous()
     y = torch.as_tensor(y, dtype=torch.long)
     if kind == "linear":
         head = LinearHeads(xt.shape[0], xt.shape[2], num_classes)
-        fit_linear(head, xt, y, l2, max_iter)
+        fit_linear(head, xt, y, l2, max_iter, tol=tol)
         return head
     val_t = None
     if val is not None and len(val[1]):

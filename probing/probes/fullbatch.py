@@ -69,12 +69,14 @@ def fit_linear(
     max_iter: int = 100,
     optimizer: Any = None,
     backward: Callable[[torch.Tensor], None] | None = None,
+    tol: float = 1e-7,
 ) -> float:
-    """Fit ``head`` in place from zero weights; returns the final objective."""
+    """Fit ``head`` in place from zero weights; returns the final objective. Without ``optimizer``,
+    :func:`lbfgs` with ``max_iter`` and ``tol``."""
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()
-    opt = optimizer if optimizer is not None else lbfgs(head, max_iter)
+    opt = optimizer if optimizer is not None else lbfgs(head, max_iter, tol)
     getattr(opt, "optimizer", opt).state.clear()  # a fresh fit: no curvature history
     backward = backward or torch.Tensor.backward
 
