@@ -53,10 +53,20 @@ def test_heads_are_independent_per_layer(head):
 
 
 def test_linear_heads_equal_per_layer_linear():
+    """Values and gradients equal those of one ``x @ W + b`` per layer (the heads compute the
+    transposed product, which is faster with few outputs)."""
     head = LinearHeads(3, 5, 2)
     x = torch.randn(7, 3, 5)
-    expected = torch.stack([x[:, i] @ head.weight[i] + head.bias[i] for i in range(3)], 1)
-    torch.testing.assert_close(head(x), expected)
+    weight = head.weight.detach().clone().requires_grad_()
+    bias = head.bias.detach().clone().requires_grad_()
+    expected = torch.stack([x[:, i] @ weight[i] + bias[i] for i in range(3)], 1)
+    out = head(x)
+    torch.testing.assert_close(out, expected)
+    target = torch.randn_like(out)
+    ((out - target) ** 2).sum().backward()
+    ((expected - target) ** 2).sum().backward()
+    torch.testing.assert_close(head.weight.grad, weight.grad)
+    torch.testing.assert_close(head.bias.grad, bias.grad)
 
 
 def test_heads_reject_wrong_shape():
