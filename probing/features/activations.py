@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from probing.features.prefix import SharedHead
-from probing.models.batching import left_pad, position_ids_from_mask
+from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
 
 Positions = Literal["last", "mean", "last_k"]
@@ -69,9 +69,7 @@ class ActivationReader:
         self.parts = lm.parts
         self.selector = Selector(positions, k)
         self.top_k = top_k
-        tok = lm.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.pad_id = int(pad if pad is not None else 0)
+        self.pad_id = pad_token_id(lm.tokenizer)
         self.head: SharedHead | None = None
 
     @torch.inference_mode()

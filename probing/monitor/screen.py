@@ -19,7 +19,7 @@ import torch
 
 from probing.errors import ProbingError
 from probing.features.activations import Selector
-from probing.models.batching import left_pad, position_ids_from_mask
+from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
 from probing.monitor.calibrate import Scorer
 from probing.monitor.probe import LoadedProbe, check_model
@@ -92,9 +92,7 @@ class Screener:
         self.system_prompt = meta.get("system_prompt") or None
         positions = meta.get("positions", "last")
         self.selector = Selector(positions, int(meta.get("num_positions", 1)))
-        tok = lm.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.pad_id = int(pad if pad is not None else 0)
+        self.pad_id = pad_token_id(lm.tokenizer)
         cfg = lm.model.config
         self.max_tokens = next(
             (
