@@ -42,9 +42,18 @@ def _fmt(value: Any) -> Any:
     return value
 
 
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
 def _nanmean(values: Sequence[float]) -> float:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
+    vals = _finite(values)
     return float(np.mean(vals)) if vals else math.nan
+
+
+def _nanstd(values: Sequence[float]) -> float:
+    vals = _finite(values)
+    return float(np.std(vals)) if vals else math.nan
 
 
 def average_repeats(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,11 +73,6 @@ def average_repeats(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["repeats"] = len(group)
         out.append(row)
     return out
-
-
-def _nanstd(values: Sequence[float]) -> float:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.std(vals)) if vals else math.nan
 
 
 def summarize(rows: Sequence[dict[str, Any]], probe: str) -> list[dict[str, Any]]:
