@@ -53,9 +53,10 @@ def loaded_model_identity(lm: Any) -> dict[str, Any]:
     }
 
 
-def model_mismatch(meta: dict[str, Any], lm: Any) -> tuple[str, Any, Any] | None:
-    """The first ``MODEL_MATCH_KEYS`` difference between features' metadata and a loaded model."""
-    return identity_mismatch(meta, loaded_model_identity(lm), MODEL_MATCH_KEYS)
+def model_mismatch(meta: dict[str, Any], model: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first ``MODEL_MATCH_KEYS`` difference between features' metadata and a loaded model's
+    :func:`loaded_model_identity`."""
+    return identity_mismatch(meta, model, MODEL_MATCH_KEYS)
 
 
 def shown(value: Any) -> Any:

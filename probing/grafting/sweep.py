@@ -50,10 +50,10 @@ class SweepResult:
 def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:
     """Grafting needs donor states from the model being grafted."""
     meta = ff.meta
-    diff = model_mismatch(meta, lm)
+    mine = loaded_model_identity(lm)
+    diff = model_mismatch(meta, mine)
     if diff is not None:
         key, want, found = diff
-        mine = loaded_model_identity(lm)
         raise ProbingError(
             f"{ff.path} holds states of model {meta.get('model')!r} ({ff.num_layers} layers × "
             f"{ff.hidden_size}), but the loaded model is {mine['model']!r} ({mine['num_layers']} × "

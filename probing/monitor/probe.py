@@ -193,7 +193,7 @@ def check_model(probe: LoadedProbe, lm: LoadedModel) -> None:
     """Refuse a model other than the one the probe's features came from."""
     meta = probe.feature_meta
     mine = loaded_model_identity(lm)
-    diff = model_mismatch(meta, lm)
+    diff = model_mismatch(meta, mine)
     if diff is None and probe.hidden_size != mine["hidden_size"]:  # the head's own width
         diff = ("hidden_size", probe.hidden_size, mine["hidden_size"])
     if diff is not None:
