@@ -83,9 +83,11 @@ def make_feature_file(
     meta: dict[str, Any] | None = None,
     batch: int = 256,
     sources: np.ndarray | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> Path:
     """Write a feature file; ``hidden`` ``[N, L, D]`` (or ``[N, L, P, D]``) overrides the synthetic data;
-    ``sources`` gives each row's source index (into ``meta["sources"]``)."""
+    ``sources`` gives each row's source index (into ``meta["sources"]``); ``prompts`` each row's text
+    (default ``prompt i``)."""
     path = Path(path)
     if hidden is None:
         hidden, labels = synthetic_arrays(
@@ -97,7 +99,7 @@ def make_feature_file(
         hidden = np.repeat(hidden[:, :, None], num_positions, axis=2)
     n, num_layers, num_positions, hidden_size = hidden.shape
     rows = RowTable(
-        prompt=[f"prompt {i}" for i in range(n)],
+        prompt=list(prompts) if prompts is not None else [f"prompt {i}" for i in range(n)],
         rendered=[f"<user>prompt {i}</user>" for i in range(n)],
         label=np.asarray(labels, dtype=np.int64),
         prompt_index=np.arange(n, dtype=np.int64)[::-1].copy(),

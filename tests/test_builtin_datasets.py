@@ -60,13 +60,19 @@ def templates() -> list[dict[str, str]]:
 
 
 HEADERS = {
-    "normal.csv": ["prompt", "task", "form"],
-    "malicious.csv": ["prompt", "category", "form"],
-    "contrast.csv": ["prompt", "mirrors", "kind", "form"],
-    "heldout_harmful.csv": ["prompt", "category", "form"],
-    "heldout_benign.csv": ["prompt", "mirrors", "form"],
+    "normal.csv": ["prompt", "task", "form", "lang", "crosslingual"],
+    "malicious.csv": ["prompt", "category", "form", "lang", "crosslingual"],
+    "contrast.csv": ["prompt", "mirrors", "kind", "form", "lang", "crosslingual"],
+    "heldout_harmful.csv": ["prompt", "category", "form", "lang"],
+    "heldout_benign.csv": ["prompt", "mirrors", "form", "lang"],
+    "normal_translated.csv": ["prompt", "lang", "task", "form", "en_row"],
+    "malicious_translated.csv": ["prompt", "lang", "category", "form", "en_row"],
+    "contrast_translated.csv": ["prompt", "lang", "mirrors", "kind", "form", "en_row"],
 }
 ALL = list(HEADERS)
+TRANSLATED = {"normal_translated.csv": "normal.csv", "malicious_translated.csv": "malicious.csv",
+              "contrast_translated.csv": "contrast.csv"}  # fmt: skip
+LANGS = {"es": "[a-záéíóúñü]", "zh": "[\u4e00-\u9fff]", "ru": "[\u0400-\u04ff]"}
 TRAINING = ["normal.csv", "malicious.csv", "contrast.csv"]
 FORMS = {"imperative", "question", "first_person", "terse", "polite", "indirect"}
 
@@ -100,13 +106,59 @@ def test_forms_balanced(name):
 
 
 def test_terse_and_question_forms_look_like_it():
-    for name in TRAINING:
+    for name in TRAINING + list(TRANSLATED):
         for row in _rows(name):
             if row["form"] == "terse":
                 assert row["prompt"] == row["prompt"].lower(), (name, row["prompt"])
-                assert not row["prompt"].endswith((".", "?", "!")), (name, row["prompt"])
+                assert not row["prompt"].endswith((".", "?", "!", "。", "？", "！")), (
+                    name,
+                    row["prompt"],
+                )
             if row["form"] in ("question", "indirect"):
-                assert row["prompt"].rstrip().endswith("?"), (name, row["prompt"])
+                assert row["prompt"].rstrip().endswith(("?", "？")), (name, row["prompt"])
+
+
+def test_english_sets_say_their_language_and_which_rows_were_translated():
+    for name in ("normal.csv", "malicious.csv", "contrast.csv", "heldout_harmful.csv",
+                 "heldout_benign.csv"):  # fmt: skip
+        assert {r["lang"] for r in _rows(name)} == {"en"}, name
+    for translated, english in TRANSLATED.items():
+        rows, en = _rows(translated), _rows(english)
+        marked = {i for i, r in enumerate(en) if r["crosslingual"] == "translated"}
+        assert {r["crosslingual"] for r in en} == {"translated", "untranslated"}, english
+        assert {int(r["en_row"]) for r in rows} == marked, translated
+
+
+@pytest.mark.parametrize("translated", list(TRANSLATED))
+def test_translations_keep_their_row_and_are_in_their_language(translated):
+    """Every translation names its English row, keeps its metadata and is written in its language."""
+    en = _rows(TRANSLATED[translated])
+    rows = _rows(translated)
+    per = Counter(r["lang"] for r in rows)
+    assert set(per) == set(LANGS) and len(set(per.values())) == 1, per
+    for r in rows:
+        source = en[int(r["en_row"])]
+        for key in r:
+            if key not in ("prompt", "lang", "en_row"):
+                assert r[key] == source[key], (translated, r["en_row"], key)
+        assert r["prompt"] != source["prompt"], r
+        assert re.search(LANGS[r["lang"]], r["prompt"].lower()), (r["lang"], r["prompt"])
+
+
+def test_translations_hold_150_rows_per_class_and_language_balanced_over_forms():
+    harmful = Counter(r["lang"] for r in _rows("malicious_translated.csv"))
+    safe = Counter(r["lang"] for n in ("normal_translated.csv", "contrast_translated.csv")
+                   for r in _rows(n))  # fmt: skip
+    assert min(harmful.values()) >= 150 and min(safe.values()) >= 150, (harmful, safe)
+    for name in TRANSLATED:
+        for lang in LANGS:
+            forms = Counter(r["form"] for r in _rows(name) if r["lang"] == lang)
+            total = sum(forms.values())
+            assert set(forms) == FORMS and all(0.12 <= n / total <= 0.22 for n in forms.values())
+    categories = Counter(
+        r["category"] for r in _rows("malicious_translated.csv") if r["lang"] == "zh"
+    )
+    assert len(categories) == len({r["category"] for r in _rows("malicious.csv")}), categories
 
 
 def _opening(prompt: str) -> str:

@@ -1,7 +1,8 @@
 """``probing generalize``: leave-one-source-out and explicit train→test matrices over prompt sources.
 
 Writes ``OUTPUT/generalization.csv`` (``train, test, split, layer, probe, accuracy, auroc, tpr_at_1fpr,
-flagged_rate, rows, positives, threshold``), ``generalization.png`` and ``generalization.md``.
+flagged_rate, rows, positives, threshold``), ``generalization.png`` and ``generalization.md``, and with the
+text baseline ``above_words.csv`` (``train, test, layer, probe, metric, delta, low, high``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from probing.errors import ProbingError
 from probing.generalize import report
 from probing.generalize.data import load_block
 from probing.generalize.matrix import Fold, loso_folds, matrix_folds, run_fold
+from probing.probes import above_words
 from probing.probes.rates import check_fpr
+from probing.probes.text import TEXT
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
     "Does a probe generalise to prompt sources it never saw? Leave-one-source-out and explicit "
-    "train→test matrices, every layer, linear and MLP heads."
+    "train→test matrices, every layer, linear and MLP heads, beside a text baseline on the prompt's words."
 )
 
 
@@ -38,7 +41,9 @@ class GeneralizeConfig:
         class_map: renames/merges classes first, e.g. ``{contrast: normal, jailbreak: malicious}``.
         loso: leave-one-source-out: for every source, train on all the others and test on it.
         matrix: explicit folds ``[{train: [sources], test: [sources], name: optional}]``.
-        probes: head kinds: ``linear`` (L2 logistic regression, L-BFGS) and/or ``mlp`` (one hidden layer).
+        probes: head kinds: ``linear`` (L2 logistic regression, L-BFGS), ``mlp`` (one hidden layer) and
+            ``text``: the text baseline, logistic regression on TF-IDF word 1–2-grams and character
+            2–5-grams of the prompts (no layer; the control every layer is read against).
         layers: layers to probe: ``all``, an index, a list or ``"start:stop[:step]"``.
         position: stored token position (``-1`` = last).
         fpr: thresholds flag at most this share of the training sources' negatives (validation part).
@@ -49,6 +54,8 @@ class GeneralizeConfig:
             splits and MLP initialisations); the CSV keeps every repeat (``seed`` column), the heatmap
             and ``generalization.md`` show means and the spread between repeats. A catch rate at 1 %
             FPR rests on the few highest-scoring negatives, so one fit can move it by several points.
+        bootstrap: paired bootstrap resamples for ``above_words.csv`` (every probe − text, per layer and
+            test set, with a 95 % interval); 0 skips it.
         memory_limit_gb: refuse to load more than this (rows × layers × hidden × 4 bytes).
         wandb_project: also log the table and heatmap to this W&B project (offline without a key).
     """
@@ -59,7 +66,9 @@ class GeneralizeConfig:
     class_map: dict[str, str] = field(default_factory=dict)
     loso: bool = True
     matrix: list[dict[str, Any]] = field(default_factory=list)
-    probes: list[Literal["linear", "mlp"]] = field(default_factory=lambda: ["linear", "mlp"])
+    probes: list[Literal["linear", "mlp", "text"]] = field(
+        default_factory=lambda: ["linear", "mlp", "text"]
+    )
     layers: str | int | list[int] = "all"
     position: int = -1
     fpr: float = 0.01
@@ -67,6 +76,7 @@ class GeneralizeConfig:
     l2: float = 1e-2
     seed: int = 0
     repeats: int = 1
+    bootstrap: int = 1000
     memory_limit_gb: float = 8.0
     wandb_project: str | None = None
 
@@ -76,9 +86,13 @@ def _validate(cfg: GeneralizeConfig) -> None:
     if not cfg.loso and not cfg.matrix:
         raise ProbingError("nothing to do: set --loso true or give --matrix folds")
     if not cfg.probes:
-        raise ProbingError("--probes is empty; give linear and/or mlp")
+        raise ProbingError("--probes is empty; give linear, mlp and/or text")
     if cfg.repeats < 1:
         raise ProbingError(f"--repeats must be at least 1, got {cfg.repeats}")
+    if cfg.bootstrap < 0:
+        raise ProbingError(
+            f"--bootstrap must be 0 (none) or a number of resamples, got {cfg.bootstrap}"
+        )
     if len(cfg.split) != 3 or any(s <= 0 for s in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ProbingError(
             f"--split must be three positive fractions summing to 1, got {list(cfg.split)}"
@@ -96,14 +110,16 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     )
     names = block.source_names
     folds: list[Fold] = (loso_folds(names) if cfg.loso else []) + matrix_folds(cfg.matrix, names)
-    rows, skipped = [], []
+    rows, skipped, deltas = [], [], {}
     for fold in folds:
         for seed in range(cfg.seed, cfg.seed + cfg.repeats):
-            got = run_fold(block, fold, cfg.probes, cfg.fpr, cfg.l2, seed, cfg.split)
-            if not got:
+            got = run_fold(block, fold, cfg.probes, cfg.fpr, cfg.l2, seed, cfg.split, cfg.bootstrap)
+            if not got.rows:
                 skipped.append(fold.name)
                 break
-            rows += [{**r, "seed": seed} for r in got]
+            rows += [{**r, "seed": seed} for r in got.rows]
+            for (probe, test), d in got.deltas.items():
+                deltas.setdefault((fold.name, probe, test), []).append(d)
     if not rows:
         raise ProbingError(
             f"every fold was skipped: no fold's training sources hold both classes {cfg.classes}"
@@ -122,15 +138,20 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     if cfg.repeats > 1:
         title += f", {cfg.repeats} repeats (seeds {cfg.seed}–{cfg.seed + cfg.repeats - 1})"
     csv_path = report.write_csv(rows, out)
+    above = report.above_rows(deltas, block.layers)
+    above_csv = above_words.write_csv(above, out) if above else None
     mean_rows = report.average_repeats(rows)
     png = report.plot(mean_rows, cfg.probes, out / report.PLOT_NAME, title)
     md = out / report.MD_NAME
     md.write_text(
-        report.markdown(mean_rows, cfg.probes, sources, skipped, title, cfg.fpr), encoding="utf-8"
+        report.markdown(mean_rows, cfg.probes, sources, skipped, title, cfg.fpr, above, block.meta),
+        encoding="utf-8",
     )
     summaries = {p: report.summarize(mean_rows, p) for p in cfg.probes}
     for p in cfg.probes:
         log.info("%s", report.conclusion(summaries[p], p))
+    for p in (p for p in cfg.probes if p != TEXT and above):
+        log.info("%s", report.above_sentence(above, p))
     if cfg.wandb_project:
         _log_wandb(cfg, rows, png)
     log.info("wrote %s, %s, %s", csv_path, png, md)
@@ -140,6 +161,8 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
         "csv": csv_path,
         "png": png,
         "md": md,
+        "above_words": above,
+        "above_csv": above_csv,
         "skipped": skipped,
     }
 

@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SourceBlock:
-    """Activations ``x [N, L, D]`` (float32), binary labels ``y [N]`` and the source name of each row."""
+    """Activations ``x [N, L, D]`` (float32), binary labels ``y [N]``, the source name and the prompt
+    of each row (the text baseline's input)."""
 
     x: torch.Tensor
     y: np.ndarray
     source: np.ndarray
     layers: list[int]
     meta: dict
+    prompts: np.ndarray
 
     @property
     def source_names(self) -> list[str]:
@@ -89,7 +91,7 @@ def load_block(
             f"the selected rows need {need:.1f} GB in memory (limit {memory_limit_gb} GB): choose fewer "
             "--layers or raise --memory_limit_gb"
         )
-    xs, ys, sources = [], [], []
+    xs, ys, sources, prompts = [], [], [], []
     for ff, keep, y, src in picked:
         if not len(keep):
             log.warning("%s has no rows of the classes %s; skipped", ff.path, list(classes))
@@ -108,14 +110,16 @@ def load_block(
         xs.append(torch.from_numpy(x))
         ys.append(y)
         sources.append(src)
+        prompts.append(np.asarray(ff.column("prompt"), dtype=object)[keep])
         ff.close()
     if not xs:
         raise ProbingError(
             f"no rows of the classes {list(classes)} in {list(paths)}; check --classes"
         )
     block = SourceBlock(
-        torch.cat(xs), np.concatenate(ys), np.concatenate(sources), chosen, files[0].meta
-    )
+        torch.cat(xs), np.concatenate(ys), np.concatenate(sources), chosen, files[0].meta,
+        np.concatenate(prompts),
+    )  # fmt: skip
     summary = ", ".join(
         f"{n} ({(block.source == n).sum()} rows, {classes[int(block.y[block.source == n][0])]}"
         + ("+" if len(set(block.y[block.source == n].tolist())) > 1 else "")

@@ -4,6 +4,9 @@ For each fold the training sources' rows are split (stratified by source and cla
 test parts; heads are fitted on *fit* (standardised with its statistics), the threshold of every layer is
 chosen on *val* (at most ``fpr`` of its negatives flagged), the *test* part gives the in-distribution
 result, and every held-out source is scored with the same heads and thresholds (cross-source result).
+The text baseline (``text``, :mod:`probing.probes.text`) is fitted on the same *fit* rows' prompts and
+thresholded on the same *val* rows; every hidden-state probe's difference to it on each test set is a
+paired bootstrap (:mod:`probing.probes.above_words`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import torch
 
 from probing.errors import ProbingError
 from probing.generalize.data import SourceBlock, split_rows
-from probing.generalize.fit import Kind, fit_heads, score_heads
+from probing.generalize.fit import fit_heads, score_heads
+from probing.probes.above_words import Paired, paired_deltas
 from probing.probes.rates import per_source_rows, thresholds_at_fpr
+from probing.probes.text import TEXT, fit_text, harm_score, text_probs
 
 log = logging.getLogger(__name__)
 IN_DISTRIBUTION = "in-distribution"
@@ -70,23 +75,45 @@ def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
 
 
+@dataclass
+class FoldResult:
+    """A fold's metric rows and, per ``(probe, test)``, the paired differences to the text baseline
+    (``test`` is :data:`IN_DISTRIBUTION` or a held-out source)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    deltas: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def _text_scores(
+    block: SourceBlock, fit_r: np.ndarray, val_r: np.ndarray, parts: Sequence[np.ndarray], seed: int
+) -> list[np.ndarray]:
+    """The text baseline fitted on ``fit_r``'s prompts (C chosen on ``val_r``): harm scores of
+    ``val_r`` and of every array of rows in ``parts``."""
+    clf = fit_text(
+        block.prompts[fit_r], block.y[fit_r], (block.prompts[val_r], block.y[val_r]), seed
+    )
+    return [harm_score(text_probs(clf, block.prompts[r], 2)) for r in (val_r, *parts)]
+
+
 def run_fold(
     block: SourceBlock,
     fold: Fold,
-    probes: Sequence[Kind],
+    probes: Sequence[str],
     fpr: float = 0.01,
     l2: float = 1e-2,
     seed: int = 0,
     split: Sequence[float] = (0.7, 0.15, 0.15),
-) -> list[dict[str, Any]]:
-    """Rows ``train, test, split, layer, probe, ...metrics`` of one fold (empty when it cannot train)."""
+    bootstrap: int = 0,
+) -> FoldResult:
+    """Rows ``train, test, split, layer, probe, ...metrics`` of one fold (none when it cannot train) and,
+    with ``text`` among ``probes`` and ``bootstrap > 0``, every probe's paired difference to it."""
     train_rows = block.rows_of(fold.train)
     present = set(block.y[train_rows].tolist())
     if present != {0, 1}:
         log.warning(
             "fold %r skipped: its training sources hold only one class (%s)", fold.name, present
         )
-        return []
+        return FoldResult()
     fit_r, val_r, test_r = split_rows(block.y, block.source, train_rows, split, seed)
     mean, std = _standardiser(block.x[fit_r])
 
@@ -95,27 +122,63 @@ def run_fold(
 
     pos = block.y.astype(bool)
     held = block.rows_of(fold.test)
-    out: list[dict[str, Any]] = []
-    for kind in probes:
-        head = fit_heads(
-            x_of(fit_r), torch.as_tensor(block.y[fit_r]), kind, l2=l2,
-            val=(x_of(val_r), torch.as_tensor(block.y[val_r])), seed=seed,
-        )  # fmt: skip
-        s_val = score_heads(head, x_of(val_r)).numpy()
+    result = FoldResult()
+    text = None
+    for kind in sorted(probes, key=lambda k: k != TEXT):  # the text baseline first
+        if kind == TEXT:
+            s_val, s_test, s_held = (
+                s[:, None] for s in _text_scores(block, fit_r, val_r, (test_r, held), seed)
+            )
+            layers: Sequence[int | None] = [None]
+        else:
+            head = fit_heads(
+                x_of(fit_r), torch.as_tensor(block.y[fit_r]), kind, l2=l2,
+                val=(x_of(val_r), torch.as_tensor(block.y[val_r])), seed=seed,
+            )  # fmt: skip
+            s_val, s_test = (score_heads(head, x_of(r)).numpy() for r in (val_r, test_r))
+            s_held = score_heads(head, x_of(held)).numpy() if len(held) else None
+            layers = block.layers
         threshold = thresholds_at_fpr(s_val[~pos[val_r]], fpr)
-        s_test = score_heads(head, x_of(test_r)).numpy()
         extra = {"train": fold.name, "probe": kind}
-        out += per_source_rows(
-            s_test, pos[test_r], [IN_DISTRIBUTION] * len(test_r), threshold, block.layers,
+        result.rows += per_source_rows(
+            s_test, pos[test_r], [IN_DISTRIBUTION] * len(test_r), threshold, layers,
             fpr=fpr, extra={**extra, "split": "in_distribution"},
         )  # fmt: skip
         if len(held):
-            s_held = score_heads(head, x_of(held)).numpy()
-            out += per_source_rows(
-                s_held, pos[held], block.source[held], threshold, block.layers,
+            result.rows += per_source_rows(
+                s_held, pos[held], block.source[held], threshold, layers,
                 reference=(s_test, pos[test_r]), fpr=fpr, extra={**extra, "split": "cross_source"},
             )  # fmt: skip
-    for row in out:
+        if kind == TEXT:
+            text = (s_test[:, 0], s_held[:, 0] if len(held) else None, float(threshold[0]))
+        elif text is not None and bootstrap > 0:
+            result.deltas.update(
+                _deltas(block, kind, (s_test, s_held, threshold), text, pos, test_r, held, fpr,
+                        bootstrap, seed)
+            )  # fmt: skip
+    for row in result.rows:
         row["test"] = row.pop("source")
     log.info("fold %r: trained on %d rows, tested on %s", fold.name, len(fit_r), fold.test or "-")
+    return result
+
+
+def _deltas(
+    block: SourceBlock, kind: str, states: tuple, text: tuple, pos: np.ndarray,
+    test_r: np.ndarray, held: np.ndarray, fpr: float, bootstrap: int, seed: int,
+) -> dict[tuple[str, str], dict[str, Any]]:  # fmt: skip
+    """Paired bootstrap differences probe − text on the in-distribution part and each held-out source."""
+    s_test, s_held, threshold = states
+    t_test, t_held, t_threshold = text
+    out = {
+        (kind, IN_DISTRIBUTION): paired_deltas(
+            Paired(s_test, t_test, pos[test_r], threshold, t_threshold), fpr, bootstrap, seed
+        )
+    }
+    reference = (s_test, t_test, pos[test_r])
+    for name in dict.fromkeys(block.source[held].tolist()):
+        sel = block.source[held] == name
+        out[(kind, name)] = paired_deltas(
+            Paired(s_held[sel], t_held[sel], pos[held][sel], threshold, t_threshold, reference),
+            fpr, bootstrap, seed,
+        )  # fmt: skip
     return out

@@ -1,4 +1,5 @@
-"""``generalization.csv``, the heatmap and ``generalization.md``: where in-distribution and cross-source part."""
+"""``generalization.csv``, the heatmap and ``generalization.md``: where in-distribution and cross-source
+part, and where the states beat the prompt's words (``above_words.csv``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from probing.generalize.matrix import IN_DISTRIBUTION
 from probing.plotting import save_figure, subplots
+from probing.probes.above_words import CROSS_MEAN, delta_rows, mean_deltas, ranges, sentence
+from probing.probes.text import TEXT
 
 COLUMNS = (
     "train", "test", "split", "layer", "probe", "accuracy", "auroc", "tpr_at_1fpr",
@@ -115,24 +118,17 @@ def parted_layers(summary: Sequence[dict[str, Any]], gap: float = GAP) -> list[i
     ]
 
 
-def _ranges(layers: Sequence[int]) -> str:
-    if not layers:
-        return "none"
-    parts, start, prev = [], layers[0], layers[0]
-    for x in [*layers[1:], None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        parts.append(str(start) if start == prev else f"{start}–{prev}")
-        if x is not None:
-            start = prev = x
-    return ", ".join(parts)
-
-
 def conclusion(summary: Sequence[dict[str, Any]], probe: str) -> str:
     """A plain sentence on where in-distribution and cross-source results part."""
     if not summary or all(math.isnan(s["cross_accuracy"]) for s in summary):
         return f"{probe}: no cross-source result (every fold was skipped)."
+    if probe == TEXT:
+        s = summary[0]
+        return (
+            f"text baseline (the prompt's words, no layer): in-distribution AUROC {s['in_auroc']:.3f}; "
+            f"mean cross-source accuracy {s['cross_accuracy']:.3f}, AUROC {s['cross_auroc']:.3f} "
+            f"(worst held-out source {s['worst_source']} {s['worst_accuracy']:.3f})."
+        )
     high = [s["layer"] for s in summary if s["in_auroc"] >= 0.95]
     best = max(
         summary, key=lambda s: -1 if math.isnan(s["cross_accuracy"]) else s["cross_accuracy"]
@@ -143,18 +139,52 @@ def conclusion(summary: Sequence[dict[str, Any]], probe: str) -> str:
         f"{probe}: in-distribution AUROC reaches 0.95 {first}; mean cross-source accuracy is best "
         f"at layer {best['layer']} ({best['cross_accuracy']:.3f}, worst held-out source "
         f"{best['worst_source']} {best['worst_accuracy']:.3f}); the two part (gap > {GAP}) at layers "
-        f"{_ranges(parted)}."
+        f"{ranges(parted)}."
     )
 
 
+IN_MEAN = "in-distribution (mean)"
+
+
+def above_rows(
+    deltas: dict[tuple[str, str, str], list[dict[str, Any]]], layers: Sequence[int]
+) -> list[dict[str, Any]]:
+    """``above_words.csv`` rows: per fold, probe and test set the paired differences probe − text
+    (means over repeats), then per probe the mean over every cross-source test (``train = all
+    folds``, ``test = cross-source (mean)``) and over the in-distribution parts."""
+    rows: list[dict[str, Any]] = []
+    pooled: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (fold, probe, test), parts in deltas.items():
+        d = mean_deltas(parts)
+        rows += delta_rows(d, layers, {"train": fold, "test": test, "probe": probe})
+        pooled[(probe, IN_MEAN if test == IN_DISTRIBUTION else CROSS_MEAN)].append(d)
+    for (probe, test), parts in sorted(pooled.items()):
+        rows += delta_rows(
+            mean_deltas(parts), layers, {"train": "all folds", "test": test, "probe": probe}
+        )
+    return rows
+
+
+def above_sentence(above: Sequence[dict[str, Any]], probe: str, metric: str = "auroc") -> str:
+    """Where ``probe`` beats, matches or loses to the words on the mean over cross-source tests."""
+    mean = [r for r in above if r["test"] == CROSS_MEAN]
+    return sentence(mean, probe, metric, ", mean over held-out sources")
+
+
 def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, title: str) -> Path:
-    """Accuracy at the chosen threshold: one row per held-out test (and in-distribution), per layer."""
-    layers = sorted({r["layer"] for r in rows})
+    """Accuracy at the chosen threshold: one row per held-out test (and in-distribution), per layer;
+    with the text baseline, a last panel of mean cross-source AUROC per layer against its level."""
+    probes = [p for p in probes if p != TEXT]
+    layers = sorted({r["layer"] for r in rows if r["layer"] is not None})
+    text = [r for r in rows if r["probe"] == TEXT]
     fig, axes = subplots(
-        len(probes), 1, figsize=(max(6, 0.28 * len(layers) + 4), 1.2 + 2.2 * len(probes)),
+        len(probes) + bool(text), 1,
+        figsize=(max(6, 0.28 * len(layers) + 4), 1.2 + 2.2 * (len(probes) + bool(text))),
         squeeze=False,
     )  # fmt: skip
-    for ax, probe in zip(axes[:, 0], probes, strict=True):
+    if text:
+        _reference_panel(axes[-1, 0], rows, probes, text, layers)
+    for ax, probe in zip(axes[:, 0], probes, strict=False):
         # one row per held-out test (the in-distribution parts of all folds averaged), one column per layer
         cells: dict[tuple[str, str], dict[int, list[float]]] = {}
         for r in rows:
@@ -186,6 +216,29 @@ def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, titl
     return save_figure(fig, path)
 
 
+def _reference_panel(
+    ax: Any, rows: Sequence[dict], probes: Sequence[str], text: Sequence[dict], layers: list[int]
+) -> None:
+    """Mean cross-source AUROC per layer of each probe, the text baseline's as a dashed line."""
+    for probe in probes:
+        ys = [
+            _nanmean([r["auroc"] for r in rows if r["probe"] == probe and r["layer"] == x
+                      and r["split"] == "cross_source"])
+            for x in layers
+        ]  # fmt: skip
+        ax.plot(layers, ys, marker="o", markersize=3, linewidth=1.3, label=probe)
+    level = _nanmean([r["auroc"] for r in text if r["split"] == "cross_source"])
+    if not math.isnan(level):
+        ax.axhline(
+            level, color="k", linestyle="--", linewidth=1.2, label=f"text baseline ({level:.3f})"
+        )
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("cross-source AUROC")
+    ax.set_title("mean cross-source AUROC: hidden states vs the prompt's words", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
 def markdown(
     rows: Sequence[dict[str, Any]],
     probes: Sequence[str],
@@ -193,6 +246,8 @@ def markdown(
     skipped: Sequence[str],
     title: str,
     fpr: float,
+    above: Sequence[dict[str, Any]] = (),
+    meta: dict[str, Any] | None = None,
 ) -> str:
     lines = [f"# Does it generalise? {title}", ""]
     lines += [
@@ -219,7 +274,11 @@ def markdown(
             "source's accuracy between them: differences smaller than that are noise.",
         ]
     spread = " ± repeats |" if repeats > 1 else ""
-    for probe in probes:
+    if above:
+        lines += ["", *above_section(above, [p for p in probes if p != TEXT], meta or {})]
+    if TEXT in probes:
+        lines += ["", "## text baseline", "", conclusion(summarize(rows, TEXT), TEXT)]
+    for probe in (p for p in probes if p != TEXT):
         summary = summarize(rows, probe)
         lines += ["", f"## {probe}", "", conclusion(summary, probe), ""]
         lines += [
@@ -235,3 +294,49 @@ def markdown(
                 f"({s['worst_accuracy']:.3f}) |"
             )
     return "\n".join(lines).replace("nan", "–") + "\n"
+
+
+def above_section(
+    above: Sequence[dict[str, Any]], probes: Sequence[str], meta: dict[str, Any]
+) -> list[str]:
+    """ "Above the words?": a sentence per probe and metric, and the per-layer table of the mean
+    cross-source differences with their intervals."""
+    lines = [
+        "## Above the words?",
+        "",
+        "Each layer's probe against the text baseline (logistic regression on the prompt's word and "
+        "character n-grams, fitted on the same rows): the difference probe − text on the same test "
+        "rows, with a paired bootstrap 95 % interval. *Beat*: the interval lies above 0; *match*: it "
+        "contains 0; *lose*: it lies below 0. Means over every held-out source of every fold.",
+    ]
+    if meta.get("positions") == "mean":
+        lines += [
+            "",
+            "Layer 0 of this file is the mean of the prompt's token embeddings: a bag of embeddings, "
+            "the lexical control among the layers.",
+        ]
+    mean = [r for r in above if r["test"] == CROSS_MEAN]
+    for probe in probes:
+        lines += ["", *(f"- {sentence(mean, probe, m, ', cross-source mean')}" for m in
+                        ("auroc", "tpr_at_1fpr"))]  # fmt: skip
+        lines += [
+            "",
+            f"| layer | {probe} − text: Δ AUROC [95 %] | Δ TPR [95 %] | Δ accuracy [95 %] |",
+            "|---|---|---|---|",
+        ]
+        cell = {(r["layer"], r["metric"]): r for r in mean if r["probe"] == probe}
+        for layer in sorted({r["layer"] for r in mean if r["probe"] == probe}):
+            lines.append(
+                f"| {layer} | "
+                + " | ".join(
+                    _interval(cell.get((layer, m))) for m in ("auroc", "tpr_at_1fpr", "accuracy")
+                )
+                + " |"
+            )
+    return lines
+
+
+def _interval(row: dict[str, Any] | None) -> str:
+    if row is None or math.isnan(row["delta"]):
+        return "–"
+    return f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"

@@ -49,11 +49,12 @@ def threshold_at_fpr(negative_scores: np.ndarray, fpr: float) -> float:
 
 
 def tpr_at_fpr(scores: np.ndarray, positive: np.ndarray, fpr: float) -> float:
-    """Highest true positive rate at a false positive rate ``<= fpr`` on the ROC curve (sklearn)."""
+    """Highest true positive rate at a false positive rate ``<= fpr`` on the ROC curve (sklearn, every
+    threshold kept: with ``drop_intermediate`` a collinear point that holds the answer can be dropped)."""
     positive = np.asarray(positive, dtype=bool)
     if positive.all() or not positive.any():
         return math.nan
-    f, t, _ = roc_curve(positive, np.asarray(scores, dtype=np.float64))
+    f, t, _ = roc_curve(positive, np.asarray(scores, dtype=np.float64), drop_intermediate=False)
     return float(t[f <= fpr + 1e-12].max())
 
 
@@ -130,20 +131,22 @@ def per_source_rows(
     positive: np.ndarray,
     sources: Sequence[str],
     threshold: np.ndarray,
-    layers: Sequence[int],
+    layers: Sequence[int | None],
     reference: tuple[np.ndarray, np.ndarray] | None = None,
     fpr: float = 0.01,
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (source, layer): ``source, layer, rows, positives, accuracy, auroc, tpr_at_1fpr,
-    flagged_rate, threshold`` plus ``extra`` columns."""
+    flagged_rate, threshold`` plus ``extra`` columns (``layer`` None: a scorer of no layer, the text
+    baseline)."""
     sources_arr = np.asarray(sources, dtype=object)
     rows: list[dict[str, Any]] = []
     for name in dict.fromkeys(sources_arr.tolist()):
         sel = sources_arr == name
         m = source_metrics(scores[sel], positive[sel], threshold, reference, fpr)
         for j, layer in enumerate(layers):
-            row = {**(extra or {}), "source": name, "layer": int(layer), "rows": int(sel.sum())}
+            row = {**(extra or {}), "source": name, "rows": int(sel.sum())}
+            row["layer"] = None if layer is None else int(layer)
             row["positives"] = int(positive[sel].sum())
             row.update({k: float(m[k][j]) for k in METRIC_COLUMNS})
             row["threshold"] = float(threshold[j])

@@ -31,6 +31,9 @@ BUILTIN_SETS = (
     "jailbreak",
     "heldout_harmful",
     "heldout_benign",
+    "normal_translated",
+    "malicious_translated",
+    "contrast_translated",
 )
 SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet")
 
@@ -47,7 +50,8 @@ class PromptSource:
 
     Args:
         path: a file (.csv .tsv .json .jsonl .txt .parquet), a built-in set (``normal``,
-            ``malicious``, ``contrast``, ``jailbreak``, ``heldout_harmful``, ``heldout_benign``) or
+            ``malicious``, ``contrast``, ``jailbreak``, ``heldout_harmful``, ``heldout_benign``,
+            ``normal_translated``, ``malicious_translated``, ``contrast_translated``) or
             ``hf:NAME`` for a Hugging Face dataset.
         label: class name of these prompts (default: the built-in name or the file's stem).
         name: name of this source in feature files and reports (default: the built-in name or the

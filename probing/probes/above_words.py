@@ -1,0 +1,185 @@
+"""Above the words? Paired differences between a hidden-state probe and the text baseline, with intervals.
+
+For one test set, every layer's probe scores and the text baseline's scores of the *same rows* give, per
+metric (AUROC, TPR at the FPR of the threshold rule, accuracy at each scorer's own threshold), the
+difference probe − text and a paired bootstrap 95 % interval: rows are resampled together for both
+scorers, so the interval is of the difference itself. A test set of one class (a held-out source of
+harmful prompts) is ranked against reference rows of the other class, resampled alongside it; accuracy
+counts the set's own rows only, as :func:`probing.probes.rates.source_metrics` does.
+
+A layer *beats* the words when the interval lies above 0, *loses* to them when it lies below 0, and
+*matches* them otherwise. Rows are ``train, test, layer, probe, metric, delta, low, high``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probing.probes.rates import auroc_columns
+
+METRICS = ("auroc", "tpr_at_1fpr", "accuracy")
+COLUMNS = ("train", "test", "layer", "probe", "metric", "delta", "low", "high")
+CSV_NAME = "above_words.csv"
+CROSS_MEAN = "cross-source (mean)"
+
+
+@dataclass
+class Paired:
+    """One test set scored by a probe on every layer (``states [n, L]``) and by the text baseline
+    (``text [n]``), with ground truth and each scorer's threshold; ``reference`` (states ``[m, L]``,
+    text ``[m]``, positive ``[m]``) supplies the other class when the set holds one class only."""
+
+    states: np.ndarray
+    text: np.ndarray
+    positive: np.ndarray
+    threshold: np.ndarray
+    text_threshold: float
+    reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def tpr_columns(scores: np.ndarray, positive: np.ndarray, fpr: float) -> np.ndarray:
+    """Highest TPR at FPR ``<= fpr`` of every column of ``scores [n, k]`` (equal to reading sklearn's
+    ROC curve): the positives above the ``floor(fpr * negatives)``-th highest negative."""
+    neg, pos = scores[~positive], scores[positive]
+    if not len(neg) or not len(pos):
+        return np.full(scores.shape[1], math.nan)
+    k = int(math.floor(fpr * len(neg) + 1e-9))
+    if k >= len(neg):
+        return np.ones(scores.shape[1])
+    cut = -np.partition(-neg, k, axis=0)[k]
+    return (pos > cut[None, :]).mean(0)
+
+
+def _metrics(
+    own: np.ndarray, own_pos: np.ndarray, ref: np.ndarray, ref_pos: np.ndarray,
+    thresholds: np.ndarray, fpr: float,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    both, both_pos = np.concatenate([own, ref]), np.concatenate([own_pos, ref_pos])
+    return {
+        "auroc": auroc_columns(both, both_pos),
+        "tpr_at_1fpr": tpr_columns(both, both_pos, fpr),
+        "accuracy": ((own >= thresholds[None, :]) == own_pos[:, None]).mean(0),
+    }
+
+
+def paired_deltas(
+    p: Paired, fpr: float = 0.01, bootstrap: int = 1000, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per metric: ``(delta [L], replicates [bootstrap, L])`` of probe − text on ``p``."""
+    own = np.column_stack([np.asarray(p.states, np.float64), np.asarray(p.text, np.float64)])
+    own_pos = np.asarray(p.positive, bool)
+    thresholds = np.append(np.asarray(p.threshold, np.float64), p.text_threshold)
+    ref = np.zeros((0, own.shape[1]))
+    ref_pos = np.zeros(0, bool)
+    if p.reference is not None and len(own_pos) and (own_pos.all() or not own_pos.any()):
+        r_states, r_text, r_pos = p.reference
+        other = np.asarray(r_pos, bool) != own_pos[0]
+        ref = np.column_stack([np.asarray(r_states, np.float64), np.asarray(r_text, np.float64)])
+        ref, ref_pos = ref[other], np.asarray(r_pos, bool)[other]
+    whole = _metrics(own, own_pos, ref, ref_pos, thresholds, fpr)
+    rng = np.random.default_rng(seed)
+    reps = {m: np.empty((bootstrap, own.shape[1] - 1)) for m in METRICS}
+    for b in range(bootstrap):
+        i = rng.integers(0, len(own), len(own))
+        j = rng.integers(0, len(ref), len(ref)) if len(ref) else np.zeros(0, np.int64)
+        got = _metrics(own[i], own_pos[i], ref[j], ref_pos[j], thresholds, fpr)
+        for m in METRICS:
+            reps[m][b] = got[m][:-1] - got[m][-1]
+    return {m: (whole[m][:-1] - whole[m][-1], reps[m]) for m in METRICS}
+
+
+def mean_deltas(
+    parts: Sequence[dict[str, tuple[np.ndarray, np.ndarray]]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The mean difference over several test sets, its replicates the means of theirs (independent
+    resamples of each set, equal counts)."""
+    out = {}
+    for m in METRICS:
+        out[m] = (
+            np.nanmean(np.stack([d[m][0] for d in parts]), axis=0),
+            np.nanmean(np.stack([d[m][1] for d in parts]), axis=0),
+        )
+    return out
+
+
+def delta_rows(
+    deltas: dict[str, tuple[np.ndarray, np.ndarray]],
+    layers: Sequence[int],
+    extra: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Rows ``layer, metric, delta, low, high`` (+ ``extra``): the 2.5th and 97.5th percentiles."""
+    rows = []
+    for m, (delta, reps) in deltas.items():
+        finite = np.isfinite(reps)
+        for j, layer in enumerate(layers):
+            col = reps[finite[:, j], j]
+            low, high = np.percentile(col, [2.5, 97.5]) if len(col) else (math.nan, math.nan)
+            rows.append(
+                {**extra, "layer": int(layer), "metric": m, "delta": float(delta[j]),
+                 "low": float(low), "high": float(high)}
+            )  # fmt: skip
+    return rows
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """``beat`` (interval above 0), ``lose`` (below 0), ``match`` (straddles 0) or ``-`` (undefined)."""
+    low, high = row["low"], row["high"]
+    if math.isnan(low) or math.isnan(high):
+        return "-"
+    return "beat" if low > 0 else "lose" if high < 0 else "match"
+
+
+def ranges(layers: Sequence[int]) -> str:
+    """``0–3, 7, 9–12``; ``none`` for an empty list."""
+    layers = sorted(layers)
+    if not layers:
+        return "none"
+    parts, start, prev = [], layers[0], layers[0]
+    for x in [*layers[1:], None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        parts.append(str(start) if start == prev else f"{start}–{prev}")
+        if x is not None:
+            start = prev = x
+    return ", ".join(parts)
+
+
+def sentence(
+    rows: Sequence[dict[str, Any]], probe: str, metric: str = "auroc", where: str = ""
+) -> str:
+    """One plain sentence: at which layers ``probe`` beats, matches or loses to the words."""
+    by = {"beat": [], "match": [], "lose": []}
+    for r in rows:
+        if r["probe"] == probe and r["metric"] == metric and verdict(r) in by:
+            by[verdict(r)].append(int(r["layer"]))
+    if not any(by.values()):
+        return f"{probe} vs the words ({metric}{where}): no comparison (undefined metric)."
+    return (
+        f"{probe} vs the words ({metric}{where}, paired bootstrap 95 % interval of the difference): "
+        f"the states beat the words at layers {ranges(by['beat'])}, match them at "
+        f"{ranges(by['match'])} and lose to them at {ranges(by['lose'])}."
+    )
+
+
+def write_csv(rows: Sequence[dict[str, Any]], directory: Path) -> Path:
+    """``directory/above_words.csv`` (written to a temporary name, then renamed)."""
+    path = Path(directory) / CSV_NAME
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(
+                {k: (f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else
+                     "" if isinstance(v, float) else v) for k, v in r.items()}
+            )  # fmt: skip
+    tmp.replace(path)
+    return path
