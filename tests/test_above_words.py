@@ -16,7 +16,23 @@ from probing.probes.rates import tpr_at_fpr
 from probing.probes.text import fit_text, harm_score, text_probs
 
 SOURCES = ["normal_a", "normal_b", "harm_a", "harm_b"]
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+]
 
 
 def _rows(path):
