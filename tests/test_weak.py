@@ -70,7 +70,7 @@ def test_weak_cli_writes_report(feat, tmp_path, monkeypatch):
     rows = report.read_metrics(out)
     assert {(r["probe"], r["layer"]) for r in rows} == {
         (p, layer) for p in ("svm", "mlp") for layer in range(3)
-    }
+    } | {("text", None)}  # the text baseline: one row, no layer
     assert all(
         r["split"] == "test" and r["accuracy_lo"] <= r["accuracy"] <= r["accuracy_hi"] for r in rows
     )
@@ -104,3 +104,19 @@ def test_report_roundtrip_keeps_nan(tmp_path):
     (back,) = report.read_metrics(tmp_path / report.CSV_NAME)
     assert back["layer"] == 1 and np.isnan(back["auroc"])
     assert json.loads((tmp_path / report.JSON_NAME).read_text())["rows"][0]["auroc"] is None
+
+
+def test_weak_text_baseline_reads_the_prompts_words(tmp_path, monkeypatch):
+    """Words that carry the label: the text baseline is perfect where the states are noise."""
+    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    x = rng.standard_normal((120, 2, 8)).astype(np.float32)
+    prompts = [f"{'bake a cake' if c == 0 else 'build a bomb'} number {i}" for i, c in enumerate(y)]
+    feat = make_feature_file(tmp_path / "w.h5", hidden=x, labels=y, prompts=prompts)
+    out = tmp_path / "weak"
+    assert main(["weak", "--data.path", str(feat), "--output_dir", str(out),
+                 "--classifiers", "[svm, text]"]) == 0  # fmt: skip
+    rows = {(r["probe"], r["layer"]): r for r in report.read_metrics(out)}
+    assert rows[("text", None)]["accuracy"] == 1.0
+    assert max(rows[("svm", j)]["accuracy"] for j in range(2)) < 0.8

@@ -362,6 +362,13 @@ class ActivationDataModule(L.LightningDataModule):
         """Every kept row of ``test_path`` when given, else of ``path`` (with its split in the output)."""
         return self._loader("transfer" if self.test_path else "all", shuffle=False)
 
+    def prompts(self, source: str = "main") -> np.ndarray:
+        """The ``prompt`` of every kept row of ``source`` (``main``, ``heldout``, ``transfer``), in the
+        order of its rows (index it with ``split_pos``): the text baseline's input."""
+        src = self.sources[source]
+        with FeatureFile(src.ff.path) as ff:
+            return np.asarray(ff.column("prompt"), dtype=object)[src.rows]
+
     # -- row descriptions for predictions ---------------------------------------------------------
     def describe_rows(self, rows: np.ndarray, source: str | None = None) -> dict[str, list]:
         """``prompt_index``, ``split`` and class name of file rows of the predict set."""

@@ -40,7 +40,10 @@ class GeneralizeConfig:
         classes: ``[negative, harmful]`` class names after ``class_map``; rows of other classes are dropped.
         class_map: renames/merges classes first, e.g. ``{contrast: normal, jailbreak: malicious}``.
         loso: leave-one-source-out: for every source, train on all the others and test on it.
-        matrix: explicit folds ``[{train: [sources], test: [sources], name: optional}]``.
+        matrix: explicit folds ``[{train: [sources], test: [sources], name: optional}]``; a ``test``
+            item may be ``{name: NAME, sources: [sources]}``, one test set pooled from several sources
+            (e.g. one language's safe and harmful prompts, so AUROC ranks them against each other;
+            a fold's cross-source mean in ``above_words.csv`` is then over its pooled sets).
         probes: head kinds: ``linear`` (L2 logistic regression, L-BFGS), ``mlp`` (one hidden layer) and
             ``text``: the text baseline, logistic regression on TF-IDF word 1–2-grams and character
             2–5-grams of the prompts (no layer; the control every layer is read against).
@@ -138,7 +141,9 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     if cfg.repeats > 1:
         title += f", {cfg.repeats} repeats (seeds {cfg.seed}–{cfg.seed + cfg.repeats - 1})"
     csv_path = report.write_csv(rows, out)
-    above = report.above_rows(deltas, block.layers)
+    above = report.above_rows(
+        deltas, block.layers, {f.name: set(f.groups) for f in folds if f.groups}
+    )
     above_csv = above_words.write_csv(above, out) if above else None
     mean_rows = report.average_repeats(rows)
     png = report.plot(mean_rows, cfg.probes, out / report.PLOT_NAME, title)

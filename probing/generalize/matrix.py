@@ -32,11 +32,18 @@ IN_DISTRIBUTION = "in-distribution"
 
 @dataclass
 class Fold:
-    """Train on ``train`` sources, test on ``test`` sources; ``name`` labels the ``train`` column."""
+    """Train on ``train`` sources, test on ``test`` sources; ``name`` labels the ``train`` column.
+    ``groups`` are further test sets pooled from several sources (name → sources), e.g. one
+    language's safe and harmful prompts, so that AUROC ranks them against each other."""
 
     name: str
     train: list[str]
     test: list[str] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def test_sets(self) -> dict[str, list[str]]:
+        """Every test set's name and its sources: each ``test`` source alone, then the groups."""
+        return {**{n: [n] for n in self.test}, **self.groups}
 
 
 def loso_folds(names: Sequence[str]) -> list[Fold]:
@@ -44,15 +51,34 @@ def loso_folds(names: Sequence[str]) -> list[Fold]:
     return [Fold(f"all but {n}", [m for m in names if m != n], [n]) for n in names]
 
 
+def _test_items(entry: dict[str, Any], i: int) -> tuple[list[str], dict[str, list[str]]]:
+    """A matrix entry's ``test``: source names, and ``{name: N, sources: [...]}`` pooled groups."""
+    plain, groups = [], {}
+    for item in entry.get("test") or []:
+        if isinstance(item, str):
+            plain.append(item)
+        elif isinstance(item, dict) and set(item) == {"name", "sources"} and item["sources"]:
+            groups[str(item["name"])] = [str(s) for s in item["sources"]]
+        else:
+            raise ProbingError(
+                f"--matrix entry {i}: a test item is a source name or {{name: NAME, sources: "
+                f"[sources]}} (a pooled test set), got {item!r}"
+            )
+    return plain, groups
+
+
 def matrix_folds(entries: Sequence[dict[str, Any]], names: Sequence[str]) -> list[Fold]:
-    """Folds from ``[{train: [...], test: [...], name?}]``, every source name checked."""
+    """Folds from ``[{train: [...], test: [...], name?}]``, every source name checked; a ``test`` item
+    may be ``{name, sources}``, a test set pooled from several sources."""
     folds = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "train" not in entry:
             raise ProbingError(
                 f"--matrix entry {i} must be {{train: [sources], test: [sources]}}, got {entry!r}"
             )
-        train, test = list(entry["train"]), list(entry.get("test") or [])
+        train = list(entry["train"])
+        plain, groups = _test_items(entry, i)
+        test = plain + [s for members in groups.values() for s in members]
         for name in (*train, *test):
             if name not in names:
                 raise ProbingError(
@@ -65,7 +91,7 @@ def matrix_folds(entries: Sequence[dict[str, Any]], names: Sequence[str]) -> lis
                 f"--matrix entry {i} tests on {overlap}, which it also trains on; a source is either "
                 "trained on or held out"
             )
-        folds.append(Fold(str(entry.get("name") or "+".join(train)), train, test))
+        folds.append(Fold(str(entry.get("name") or "+".join(train)), train, plain, groups))
     return folds
 
 
@@ -121,7 +147,10 @@ def run_fold(
         return (block.x[torch.as_tensor(rows)] - mean) / std
 
     pos = block.y.astype(bool)
-    held = block.rows_of(fold.test)
+    sets = fold.test_sets()
+    held = block.rows_of([s for members in sets.values() for s in members])
+    # each test set: its name per row and which of the held-out rows it holds
+    members = [(n, np.isin(block.source[held], m)) for n, m in sets.items()]
     result = FoldResult()
     text = None
     for kind in sorted(probes, key=lambda k: k != TEXT):  # the text baseline first
@@ -144,17 +173,17 @@ def run_fold(
             s_test, pos[test_r], [IN_DISTRIBUTION] * len(test_r), threshold, layers,
             fpr=fpr, extra={**extra, "split": "in_distribution"},
         )  # fmt: skip
-        if len(held):
+        for name, sel in members:
             result.rows += per_source_rows(
-                s_held, pos[held], block.source[held], threshold, layers,
+                s_held[sel], pos[held][sel], [name] * int(sel.sum()), threshold, layers,
                 reference=(s_test, pos[test_r]), fpr=fpr, extra={**extra, "split": "cross_source"},
             )  # fmt: skip
         if kind == TEXT:
             text = (s_test[:, 0], s_held[:, 0] if len(held) else None, float(threshold[0]))
         elif text is not None and bootstrap > 0:
             result.deltas.update(
-                _deltas(block, kind, (s_test, s_held, threshold), text, pos, test_r, held, fpr,
-                        bootstrap, seed)
+                _deltas(kind, (s_test, s_held, threshold), text, pos, test_r, held, members,
+                        fpr, bootstrap, seed)
             )  # fmt: skip
     for row in result.rows:
         row["test"] = row.pop("source")
@@ -163,8 +192,8 @@ def run_fold(
 
 
 def _deltas(
-    block: SourceBlock, kind: str, states: tuple, text: tuple, pos: np.ndarray,
-    test_r: np.ndarray, held: np.ndarray, fpr: float, bootstrap: int, seed: int,
+    kind: str, states: tuple, text: tuple, pos: np.ndarray, test_r: np.ndarray, held: np.ndarray,
+    members: Sequence[tuple[str, np.ndarray]], fpr: float, bootstrap: int, seed: int,
 ) -> dict[tuple[str, str], dict[str, Any]]:  # fmt: skip
     """Paired bootstrap differences probe − text on the in-distribution part and each held-out source."""
     s_test, s_held, threshold = states
@@ -175,8 +204,7 @@ def _deltas(
         )
     }
     reference = (s_test, t_test, pos[test_r])
-    for name in dict.fromkeys(block.source[held].tolist()):
-        sel = block.source[held] == name
+    for name, sel in members:
         out[(kind, name)] = paired_deltas(
             Paired(s_held[sel], t_held[sel], pos[held][sel], threshold, t_threshold, reference),
             fpr, bootstrap, seed,

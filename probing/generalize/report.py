@@ -147,17 +147,24 @@ IN_MEAN = "in-distribution (mean)"
 
 
 def above_rows(
-    deltas: dict[tuple[str, str, str], list[dict[str, Any]]], layers: Sequence[int]
+    deltas: dict[tuple[str, str, str], list[dict[str, Any]]],
+    layers: Sequence[int],
+    averaged: dict[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """``above_words.csv`` rows: per fold, probe and test set the paired differences probe − text
-    (means over repeats), then per probe the mean over every cross-source test (``train = all
-    folds``, ``test = cross-source (mean)``) and over the in-distribution parts."""
+    (means over repeats), then per probe the mean over the cross-source tests (``train = all
+    folds``, ``test = cross-source (mean)``; of a fold only the tests in ``averaged[fold]`` when
+    given: its pooled test sets, whose rows its single sources repeat) and over the in-distribution
+    parts."""
     rows: list[dict[str, Any]] = []
     pooled: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for (fold, probe, test), parts in deltas.items():
         d = mean_deltas(parts)
         rows += delta_rows(d, layers, {"train": fold, "test": test, "probe": probe})
-        pooled[(probe, IN_MEAN if test == IN_DISTRIBUTION else CROSS_MEAN)].append(d)
+        if test == IN_DISTRIBUTION:
+            pooled[(probe, IN_MEAN)].append(d)
+        elif averaged is None or fold not in averaged or test in averaged[fold]:
+            pooled[(probe, CROSS_MEAN)].append(d)
     for (probe, test), parts in sorted(pooled.items()):
         rows += delta_rows(
             mean_deltas(parts), layers, {"train": "all folds", "test": test, "probe": probe}

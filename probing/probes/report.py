@@ -2,7 +2,9 @@
 
 ``per_layer_metrics.csv`` has the columns ``layer,probe,split,accuracy,f1,auroc`` (plus
 ``accuracy_lo,accuracy_hi`` when a bootstrap interval was asked for); ``per_layer_metrics.json`` holds
-the same rows with run information (classes, best layers, the feature file's metadata).
+the same rows with run information (classes, best layers, the feature file's metadata). A scorer of no
+layer, the text baseline (``probe = text``), has an empty ``layer`` cell and is drawn as a dashed
+reference line.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         rows = []
         for raw in reader:
             row: dict[str, Any] = {
-                "layer": int(raw["layer"]),
+                "layer": int(raw["layer"]) if raw["layer"] not in ("", None) else None,
                 "probe": raw["probe"],
                 "split": raw["split"],
             }
@@ -120,7 +122,11 @@ def plot_accuracy(
     fig, ax = subplots(figsize=(7, 4))
     markers = "osD^v<>ph*"
     for i, (name, pts) in enumerate(sorted(series.items())):
-        pts = sorted(pts, key=lambda r: r["layer"])
+        if all(p["layer"] is None for p in pts):  # the text baseline: a level, not a curve
+            ax.axhline(pts[0]["accuracy"], color=f"C{i % 10}", linestyle="--", linewidth=1.2,
+                       label=f"{name}: {pts[0]['accuracy']:.3f}")  # fmt: skip
+            continue
+        pts = sorted((p for p in pts if p["layer"] is not None), key=lambda r: r["layer"])
         xs = [p["layer"] for p in pts]
         ys = [p["accuracy"] for p in pts]
         line = ax.plot(

@@ -6,6 +6,9 @@ paper's 70/30 split (seed 42) as default, trains one SVM (``SVC(kernel="linear")
 statistics; ``--data.standardize false`` turns it off), and writes ``per_layer_metrics.csv``/``.json`` and
 ``accuracy_per_layer.png`` like the probes. ``--seeds N`` repeats split and training over N seeds and
 reports the mean with a 95 % percentile interval; ``--bootstrap B`` resamples the test rows instead.
+Beside them, the text baseline (``text``: logistic regression on the prompt's word and character
+n-grams, :mod:`probing.probes.text`) on the same split: one row with an empty ``layer`` cell, drawn as
+a reference line.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from probing.data.datamodule import stratified_split
 from probing.errors import ProbingError
 from probing.probes import report
 from probing.probes.metrics import bootstrap_accuracy, layer_metrics
+from probing.probes.text import TEXT, fit_text, text_probs
 
 log = logging.getLogger(__name__)
-Classifier = Literal["svm", "mlp"]
+Classifier = Literal["svm", "mlp", "text"]
 
 
 def make_classifier(name: str, seed: int, mlp_max_iter: int = 200, svm_c: float = 1.0) -> Any:
@@ -44,7 +48,7 @@ def make_classifier(name: str, seed: int, mlp_max_iter: int = 200, svm_c: float 
         from sklearn.neural_network import MLPClassifier
 
         return MLPClassifier(hidden_layer_sizes=(100,), max_iter=mlp_max_iter, random_state=seed)
-    raise ProbingError(f"--classifiers: unknown classifier {name!r}; expected svm or mlp")
+    raise ProbingError(f"--classifiers: unknown classifier {name!r}; expected svm, mlp or text")
 
 
 def _scores(clf: Any, x: np.ndarray, num_classes: int) -> np.ndarray:
@@ -72,6 +76,7 @@ def fit_layers(
     the data module has one. ``layers`` (absolute) defaults to the data module's selection.
     """
     split_pos = split_pos or dm.split_pos
+    classifiers = [c for c in classifiers if c != TEXT]
     layers = list(dm.layers if layers is None else layers)
     train = split_pos["train"]
     transfer = dm.test_path is not None
@@ -141,8 +146,11 @@ def weak_rows(
             )
         )
         runs.append(fit_layers(dm, classifiers, seed, pos, mlp_max_iter=mlp_max_iter, svm_c=svm_c))
+        if TEXT in classifiers:
+            fit_text_run(dm, runs[-1], seed, pos)
     rows = []
     for name in classifiers:
+        layers = [None] if name == TEXT else dm.layers
         per_seed = {
             k: np.array([r["metrics"][name][k] for r in runs]) for k in ("accuracy", "f1", "auroc")
         }
@@ -153,7 +161,7 @@ def weak_rows(
             lo, hi = (
                 t.numpy() for t in bootstrap_accuracy(runs[0]["correct"][name], bootstrap, seed=0)
             )
-        for j, layer in enumerate(dm.layers):
+        for j, layer in enumerate(layers):
             row = {"layer": layer, "probe": name, "split": split}
             row.update(
                 {
@@ -167,6 +175,27 @@ def weak_rows(
     return rows
 
 
+def fit_text_run(
+    dm: ActivationDataModule, run: dict[str, Any], seed: int, split_pos: dict[str, np.ndarray]
+) -> None:
+    """The text baseline on the run's split (the train rows' prompts, the test rows or the transfer
+    file): its metrics and correctness join ``run`` as one layer-free column."""
+    prompts = dm.prompts("main")
+    y_all = dm.sources["main"].y
+    train = split_pos["train"]
+    transfer = dm.test_path is not None
+    test_prompts = dm.prompts("transfer") if transfer else prompts[split_pos["test"]]
+    y_test = dm.sources["transfer"].y if transfer else y_all[split_pos["test"]]
+    clf = fit_text(prompts[train], y_all[train], seed=seed)
+    probs = text_probs(clf, test_prompts, dm.num_classes)
+    preds = probs.argmax(1)
+    m = layer_metrics(torch.as_tensor(probs[:, None, :]), torch.as_tensor(y_test),
+                      torch.as_tensor(preds[:, None]))  # fmt: skip
+    run["metrics"][TEXT] = {k: v.tolist() for k, v in m.items()}
+    run["correct"][TEXT] = torch.as_tensor(preds[:, None] == y_test[:, None])
+    log.info("text baseline: acc %.3f", float(m["accuracy"][0]))
+
+
 @dataclass
 class WeakConfig:
     """The paper's weak classifiers on every selected layer.
@@ -174,7 +203,8 @@ class WeakConfig:
     Args:
         data: the feature file and its split, as for the probes (``--data.path``, ``--data.classes``,
             ...; default split 0.7/0/0.3 with seed 42, all layers).
-        classifiers: weak classifiers to train.
+        classifiers: weak classifiers to train: ``svm`` and ``mlp`` on every layer, ``text`` (the text
+            baseline on the prompt's words, no layer).
         seeds: repeat split and training over this many seeds (``data.seed``, +1, ...).
         bootstrap: bootstrap resamples of the test rows for an accuracy interval.
         mlp_max_iter: ``MLPClassifier`` max_iter (scikit-learn default).
@@ -184,7 +214,7 @@ class WeakConfig:
     """
 
     data: ActivationDataModule
-    classifiers: list[Classifier] = field(default_factory=lambda: ["svm", "mlp"])
+    classifiers: list[Classifier] = field(default_factory=lambda: ["svm", "mlp", "text"])
     seeds: int = 1
     bootstrap: int = 0
     mlp_max_iter: int = 200
