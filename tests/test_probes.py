@@ -243,8 +243,17 @@ def test_linear_mlp_probe_reports_both_and_best_layer_from_val(synthetic):
     csv = (synthetic.parent / "run" / "per_layer_metrics.csv").read_text()
     lines = csv.strip().splitlines()
     assert lines[0] == "layer,probe,split,accuracy,f1,auroc"
-    assert len(lines) == 1 + 2 * 2 * 3  # (val + test) x 2 probes x 3 layers
-    assert {ln.split(",")[0] for ln in lines[1:]} == {"1", "2", "3"}
+    # (val + test) x 2 probes x 3 layers, and the text baseline on val and test (no layer)
+    assert len(lines) == 1 + 2 * 2 * 3 + 2
+    assert {ln.split(",")[0] for ln in lines[1:]} == {"1", "2", "3", ""}
+    assert {ln for ln in lines if ln.startswith(",text,")} and len(
+        [ln for ln in lines if ",text," in ln]
+    ) == 2
+    above = (synthetic.parent / "run" / "above_words.csv").read_text().splitlines()
+    assert above[0] == "train,test,layer,probe,metric,delta,low,high"
+    assert {ln.split(",")[3] for ln in above[1:]} == {"linear", "mlp"}
+    per_source = (synthetic.parent / "run" / "per_source_metrics.csv").read_text()
+    assert ",text,," in per_source  # the text baseline's per-source rows, layer empty
     assert (synthetic.parent / "run" / "accuracy_per_layer.png").stat().st_size > 1000
     assert "test/mlp/auroc/layer_01" in trainer.callback_metrics
     assert "val/linear/acc/layer_03" in trainer.fit_metrics

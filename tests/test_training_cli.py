@@ -74,8 +74,9 @@ def test_fit_test_predict_end_to_end(workdir, feat, capsys):
     with open(run / "per_layer_metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["probe"], r["split"]) for r in rows} == {
-        (p, s) for p in ("linear", "mlp") for s in ("val", "test")
+        (p, s) for p in ("linear", "mlp", "text") for s in ("val", "test")
     }
+    assert {r["layer"] for r in rows if r["probe"] == "text"} == {""}
     test_acc = {
         int(r["layer"]): float(r["accuracy"])
         for r in rows
@@ -93,7 +94,9 @@ def test_fit_test_predict_end_to_end(workdir, feat, capsys):
     assert list((wrun / "files" / "media" / "images").glob("accuracy_per_layer*.png"))
     tables = (wrun / "files" / "media" / "table").glob("per_layer_metrics*.json")
     table = json.loads(next(tables).read_text())
-    assert table["columns"][:3] == ["layer", "probe", "split"] and len(table["data"]) == 4 * 2 * 2
+    assert (
+        table["columns"][:3] == ["layer", "probe", "split"] and len(table["data"]) == 4 * 2 * 2 + 2
+    )
     needles = (b"prompt_hash", b"synthetic-model", b"test_after_fit", b"layer_03")
     for _ in range(100):  # the W&B service may still be writing the offline run file
         blob = next(wrun.glob("run-*.wandb")).read_bytes()

@@ -4,8 +4,8 @@
 loss is the sum over layers (and probes) of each head's mean cross-entropy. Per-layer metrics are
 computed once per epoch, vectorised over layers, and logged as ``val/acc/layer_07`` (with a probe
 prefix, ``val/linear/acc/layer_07``, when a module holds several probes). The best layer is chosen on
-validation accuracy only. At test time the run directory receives ``per_layer_metrics.csv``/``.json``
-and ``accuracy_per_layer.png`` (``report.py``) and ``per_source_metrics.csv`` (``per_source.py``); at
+validation accuracy only. At test time the run directory receives ``per_layer_metrics.csv``/``.json``,
+``accuracy_per_layer.png``, ``per_source_metrics.csv`` and ``above_words.csv`` (``test_report.py``); at
 predict time ``predictions.csv`` (``predictions.py``).
 """
 
@@ -26,7 +26,7 @@ from probing.probes import fullbatch, predictions, report, wandb_utils
 from probing.probes.heads import LinearHeads, MLPHeads
 from probing.probes.linked import check_linked
 from probing.probes.metrics import METRICS, LayerMetrics
-from probing.probes.per_source import COLUMNS, per_source_results, write_per_source
+from probing.probes.test_report import write_test_report
 
 log = logging.getLogger(__name__)
 SHORT = {"accuracy": "acc", "f1": "f1", "auroc": "auroc"}
@@ -57,6 +57,8 @@ class ProbeModule(L.LightningModule):
         bootstrap: Bootstrap resamples of the test rows for an accuracy interval (0 = none).
         compare_with: Other ``per_layer_metrics.csv`` files (or run directories), e.g. ``probing weak``'s,
             whose test accuracy is drawn in the same plot.
+        text_baseline: At test time also fit the text baseline (the prompt's word and character
+            n-grams) on the training split and report it beside the layers, with ``above_words.csv``.
         feature_meta: Provenance of the training features (model, template, ...); filled in at fit
             start and checked when the checkpoint is applied to a model (monitor, grafting).
     """
@@ -78,6 +80,7 @@ class ProbeModule(L.LightningModule):
         patience: int = 10,
         bootstrap: int = 0,
         compare_with: list[str] | None = None,
+        text_baseline: bool = True,
         feature_meta: dict[str, Any] | None = None,
     ):
         super().__init__()
@@ -258,7 +261,7 @@ class ProbeModule(L.LightningModule):
         for name, info in best.items():
             j = self.layers.index(info["layer"])
             info[f"{split}_accuracy"] = results[name]["accuracy"][j]
-        directory = wandb_utils.run_dir(self.trainer)
+        directory = wandb_utils.run_dir(self.trainer)  # a collective: on every rank
         if not self.trainer.is_global_zero:
             return
         meta = getattr(dm, "meta", {})
@@ -268,14 +271,7 @@ class ProbeModule(L.LightningModule):
             "feature_meta": report.provenance(meta), "world_size": self.trainer.world_size,
         }  # fmt: skip
         title = f"{meta.get('model', '')} - {' vs '.join(self.class_names)} ({split})"
-        compare_with = self.hparams.compare_with or []
-        _, _, png = report.write_report(directory, rows, info, split, title, compare_with)
-        columns = [c for c in (*report.COLUMNS, *report.CI_COLUMNS) if c in rows[0]]
-        wandb_utils.log_table(self.trainer, "per_layer_metrics", columns, rows)
-        wandb_utils.log_image(self.trainer, "accuracy_per_layer", png)
-        per_source = per_source_results(self, dm)
-        if write_per_source(per_source, directory):
-            wandb_utils.log_table(self.trainer, "per_source_metrics", COLUMNS, per_source)
+        write_test_report(self, directory, rows, info, split, title)
 
     # -- W&B provenance -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
