@@ -69,10 +69,78 @@ def _metrics(
     }
 
 
+class _Weighted:
+    """Metrics of every column of ``scores [n, k]`` under row weights (a bootstrap resample is the
+    count of each row), from one dense ranking of each column: no sort per resample."""
+
+    def __init__(self, scores: np.ndarray, positive: np.ndarray, own: int, thresholds: np.ndarray):
+        n, k = scores.shape
+        ranks = np.empty((n, k), np.int64)
+        for j in range(k):
+            ranks[:, j] = np.unique(scores[:, j], return_inverse=True)[1]
+        self.u = int(ranks.max()) + 1 if n else 1
+        self.flat = ranks + np.arange(k)[None, :] * self.u
+        self.positive, self.k, self.own = positive, k, own
+        self.correct = (scores[:own] >= thresholds[None, :]) == positive[:own, None]
+
+    def _counts(self, w: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        flat = self.flat[rows].ravel()
+        weights = np.repeat(w[rows], self.k)
+        return np.bincount(flat, weights, self.k * self.u).reshape(self.k, self.u)
+
+    def metrics(self, w: np.ndarray, fpr: float) -> dict[str, np.ndarray]:
+        pos_rows, neg_rows = np.flatnonzero(self.positive), np.flatnonzero(~self.positive)
+        wp, wn = w[pos_rows].sum(), w[neg_rows].sum()
+        out = {"accuracy": (w[: self.own, None] * self.correct).sum(0) / w[: self.own].sum()}
+        if wp == 0 or wn == 0:
+            out["auroc"] = out["tpr_at_1fpr"] = np.full(self.k, math.nan)
+            return out
+        pos, neg = self._counts(w, pos_rows), self._counts(w, neg_rows)
+        below = np.cumsum(neg, axis=1) - neg
+        out["auroc"] = (pos * (below + 0.5 * neg)).sum(1) / (wp * wn)
+        cut = int(math.floor(fpr * wn + 1e-9))  # negatives that may be flagged
+        if cut >= wn:
+            out["tpr_at_1fpr"] = np.ones(self.k)
+            return out
+        neg_ge = np.cumsum(neg[:, ::-1], axis=1)[:, ::-1]  # weight of negatives at or above rank r
+        top = (neg_ge >= cut + 1).sum(1) - 1  # the rank of the (cut + 1)-th highest negative
+        pos_ge = np.concatenate(
+            [np.cumsum(pos[:, ::-1], axis=1)[:, ::-1], np.zeros((self.k, 1))], 1
+        )
+        out["tpr_at_1fpr"] = pos_ge[np.arange(self.k), top + 1] / wp
+        return out
+
+
 def paired_deltas(
     p: Paired, fpr: float = 0.01, bootstrap: int = 1000, seed: int = 0
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per metric: ``(delta [L], replicates [bootstrap, L])`` of probe − text on ``p``."""
+    own, own_pos, ref, ref_pos, thresholds = _stack(p)
+    scores = np.concatenate([own, ref])
+    positive = np.concatenate([own_pos, ref_pos])
+    whole = _metrics(own, own_pos, ref, ref_pos, thresholds, fpr)
+    weighted = _Weighted(scores, positive, len(own), thresholds)
+    rng = np.random.default_rng(seed)
+    reps = {m: np.empty((bootstrap, own.shape[1] - 1)) for m in METRICS}
+    for b in range(bootstrap):
+        i, j = resample(rng, len(own), len(ref))
+        w = np.concatenate([np.bincount(i, minlength=len(own)), np.bincount(j, minlength=len(ref))])
+        got = weighted.metrics(w.astype(np.float64), fpr)
+        for m in METRICS:
+            reps[m][b] = got[m][:-1] - got[m][-1]
+    return {m: (whole[m][:-1] - whole[m][-1], reps[m]) for m in METRICS}
+
+
+def resample(rng: np.random.Generator, n_own: int, n_ref: int) -> tuple[np.ndarray, np.ndarray]:
+    """One bootstrap draw: the test set's rows and the reference rows, each resampled on its own."""
+    i = rng.integers(0, n_own, n_own)
+    j = rng.integers(0, n_ref, n_ref) if n_ref else np.zeros(0, np.int64)
+    return i, j
+
+
+def _stack(p: Paired) -> tuple[np.ndarray, ...]:
+    """Own rows ``[n, L + 1]`` (probe layers, then text), their truth, the other-class reference rows
+    (for a one-class set), theirs, and the thresholds ``[L + 1]``."""
     own = np.column_stack([np.asarray(p.states, np.float64), np.asarray(p.text, np.float64)])
     own_pos = np.asarray(p.positive, bool)
     thresholds = np.append(np.asarray(p.threshold, np.float64), p.text_threshold)
@@ -83,16 +151,7 @@ def paired_deltas(
         other = np.asarray(r_pos, bool) != own_pos[0]
         ref = np.column_stack([np.asarray(r_states, np.float64), np.asarray(r_text, np.float64)])
         ref, ref_pos = ref[other], np.asarray(r_pos, bool)[other]
-    whole = _metrics(own, own_pos, ref, ref_pos, thresholds, fpr)
-    rng = np.random.default_rng(seed)
-    reps = {m: np.empty((bootstrap, own.shape[1] - 1)) for m in METRICS}
-    for b in range(bootstrap):
-        i = rng.integers(0, len(own), len(own))
-        j = rng.integers(0, len(ref), len(ref)) if len(ref) else np.zeros(0, np.int64)
-        got = _metrics(own[i], own_pos[i], ref[j], ref_pos[j], thresholds, fpr)
-        for m in METRICS:
-            reps[m][b] = got[m][:-1] - got[m][-1]
-    return {m: (whole[m][:-1] - whole[m][-1], reps[m]) for m in METRICS}
+    return own, own_pos, ref, ref_pos, thresholds
 
 
 def mean_deltas(
