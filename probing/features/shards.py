@@ -106,6 +106,12 @@ def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = 
     """
     paths = [Path(p) for p in paths]
     output = Path(output)
+    for p in paths:  # the merged file reads its shards: replacing one would lose its rows
+        if output.exists() and p.exists() and os.path.samefile(output, p):
+            raise ProbingError(
+                f"--output {output} is one of the shards to merge ({p}); writing it would replace "
+                "that shard's rows: choose another --output"
+            )
     metas = _check_shards(paths)
     if output.exists() and not overwrite:
         try:
