@@ -113,6 +113,12 @@ def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = 
                 "that shard's rows: choose another --output"
             )
     metas = _check_shards(paths)
+    for p in paths:  # readers resolve shards only inside the merged file's folder
+        if os.path.relpath(p.resolve(), output.resolve().parent).startswith(os.pardir):
+            raise ProbingError(
+                f"shard {p} is not in the folder of --output {output} (or below it); a merged file "
+                "reads its shards there: write --output beside the shards"
+            )
     if output.exists() and not overwrite:
         try:
             old = read_meta(output)

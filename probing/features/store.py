@@ -24,6 +24,7 @@ from probing.features.atomic import (
     fsync_path,
     partial_path,
 )
+from probing.features.checks import check_layout, check_links
 from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
@@ -248,6 +249,11 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         if being_written(path):
             raise busy_error(path) from None
         raise ProbingError(f"{path} is not a readable HDF5 file ({err}); re-extract it") from None
+    except ValueError as err:  # a JSON attribute that does not parse
+        raise ProbingError(
+            f"{path}: an attribute is not valid JSON ({err}); the file is damaged or was edited: "
+            "re-extract it"
+        ) from None
     if meta.get("format") != FORMAT:
         raise ProbingError(
             f"{path} is an HDF5 file but not a probing feature file (no format={FORMAT!r} attribute)"
@@ -260,31 +266,29 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def check_virtual_sources(path: Path, meta: dict) -> None:
-    """A merged file reads missing shards as zeros silently: refuse it instead."""
-    for rel in meta.get("shards", []):
-        if not (path.parent / rel).exists():
-            raise ProbingError(
-                f"{path} is a merged file whose shard {rel} is missing (it would read as zeros); "
-                "keep shard files beside the merged file or re-extract"
-            )
-
-
 class FeatureFile:
-    """A complete feature file, opened lazily (safe to pass to DataLoader workers before use)."""
+    """A complete feature file, opened lazily (safe to pass to DataLoader workers before use).
+
+    Opening checks it (:mod:`probing.features.checks`): no links or virtual sources but a merge's own
+    shards, all present; shapes, labels and ``rows_done`` as the metadata says."""
 
     def __init__(self, path: str | os.PathLike, require_complete: bool = True):
         self.path = Path(path)
         self.meta = read_meta(self.path)
+        with h5py.File(self.path, "r") as f:
+            missing = check_links(self.path, f, self.meta)
+            check_layout(self.path, f, self.meta)
+            done, total = int(f["rows_done"][0]), f["hidden"].shape[0]
         if require_complete and not self.meta.get("complete"):
-            with h5py.File(self.path, "r") as f:
-                done, total = int(f["rows_done"][0]), f["hidden"].shape[0]
             raise ProbingError(
                 f"{self.path} is incomplete ({done} of {total} rows written); finish it with "
                 "`probing extract --resume` and the same config, or re-extract with --overwrite"
             )
-        if self.meta.get("shards"):
-            check_virtual_sources(self.path, self.meta)
+        if missing:
+            raise ProbingError(
+                f"{self.path} is a merged file whose shard {missing[0]} is missing (it would read "
+                "as zeros); keep shard files beside the merged file or re-extract"
+            )
         self._file: h5py.File | None = None
         self._pid: int | None = None
 
