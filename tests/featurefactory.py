@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from probing.features.store import FeatureWriter, RowTable
+from probing.features.store import RowTable
+from probing.features.writer import FeatureWriter
 
 BASE_META = {
     "probing_version": "test",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -239,3 +240,17 @@ def test_merge_refuses_an_output_that_is_one_of_its_shards(tmp_path, capsys):
     assert [p.read_bytes() for p in shards] == before
     assert main(["merge", *map(str, shards), "--output", str(tmp_path / "m.h5")]) == 0
     assert FeatureFile(tmp_path / "m.h5").num_rows == 40
+
+
+def test_merge_on_a_full_disk_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """A failed write of the merged file removes it and says why (as extraction does)."""
+    shards = make_shards(tmp_path / "m.h5")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full)
+    assert main(["merge", *map(str, shards), "--output", str(tmp_path / "m.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"probing merge: error: cannot write {tmp_path / 'm.h5'}: No space left")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in shards)
