@@ -5,12 +5,15 @@ half-written output left."""
 from __future__ import annotations
 
 import errno
+import json
 
 import h5py
+import numpy as np
 import pytest
 from tiny import save_tiny
 
 from probing.cli import main
+from probing.features import FeatureFile
 from probing.features.atomic import lock_path, partial_path
 
 
@@ -94,3 +97,29 @@ def test_output_that_is_not_hdf5_says_so(tmp_path, model_dir, prompts, capsys):
     assert notes.read_text() == "my notes\n" and not lock_path(notes).exists()
     assert main(["info", str(notes)]) == 2
     assert f"{notes} is not an HDF5 file; give a feature file" in capsys.readouterr().err
+
+
+def test_txt_lines_end_only_at_newlines(tmp_path, model_dir, capsys):
+    """Case 11: U+2028, a form feed or NEL inside a TXT line made 6 prompts of 3 lines (and JSONL
+    lines, where a raw U+2028 is valid JSON, broke apart)."""
+    lines = ["first\u2028still first", "second\x0cstill second", "third\x85still third"]
+    txt = tmp_path / "p.txt"
+    txt.write_bytes(("\n".join(lines[:2]) + "\r\n" + lines[2] + "\n").encode())
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("".join(json.dumps({"prompt": x}, ensure_ascii=False) + "\n" for x in lines))
+    for source in (txt, jsonl):
+        out = tmp_path / f"{source.suffix[1:]}.h5"
+        assert extract(model_dir, source, "--output", str(out)) == 0
+        ff = FeatureFile(out)
+        order = np.argsort(ff.column("prompt_index"))
+        assert [ff.column("prompt")[i] for i in order] == lines
+
+
+def test_csv_with_an_unterminated_quote_is_refused(tmp_path, model_dir, capsys):
+    """Case 12: an unterminated quote swallowed the rest of the file into one prompt."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text('goal\nfirst\n"multi\nline"\n"second, never closed\nthird\nfourth\n')
+    out = tmp_path / "o.h5"
+    assert extract(model_dir, bad, "--output", str(out)) == 2
+    one_line_error(capsys, f"{bad}: the quoted field in row 4 (line 5) is never closed")
+    assert not out.exists()
