@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 from tqdm.auto import tqdm
 
 import probing
@@ -27,7 +26,7 @@ from probing.features.shards import (
     shard_from_env,
     shard_path,
 )
-from probing.features.store import read_meta
+from probing.features.store import looks_like_hdf5, read_meta
 from probing.features.writer import FeatureWriter
 from probing.models.context import config_context_length, model_context_length
 from probing.models.load import (
@@ -122,7 +121,7 @@ def _check_existing(
         return "new"
     meta: dict[str, Any] = {}
     if path.exists():
-        if not h5py.is_hdf5(path):
+        if not looks_like_hdf5(path):
             raise ProbingError(
                 f"--output {path} exists and is not an HDF5 file (so no features of an earlier "
                 "run); choose another --output, or pass --overwrite to replace it"

@@ -62,6 +62,12 @@ def decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
     return out
 
 
+def looks_like_hdf5(path: Path) -> bool:
+    """An HDF5 file, perhaps a damaged one (its signature at the start), not some other file."""
+    with path.open("rb") as f:
+        return f.read(4) == b"\x89HDF" or h5py.is_hdf5(path)
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of a feature file, without checking that it is complete."""
     path = Path(path)
@@ -84,7 +90,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         # only an unfinished OUTPUT.partial is open in a writer (a finished file is renamed in place)
         if path.name.endswith(PARTIAL_SUFFIX) and being_written(path):
             raise busy_error(path, reading=True) from None
-        if not h5py.is_hdf5(path):
+        if not looks_like_hdf5(path):
             raise ProbingError(
                 f"{path} is not an HDF5 file; give a feature file written by `probing extract`"
             ) from None
