@@ -96,7 +96,10 @@ def test_output_that_is_not_hdf5_says_so(tmp_path, model_dir, prompts, capsys):
     one_line_error(capsys, f"--output {notes} exists and is not an HDF5 file")
     assert notes.read_text() == "my notes\n" and not lock_path(notes).exists()
     assert main(["info", str(notes)]) == 2
-    assert f"{notes} is not an HDF5 file; give a feature file" in capsys.readouterr().err
+    assert (
+        f"{notes} is not a readable HDF5 file (not HDF5 at all); give a feature file"
+        in capsys.readouterr().err
+    )
 
 
 def test_txt_lines_end_only_at_newlines(tmp_path, model_dir, capsys):

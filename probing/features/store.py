@@ -92,7 +92,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             raise busy_error(path, reading=True) from None
         if not looks_like_hdf5(path):
             raise ProbingError(
-                f"{path} is not an HDF5 file; give a feature file written by `probing extract`"
+                f"{path} is not a readable HDF5 file (not HDF5 at all); give a feature file "
+                "written by `probing extract`"
             ) from None
         raise ProbingError(f"{path} is not a readable HDF5 file ({err}); re-extract it") from None
     except ValueError as err:  # a JSON attribute that does not parse
