@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from probing.features.store import FeatureWriter, RowTable
+from probing.features.store import RowTable
+from probing.features.writer import FeatureWriter
 
 BASE_META = {
     "probing_version": "test",
@@ -139,3 +140,26 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_shards(
+    output: str | os.PathLike,
+    n: int = 40,
+    count: int = 2,
+    num_layers: int = 3,
+    hidden_size: int = 8,
+) -> list[Path]:
+    """The ``count`` complete shard files of one sharded extraction of ``output`` (``probing merge``'s
+    input), rows cut into equal contiguous slices."""
+    from probing.features.shards import shard_path
+
+    hidden, labels = synthetic_arrays(n, num_layers, hidden_size, seed=1)
+    bounds = np.linspace(0, n, count + 1).astype(int)
+    paths = []
+    for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        meta = {"shard_index": i, "shard_count": count, "shard_start": int(start),
+                "total_rows": n, "plan_fingerprint": "a" * 64}  # fmt: skip
+        path = shard_path(output, i, count)
+        paths.append(make_feature_file(path, hidden=hidden[start:stop], labels=labels[start:stop],
+                                       meta=meta))  # fmt: skip
+    return paths

@@ -164,8 +164,11 @@ def test_second_writer_is_refused_and_finished_file_survives(tmp_path, model_dir
         args = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]']
         assert cli(*args, "--output", str(out), "--overwrite", "true") == 2
         _one_line_error(capsys, "is being written by another process")
-        assert main(["info", str(out)]) == 2
-        _one_line_error(capsys, "is being written by another process")
+        assert main(["info", str(out)]) == 2  # a reader is told to wait, not to change --output
+        _one_line_error(
+            capsys,
+            "is being written by another process (lock f.h5.lock); wait for it to finish, then read it",
+        )
         assert proc.wait(timeout=120) == 0
     finally:
         proc.kill()

@@ -14,7 +14,8 @@ from tiny import save_tiny, tiny_lm, tiny_tokenizer
 
 from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
-from probing.features.store import FeatureWriter, RowTable
+from probing.features.store import RowTable
+from probing.features.writer import FeatureWriter
 from probing.lens import cli
 from probing.lens.analysis import analyse, analyse_arrays, decode_tokens, label, softmax
 from probing.lens.emotions import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from featurefactory import make_shards
 from tiny import save_tiny, tiny_lm
 
 from probing.cli import main
@@ -224,3 +226,31 @@ def test_merge_output_needs_overwrite_and_info_sees_missing_shards(tmp_path, pro
     assert main(["info", str(out)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "INCOMPLETE" in first and os.path.basename(s[1]) in first
+
+
+def test_merge_refuses_an_output_that_is_one_of_its_shards(tmp_path, capsys):
+    """`merge S0 S1 --output S0 --overwrite` replaced shard 0 by a file reading itself: refused."""
+    shards = make_shards(tmp_path / "m.h5")
+    before = [p.read_bytes() for p in shards]
+    for target in (shards[0], tmp_path / "." / shards[1].name):
+        assert main(["merge", *map(str, shards), "--output", str(target), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err, err
+        assert err.startswith("probing merge: error: --output ") and "is one of the shards" in err
+    assert [p.read_bytes() for p in shards] == before
+    assert main(["merge", *map(str, shards), "--output", str(tmp_path / "m.h5")]) == 0
+    assert FeatureFile(tmp_path / "m.h5").num_rows == 40
+
+
+def test_merge_on_a_full_disk_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """A failed write of the merged file removes it and says why (as extraction does)."""
+    shards = make_shards(tmp_path / "m.h5")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full)
+    assert main(["merge", *map(str, shards), "--output", str(tmp_path / "m.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"probing merge: error: cannot write {tmp_path / 'm.h5'}: No space left")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in shards)

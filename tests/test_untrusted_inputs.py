@@ -291,3 +291,22 @@ def test_model_identity_rule():
     assert model_mismatch(hub, lm) == ("model_revision", "r2", "r1")
     assert model_mismatch({**hub, "model_revision": ""}, lm) is None  # not recorded: not compared
     assert model_mismatch({**hub, "model": "b"}, lm) == ("model", "b", "a")
+
+
+def test_monitor_output_below_a_file_is_refused_first(tmp_path, capsys):
+    """Sweep case 7: `monitor --output FILE/x` scored everything, then died with NotADirectoryError."""
+    feat = feature_file(tmp_path / "f.h5")
+    ckpt = train_probe(feat, tmp_path / "p.ckpt")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args = ["monitor", "--ckpt", str(ckpt), "--eval", "--threshold", "0.5", "--layer", "1"]
+    for out, match in (
+        (blocker / "out.txt", f"--output {blocker / 'out.txt'}: {blocker} is a file, not a folder"),
+        (tmp_path, f"--output {tmp_path} is a folder; give a file name"),
+    ):
+        assert main([*args, "--prompts", str(feat), "--output", str(out)]) == 2
+        one_line_error(capsys, match)
+    assert blocker.read_text() == "x"
+    out = tmp_path / "new" / "eval.txt"  # a missing folder is made
+    assert main([*args, "--prompts", str(feat), "--output", str(out)]) == 0
+    assert "AUROC" in out.read_text()

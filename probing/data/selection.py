@@ -136,6 +136,26 @@ def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
     return split  # type: ignore[return-value]
 
 
+def check_split_rows(
+    split_pos: dict[str, np.ndarray],
+    fractions: Sequence[float],
+    names: Sequence[str],
+    path: str,
+) -> None:
+    """Refuse a split among ``names`` whose ``--data.split`` fraction is above 0 but that holds no
+    row (too few rows per class for it)."""
+    for name in names:
+        fraction = fractions[("train", "val", "test").index(name)]
+        if fraction > 0 and len(split_pos[name]) == 0:
+            rows = sum(len(p) for p in split_pos.values())
+            what = "validation" if name == "val" else name
+            raise ProbingError(
+                f"--data.split={list(fractions)} leaves no {what} rows of the {rows} rows of "
+                f"{path}; give more rows, or a {what} fraction of 0 in --data.split"
+                + (" (training without validation)" if name == "val" else "")
+            )
+
+
 def _layers_text(layers: list[int]) -> str:
     if layers == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}..{layers[-1]}"

@@ -10,9 +10,12 @@ where ``probing extract --resume`` finds them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from probing.errors import ProbingError
 
@@ -54,11 +57,13 @@ def being_written(path: str | os.PathLike) -> bool:
     return False
 
 
-def busy_error(path: str | os.PathLike) -> ProbingError:
+def busy_error(path: str | os.PathLike, reading: bool = False) -> ProbingError:
+    """``path`` is locked by another writer; ``reading``: the caller only wants to read it."""
     path = final_path(path)
+    hint = "then read it" if reading else "or choose another --output"
     return ProbingError(
         f"{path} is being written by another process (lock {lock_path(path).name}); wait for it to "
-        "finish or choose another --output"
+        f"finish, {hint}"
     )
 
 
@@ -116,6 +121,44 @@ class WriteLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def failure_reason(err: BaseException) -> str:
+    """Why a write failed, in a few words (h5py's messages run over several lines)."""
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno)
+    found = re.search(r"error message = '([^']*)'", str(err))
+    return found[1] if found else (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
+def discard_partial(file: Any, partial: Path, lock: WriteLock | None) -> None:
+    """After a failed write: remove the unfinished file (its h5py handle ``file``) and release the
+    lock. Closing writes HDF5's caches, which fails again on a full disk and leaves handles that
+    crash the interpreter at exit; so the file is emptied and its descriptor pointed at an anonymous
+    memory file (Linux) first: what HDF5 still writes goes nowhere."""
+    with contextlib.suppress(OSError):
+        os.truncate(partial, 0)
+    with contextlib.suppress(OSError, RuntimeError, AttributeError, ValueError):
+        if file.id.valid:
+            handle = file.id.get_vfd_handle()
+            memory = os.memfd_create("discarded")
+            try:
+                os.dup2(memory, handle)
+            finally:
+                os.close(memory)
+    with contextlib.suppress(OSError, RuntimeError):
+        file.close()
+    partial.unlink(missing_ok=True)
+    if lock is not None:
+        lock.release()
+
+
+def write_error(path: Path, err: BaseException, done: int, total: int) -> ProbingError:
+    return ProbingError(
+        f"cannot write {path}: {failure_reason(err)} ({done} of {total} rows written); the "
+        f"unfinished {partial_path(path).name} was removed: free space there or choose another "
+        "--output, then extract again"
+    )
 
 
 def fsync_path(path: str | os.PathLike) -> None:

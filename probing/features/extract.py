@@ -26,7 +26,8 @@ from probing.features.shards import (
     shard_from_env,
     shard_path,
 )
-from probing.features.store import FeatureWriter, read_meta
+from probing.features.store import looks_like_hdf5, read_meta
+from probing.features.writer import FeatureWriter
 from probing.models.context import config_context_length, model_context_length
 from probing.models.load import (
     LoadedModel,
@@ -37,7 +38,7 @@ from probing.models.load import (
     resolve_model,
 )
 from probing.prompts.render import Template
-from probing.prompts.sources import PromptSource
+from probing.prompts.sources import BUILTIN_SETS, PromptSource
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,17 @@ def _check_existing(
         return "new"
     meta: dict[str, Any] = {}
     if path.exists():
+        if not looks_like_hdf5(path):
+            raise ProbingError(
+                f"--output {path} exists and is not an HDF5 file (so no features of an earlier "
+                "run); choose another --output, or pass --overwrite to replace it"
+            )
         try:
             meta = read_meta(path)
         except ProbingError as err:
             raise ProbingError(
-                f"--output {path} exists and is not a usable feature file ({err}); pass --overwrite to replace it"
+                f"--output {path} exists and is not a usable feature file ({err}); choose another "
+                "--output, or pass --overwrite to replace it"
             ) from None
         if meta.get("fingerprint") == fp and meta.get("complete"):
             return "done"
@@ -158,6 +165,24 @@ def _check_existing(
     raise ProbingError(
         f"--output {path} already holds features of {what}; pass --overwrite to replace it or choose another --output"
     )
+
+
+def _check_not_an_input(cfg: ExtractConfig, outputs: list[Path]) -> None:
+    """Refuse an --output that is a prompt file or the model file: writing there would replace it,
+    with --overwrite or not."""
+    inputs = [
+        ("prompt file", Path(s.path).expanduser())
+        for s in cfg.prompts
+        if s.path not in BUILTIN_SETS and not s.path.startswith("hf:")
+    ]
+    inputs.append(("model file", Path(cfg.model.name).expanduser()))
+    for out in outputs:
+        for what, path in inputs:
+            if out.exists() and path.is_file() and os.path.samefile(out, path):
+                raise ProbingError(
+                    f"--output {out} is the {what} {path}; writing the features there would "
+                    "replace it: choose another --output"
+                )
 
 
 def _metadata(
@@ -232,6 +257,7 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
         path = shard_path(cfg.output, index, count)
         file_fp = hashlib.sha256(f"{fp} shard {index}/{count}".encode()).hexdigest()
         log.info("shard %d of %d: rows %d:%d -> %s", index, count, start, stop, path)
+    _check_not_an_input(cfg, [path, Path(cfg.output)])
     with WriteLock(path) as lock:  # before the model loads: also checks that --output is writable
         state = _check_existing(path, cfg, identity, plan, file_fp)
         if state == "done":

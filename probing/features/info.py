@@ -14,6 +14,7 @@ import numpy as np
 
 from probing.config import parse_config
 from probing.features.atomic import being_written, partial_path
+from probing.features.checks import check_layout, check_links
 from probing.features.store import read_meta
 from probing.prompts.sources import source_names
 
@@ -25,14 +26,15 @@ def summarize(path: str | Path) -> dict[str, Any]:
         path = partial_path(path)  # an interrupted extraction: show how far it got
     meta = read_meta(path)
     with h5py.File(path, "r") as f:
+        # a merged file reads a missing shard's rows as zeros: it is not complete without them
+        missing = check_links(path, f, meta)
+        check_layout(path, f, meta)
         labels = f["label"][:]
         row_sources = f["source"][:] if "source" in f else np.zeros(len(labels), np.int64)
         rows_done = int(f["rows_done"][0])
         shape = f["hidden"].shape
     names = meta["label_names"]
     counts = Counter(int(x) for x in labels)
-    # a merged file reads a missing shard's rows as zeros: it is not complete without them
-    missing = [rel for rel in meta.get("shards") or [] if not (path.parent / rel).exists()]
     return {
         "path": str(path),
         "complete": bool(meta.get("complete")) and not missing,

@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 
 from probing.errors import ProbingError
-from probing.features.store import FORMAT, _encode_attr, decode_attrs, read_meta
+from probing.features.atomic import discard_partial, failure_reason
+from probing.features.store import FORMAT, decode_attrs, encode_attr, read_meta
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 VIRTUAL = ("hidden", "lens_ids", "lens_logits")
@@ -106,7 +107,19 @@ def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = 
     """
     paths = [Path(p) for p in paths]
     output = Path(output)
+    for p in paths:  # the merged file reads its shards: replacing one would lose its rows
+        if output.exists() and p.exists() and os.path.samefile(output, p):
+            raise ProbingError(
+                f"--output {output} is one of the shards to merge ({p}); writing it would replace "
+                "that shard's rows: choose another --output"
+            )
     metas = _check_shards(paths)
+    for p in paths:  # readers resolve shards only inside the merged file's folder
+        if os.path.relpath(p.resolve(), output.resolve().parent).startswith(os.pardir):
+            raise ProbingError(
+                f"shard {p} is not in the folder of --output {output} (or below it); a merged file "
+                "reads its shards there: write --output beside the shards"
+            )
     if output.exists() and not overwrite:
         try:
             old = read_meta(output)
@@ -126,13 +139,30 @@ def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = 
     order = sorted(range(len(paths)), key=lambda i: metas[i]["shard_index"])
     paths = [paths[i] for i in order]
     metas = [metas[i] for i in order]
-    total = metas[0]["total_rows"]
     tmp = output.with_name(f"{output.name}.merging-{os.getpid()}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         out = h5py.File(tmp, "w")
     except OSError as err:
         raise ProbingError(f"cannot write {output}: {err}; choose another --output") from None
+    try:
+        _write_merged(out, paths, metas, output)
+    except (OSError, RuntimeError) as err:  # h5py raises both for a failed write (disk full)
+        discard_partial(out, tmp, None)
+        raise ProbingError(
+            f"cannot write {output}: {failure_reason(err)}; the unfinished {tmp.name} was removed: "
+            "free space there or choose another --output"
+        ) from None
+    except BaseException:
+        discard_partial(out, tmp, None)
+        raise
+    os.replace(tmp, output)
+    return output
+
+
+def _write_merged(out: h5py.File, paths: list[Path], metas: list[dict], output: Path) -> None:
+    """The merged file's datasets (virtual ones over ``paths``, in shard order) and attributes."""
+    total = metas[0]["total_rows"]
     with out, h5py.File(paths[0], "r") as f0:
         for name in VIRTUAL:
             ds = f0[name]
@@ -160,12 +190,10 @@ def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = 
         attrs["shards"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
         attrs["skipped"] = metas[0].get("skipped", {})
         for key, value in attrs.items():
-            out.attrs[key] = _encode_attr(key, value)
+            out.attrs[key] = encode_attr(key, value)
         if out["label"].shape[0] != total:
             raise ProbingError(f"shards hold {out['label'].shape[0]} rows, expected {total}")
         out.attrs["complete"] = True
-    os.replace(tmp, output)
-    return output
 
 
 def all_shards_complete(output: str | Path, count: int) -> list[Path] | None:

@@ -1,6 +1,7 @@
-"""The feature file: HDF5 layout, streaming writer and checked reader.
+"""The feature file: HDF5 layout (format constants, per-row table, attributes) and checked reader.
 
-The layout is documented in ``docs/feature-format.md``; this module is its only writer.
+The layout is documented in ``docs/feature-format.md``; :mod:`probing.features.writer` is its only
+writer.
 """
 
 from __future__ import annotations
@@ -16,22 +17,13 @@ import h5py
 import numpy as np
 
 from probing.errors import ProbingError
-from probing.features.atomic import (
-    WriteLock,
-    being_written,
-    busy_error,
-    final_path,
-    fsync_path,
-    partial_path,
-)
+from probing.features.atomic import PARTIAL_SUFFIX, being_written, busy_error, partial_path
+from probing.features.checks import check_layout, check_links
 from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
 FORMAT_VERSION = 1
-FP16_MAX = 65504.0
-CHUNK_BYTES = 512 * 1024
 JSON_ATTRS = ("label_names", "sources", "skipped", "config", "shards")
-_STR = h5py.string_dtype("utf-8")
 
 
 @dataclass
@@ -50,11 +42,7 @@ class RowTable:
         return len(self.prompt)
 
 
-def _chunk_rows(per_row_bytes: int, n_rows: int) -> int:
-    return int(max(1, min(max(n_rows, 1), CHUNK_BYTES // max(per_row_bytes, 1))))
-
-
-def _encode_attr(key: str, value: Any) -> Any:
+def encode_attr(key: str, value: Any) -> Any:
     if key in JSON_ATTRS:
         return json.dumps(value)
     return value
@@ -74,156 +62,10 @@ def decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
     return out
 
 
-class FeatureWriter:
-    """Appends batches of rows to a feature file; marks it complete only in :meth:`finish`.
-
-    Rows go to ``OUTPUT.partial`` under an exclusive ``OUTPUT.lock`` (see :mod:`probing.features.atomic`);
-    :meth:`finish` renames the complete file to ``OUTPUT``, so a finished file is never half-written.
-    """
-
-    def __init__(self, file: h5py.File, path: Path | None = None, lock: WriteLock | None = None):
-        self.file = file
-        self.path = final_path(path if path is not None else file.filename)
-        self.lock = lock
-        self.hidden = file["hidden"]
-        self.lens_ids = file["lens_ids"]
-        self.lens_logits = file["lens_logits"]
-        self._rows_done = file["rows_done"]
-        self.storage_dtype = np.dtype(file.attrs["storage_dtype"])
-
-    @classmethod
-    def create(
-        cls,
-        path: str | os.PathLike,
-        meta: dict[str, Any],
-        rows: RowTable,
-        *,
-        num_layers: int,
-        num_positions: int,
-        hidden_size: int,
-        top_k: int,
-        storage_dtype: str,
-        lock: WriteLock | None = None,
-    ) -> FeatureWriter:
-        """Create a new (incomplete) ``path.partial`` holding ``rows``' metadata.
-
-        ``lock`` is the caller's held :class:`WriteLock` of ``path``; without one it is taken here.
-        """
-        path = Path(path)
-        n = len(rows)
-        lock = lock if lock is not None else WriteLock(path).acquire()
-        try:
-            file = h5py.File(partial_path(path), "w")
-        except OSError as err:
-            lock.release()
-            raise ProbingError(
-                f"cannot write the feature file {path}: {err.strerror or err}; "
-                "choose a writable location with --output"
-            ) from None
-        dtype = np.dtype(storage_dtype)
-        row_bytes = num_positions * hidden_size * dtype.itemsize
-        r = _chunk_rows(row_bytes, n)
-        file.create_dataset(
-            "hidden",
-            shape=(n, num_layers, num_positions, hidden_size),
-            dtype=dtype,
-            chunks=(r, 1, num_positions, hidden_size),
-        )
-        lens_shape = (n, num_layers, num_positions, top_k)
-        lens_rows = _chunk_rows(num_layers * num_positions * top_k * 4, n)
-        # lens off (top_k 0): zero-width datasets, which HDF5 cannot chunk
-        lens_chunks = (lens_rows, num_layers, num_positions, top_k) if top_k else None
-        file.create_dataset("lens_ids", shape=lens_shape, dtype=np.int32, chunks=lens_chunks)
-        file.create_dataset("lens_logits", shape=lens_shape, dtype=np.float32, chunks=lens_chunks)
-        file.create_dataset("label", data=np.asarray(rows.label, dtype=np.int64))
-        file.create_dataset("prompt_index", data=np.asarray(rows.prompt_index, dtype=np.int64))
-        file.create_dataset("source", data=np.asarray(rows.source, dtype=np.int64))
-        file.create_dataset("n_tokens", data=np.asarray(rows.n_tokens, dtype=np.int64))
-        truncated = np.zeros(n, dtype=bool) if rows.truncated is None else rows.truncated
-        file.create_dataset("truncated", data=np.asarray(truncated, dtype=bool))
-        file.create_dataset("prompt", data=rows.prompt, dtype=_STR)
-        file.create_dataset("rendered", data=rows.rendered, dtype=_STR)
-        file.create_dataset("rows_done", data=np.zeros(1, dtype=np.int64))
-        attrs = {
-            **meta,
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "complete": False,
-            "storage_dtype": dtype.name,
-            "num_layers": num_layers,
-            "num_positions": num_positions,
-            "hidden_size": hidden_size,
-            "lens_top_k": top_k,
-        }
-        for key, value in attrs.items():
-            file.attrs[key] = _encode_attr(key, value)
-        file.flush()
-        return cls(file, path, lock)
-
-    @classmethod
-    def reopen(cls, path: str | os.PathLike, lock: WriteLock | None = None) -> FeatureWriter:
-        """Open the incomplete ``path.partial`` to continue writing after its last flushed row."""
-        path = Path(path)
-        lock = lock if lock is not None else WriteLock(path).acquire()
-        try:
-            file = h5py.File(partial_path(path), "r+")
-        except OSError as err:
-            lock.release()
-            raise ProbingError(
-                f"cannot reopen {partial_path(path)} to resume ({err}); start over with --overwrite"
-            ) from None
-        return cls(file, path, lock)
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.hidden.shape[0])
-
-    @property
-    def rows_done(self) -> int:
-        return int(self._rows_done[0])
-
-    def write(self, hidden: np.ndarray, lens_ids: np.ndarray, lens_logits: np.ndarray) -> None:
-        """Write the next ``B`` rows: hidden ``[B, L, P, D]``, lens ``[B, L, P, K]``."""
-        start = self.rows_done
-        stop = start + hidden.shape[0]
-        if stop > self.num_rows:
-            raise ValueError(f"writing rows {start}:{stop} past the end ({self.num_rows})")
-        if self.storage_dtype == np.float16:
-            peak = float(np.abs(hidden).max()) if hidden.size else 0.0
-            if not np.isfinite(peak) or peak > FP16_MAX:
-                raise ProbingError(
-                    f"activation magnitude {peak:.4g} in rows {start}:{stop} does not fit float16 "
-                    f"(max {FP16_MAX:.0f}); rerun with --storage_dtype float32 --overwrite"
-                )
-        self.hidden[start:stop] = hidden.astype(self.storage_dtype, copy=False)
-        self.lens_ids[start:stop] = lens_ids
-        self.lens_logits[start:stop] = lens_logits
-        self.file.flush()
-        self._rows_done[0] = stop
-        self.file.flush()
-
-    def set_attr(self, key: str, value: Any) -> None:
-        self.file.attrs[key] = _encode_attr(key, value)
-
-    def finish(self) -> None:
-        """Mark the file complete and move it into place; only call after every row is written."""
-        if self.rows_done != self.num_rows:
-            raise ValueError(f"finish() with {self.rows_done} of {self.num_rows} rows written")
-        self.file.attrs["complete"] = True
-        self.file.flush()
-        tmp = Path(self.file.filename)
-        self.file.close()
-        if tmp != self.path:
-            fsync_path(tmp)
-            os.replace(tmp, self.path)
-        self.close()
-
-    def close(self) -> None:
-        """Close the file and release the lock (an unfinished file stays in ``OUTPUT.partial``)."""
-        if self.file.id.valid:
-            self.file.close()
-        if self.lock is not None:
-            self.lock.release()
+def looks_like_hdf5(path: Path) -> bool:
+    """An HDF5 file, perhaps a damaged one (its signature at the start), not some other file."""
+    with path.open("rb") as f:
+        return f.read(4) == b"\x89HDF" or h5py.is_hdf5(path)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -232,7 +74,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         if partial_path(path).exists():
             if being_written(path):
-                raise busy_error(path)
+                raise busy_error(path, reading=True)
             raise ProbingError(
                 f"{path} is incomplete: an interrupted extraction left its rows in "
                 f"{partial_path(path)}; finish it with `probing extract --resume` and the same "
@@ -245,9 +87,20 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             meta = decode_attrs(f.attrs)
     except OSError as err:
-        if being_written(path):
-            raise busy_error(path) from None
+        # only an unfinished OUTPUT.partial is open in a writer (a finished file is renamed in place)
+        if path.name.endswith(PARTIAL_SUFFIX) and being_written(path):
+            raise busy_error(path, reading=True) from None
+        if not looks_like_hdf5(path):
+            raise ProbingError(
+                f"{path} is not a readable HDF5 file (not HDF5 at all); give a feature file "
+                "written by `probing extract`"
+            ) from None
         raise ProbingError(f"{path} is not a readable HDF5 file ({err}); re-extract it") from None
+    except ValueError as err:  # a JSON attribute that does not parse
+        raise ProbingError(
+            f"{path}: an attribute is not valid JSON ({err}); the file is damaged or was edited: "
+            "re-extract it"
+        ) from None
     if meta.get("format") != FORMAT:
         raise ProbingError(
             f"{path} is an HDF5 file but not a probing feature file (no format={FORMAT!r} attribute)"
@@ -260,31 +113,29 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def check_virtual_sources(path: Path, meta: dict) -> None:
-    """A merged file reads missing shards as zeros silently: refuse it instead."""
-    for rel in meta.get("shards", []):
-        if not (path.parent / rel).exists():
-            raise ProbingError(
-                f"{path} is a merged file whose shard {rel} is missing (it would read as zeros); "
-                "keep shard files beside the merged file or re-extract"
-            )
-
-
 class FeatureFile:
-    """A complete feature file, opened lazily (safe to pass to DataLoader workers before use)."""
+    """A complete feature file, opened lazily (safe to pass to DataLoader workers before use).
+
+    Opening checks it (:mod:`probing.features.checks`): no links or virtual sources but a merge's own
+    shards, all present; shapes, labels and ``rows_done`` as the metadata says."""
 
     def __init__(self, path: str | os.PathLike, require_complete: bool = True):
         self.path = Path(path)
         self.meta = read_meta(self.path)
+        with h5py.File(self.path, "r") as f:
+            missing = check_links(self.path, f, self.meta)
+            check_layout(self.path, f, self.meta)
+            done, total = int(f["rows_done"][0]), f["hidden"].shape[0]
         if require_complete and not self.meta.get("complete"):
-            with h5py.File(self.path, "r") as f:
-                done, total = int(f["rows_done"][0]), f["hidden"].shape[0]
             raise ProbingError(
                 f"{self.path} is incomplete ({done} of {total} rows written); finish it with "
                 "`probing extract --resume` and the same config, or re-extract with --overwrite"
             )
-        if self.meta.get("shards"):
-            check_virtual_sources(self.path, self.meta)
+        if missing:
+            raise ProbingError(
+                f"{self.path} is a merged file whose shard {missing[0]} is missing (it would read "
+                "as zeros); keep shard files beside the merged file or re-extract"
+            )
         self._file: h5py.File | None = None
         self._pid: int | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,26 @@ def _validate(cfg: MonitorConfig) -> None:
     if not cfg.eval and isinstance(cfg.prompts, str) and is_feature_file(cfg.prompts):
         raise ProbingError(
             "--prompts is a feature file; screening needs prompts (a feature file only works with --eval)"
+        )
+    if cfg.output is not None:
+        _check_output(Path(cfg.output))
+
+
+def _check_output(out: Path) -> None:
+    """``--output`` can be written (checked before the probe and model load; its folder is made
+    when the results are written)."""
+    if out.is_dir():
+        raise ProbingError(
+            f"--output {out} is a folder; give a file name, e.g. {out / 'out.jsonl'}"
+        )
+    folder = next(p for p in out.absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise ProbingError(
+            f"--output {out}: {folder} is a file, not a folder; choose another --output"
+        )
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ProbingError(
+            f"cannot write --output {out} (permission denied); choose another --output"
         )
 
 
@@ -309,6 +330,8 @@ def _screen_line(s: Screening) -> str:
 def write_results(
     cfg: MonitorConfig, result: list[Screening] | list[Guarded] | dict[str, Any]
 ) -> None:
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout  # noqa: SIM115
     try:
         if isinstance(result, dict):

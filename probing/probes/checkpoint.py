@@ -38,13 +38,28 @@ def read_checkpoint(path: str | Path, option: str = "--ckpt") -> dict[str, Any]:
                 f"{option} {path} holds Python objects other than tensors and plain data; refusing "
                 "to unpickle it (only checkpoints written by `probing fit` are loaded)"
             ) from None
-        raise ProbingError(f"{option} {path} is not a readable checkpoint (not a pickle)") from None
-    except Exception as err:  # torch raises several kinds for a non-checkpoint file
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ProbingError(f"{option} {path} is not a readable checkpoint ({msg})") from None
+        raise ProbingError(_unreadable(path, option)) from None
+    except Exception:  # torch raises several kinds for a non-checkpoint file
+        raise ProbingError(_unreadable(path, option)) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ProbingError(f"{option} {path} is not a probe checkpoint of `probing fit`")
     return ckpt
+
+
+def _unreadable(path: Path, option: str) -> str:
+    """Why torch cannot load ``path`` as a checkpoint, judged by its first bytes."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        what = "a zip archive that torch.save did not write (or a damaged checkpoint)"
+    elif head[:1] == b"\x80":
+        what = "a plain Python pickle, not a checkpoint that torch.save wrote"
+    else:
+        what = "neither a checkpoint nor a pickle"
+    return (
+        f"{option} {path} is not a readable checkpoint: it is {what}; give a checkpoint of "
+        "`probing fit` (RUN/checkpoints/*.ckpt)"
+    )
 
 
 def probe_class(target: str | None, option: str = "--ckpt") -> type[ProbeModule]:

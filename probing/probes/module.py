@@ -215,7 +215,7 @@ class ProbeModule(L.LightningModule):
         out = {}
         for name in self.heads:
             metric = self.metrics[f"{stage}_{name}"]
-            values = {k: v.tolist() for k, v in metric.compute().items()}
+            values = {k: v.reshape(-1).tolist() for k, v in metric.compute().items()}
             if stage == "test" and self.hparams.bootstrap:
                 values.update(metric.accuracy_interval(self.hparams.bootstrap))
             metric.reset()

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,7 @@ BUILTIN_SETS = (
     "contrast_translated",
 )
 SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet")
+_NEWLINE = re.compile(r"\r?\n")
 
 
 def datasets_dir() -> Path:
@@ -188,9 +190,37 @@ def _filter(
     return kept
 
 
+def text_lines(text: str) -> list[str]:
+    """``text`` cut at ``\\n`` and ``\\r\\n`` only: form feeds, U+2028 or NEL inside a line stay in it
+    (``str.splitlines`` would cut there too)."""
+    return _NEWLINE.split(text)
+
+
+def _check_quotes(text: str, delimiter: str, path: Path) -> None:
+    """csv reads an unterminated quote as one field running to the end of the file: refuse it.
+    (Other quoting errors are read as before, leniently.)"""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    row, start = 1, 1  # the record being read (the header is row 1) and its first line
+    while True:
+        try:
+            next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            if "unexpected end of data" in str(err):
+                raise ProbingError(
+                    f"{path}: the quoted field in row {row} (line {start}) is never closed, so "
+                    "the rest of the file would be one prompt; close the quote (a quote inside a "
+                    'quoted field is written "")'
+                ) from None
+        row, start = row + 1, reader.line_num + 1
+
+
 def _read_table(path: Path, column: str | None, where: dict | None = None) -> list[str]:
     delimiter = "\t" if path.suffix == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    text = read_text(path)
+    _check_quotes(text, delimiter, path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     if not reader.fieldnames:
         raise ProbingError(f"{path} is empty; expected a header row and prompts")
     col = _pick_column(list(reader.fieldnames), column, str(path))
@@ -202,7 +232,7 @@ def _read_json(path: Path, field: str | None, where: dict | None = None) -> list
     text = read_text(path)
     try:
         if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            records = [json.loads(line) for line in text_lines(text) if line.strip()]
         else:
             data = json.loads(text) if text.strip() else []
             records = data.get("data", data) if isinstance(data, dict) else data
@@ -282,7 +312,7 @@ def read_file(path: Path, column: str | None, where: dict | None = None) -> list
     elif path.suffix == ".parquet":
         prompts = _read_parquet(path, column)
     else:
-        prompts = [line for line in read_text(path).splitlines() if line.strip()]
+        prompts = [line for line in text_lines(read_text(path)) if line.strip()]
     if not prompts:
         raise ProbingError(f"prompt file {path} holds no prompts")
     return prompts

@@ -8,8 +8,10 @@ model. ``fit`` tests the best checkpoint at the end unless ``--test_after_fit fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from probing.data import ActivationDataModule
+from probing.data.selection import check_split_rows
 from probing.errors import ProbingError
 from probing.probes import wandb_utils
 from probing.probes.checkpoint import probe_class, read_checkpoint
@@ -96,10 +99,12 @@ def resolve_ckpt_path(value: str | None, subcommand: str, trainer_cfg: Any) -> s
         path = _best_in(folder)
     if not path.is_file():
         raise ProbingError(f"--ckpt_path {path} does not exist; give {CKPT_HELP}")
-    # one line for an unreadable or unsafe file; the probe class only from the allow-list
-    hp = read_checkpoint(path, "--ckpt_path").get("hyper_parameters") or {}
-    if hp.get("_class_path"):
-        probe_class(hp["_class_path"], f"--ckpt_path {path}")
+    # one line for an unreadable or unsafe file; every probe class it names from the allow-list
+    ckpt = read_checkpoint(path, "--ckpt_path")
+    hp = ckpt.get("hyper_parameters") or {}
+    for target in (ckpt.get("probe_class"), hp.get("_class_path")):
+        if target:
+            probe_class(target, f"--ckpt_path {path}")
     return str(path)
 
 
@@ -159,10 +164,30 @@ class ProbingCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        # before the trainer starts (and its loggers write): every split the command uses has rows
+        sub, dm = self.subcommand, self.datamodule
+        splits = {"fit": ["val"], "validate": ["val"], "test": ["test"]}.get(sub or "", [])
+        if sub == "fit" and self.config[sub].get("test_after_fit", True):
+            splits.append("test")
+        splits = [s for s in splits if not (s == "test" and dm.test_path)]
+        check_split_rows(dm.split_pos, dm.split_fractions, splits, dm.path)
         # the run's W&B mode (offline without an API key), given to its loggers, not the environment
         loggers = wandb_utils.wandb_loggers(self.trainer)
         if loggers:
             wandb_utils.set_wandb_mode(loggers, wandb_utils.wandb_mode())
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1) and SIGINT ignored from
+        # then on; probing's commands answer it with "interrupted" and exit 130 (probing.cli)
+        handler = signal.getsignal(signal.SIGINT)
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:
+            if not self.trainer.interrupted:
+                raise
+            with contextlib.suppress(ValueError, TypeError):  # (not the main thread)
+                signal.signal(signal.SIGINT, handler)
+            raise KeyboardInterrupt from None
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -198,10 +223,12 @@ def _resume_in_own_run(cfg: Any) -> None:
 
 
 class _NoTips(logging.Filter):
-    """Drops Lightning's advertisement for its hosted logger ("💡 Tip: ... litlogger ...")."""
+    """Drops Lightning's advertisement for its hosted logger ("💡 Tip: ... litlogger ...") and its
+    Ctrl-C notice (probing says "interrupted" once)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
+        text = str(record.msg)
+        return not (text.startswith("💡 Tip:") or "Detected KeyboardInterrupt" in text)
 
 
 def _quiet_lightning() -> None:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny import tiny_lm  # noqa: E402
 
 from probing.features.extract import ExtractConfig, extract  # noqa: E402
-from probing.features.store import FeatureWriter  # noqa: E402
+from probing.features.writer import FeatureWriter  # noqa: E402
 from probing.prompts import PromptSource  # noqa: E402
 
 original = FeatureWriter.write
