@@ -51,7 +51,7 @@ def test_fit_one_layer(workdir, feat, layers, probed):
         rows = list(csv.DictReader(f))
     assert {(r["layer"], r["probe"], r["split"]) for r in rows} == {
         (str(probed), p, s) for p in ("linear", "mlp") for s in ("val", "test")
-    }
+    } | {("", "text", s) for s in ("val", "test")}  # the text baseline: no layer
 
 
 def test_too_few_rows_for_validation_is_refused(workdir, capsys):

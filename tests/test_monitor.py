@@ -306,6 +306,17 @@ def test_eval_from_features_reports_every_layer_and_class(setup):
     positive = np.array([x != "normal" for x in labels])
     assert chosen["auroc"] == pytest.approx(roc_auc_score(positive, probs[:, 2, 1]))
     assert chosen["per_class"]["jailbreak"]["rows"] == 6
+    # the text baseline beside it, shaped like `chosen`, on the same rows and calibration rule
+    text = report["text_baseline"]
+    assert text["layer"] is None and set(text) == set(chosen)
+    assert set(text["calibrated"]) == {"0.01", "0.05"} and text["rows"] == chosen["rows"]
+    assert set(text["per_class"]) == set(chosen["per_class"])
+    above = report["above_words"]
+    assert {r["layer"] for r in above["rows"]} == {0, 1, 2, 3}
+    (d,) = [r for r in above["rows"] if r["layer"] == 2 and r["metric"] == "auroc"]
+    assert d["delta"] == pytest.approx(chosen["auroc"] - text["auroc"])  # paired on the same rows
+    assert d["low"] <= d["delta"] <= d["high"]
+    assert above["sentence"].startswith("linear vs the words (auroc, eval set")
     # the 3-class probe: score 1 - p(normal)
     report = monitor(MonitorConfig(ckpt=str(setup["tri"]), eval=True, layer="auto"))
     assert report["score"] == "1 - p(normal)"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,8 +29,10 @@ from probing.monitor.labelled import (
     is_feature_file,
     labelled_probs,
 )
+from probing.monitor.output import write_results
 from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe, model_config
 from probing.monitor.screen import DEFAULT_REFUSAL, Guarded, Screener, Screening, guarded_generate
+from probing.monitor.words import labelled_prompts, text_report
 from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)
@@ -85,6 +84,10 @@ class MonitorConfig:
         eval: report AUROC, TPR at ``eval_fprs`` and per-class results for every layer (default set:
             the training file's test split plus the classes it was not trained on).
         eval_fprs: false positive rates of the evaluation.
+        text_baseline: with ``--eval``, also evaluate the text baseline (the prompt's word and character
+            n-grams, fitted on the probe's training rows, calibrated on the same set by the same FPR
+            rule) and say per layer whether the states beat it (``text_baseline``, ``above_words``).
+        bootstrap: paired bootstrap resamples behind ``above_words`` (0: none).
         generate: screen, then generate for allowed prompts and answer ``refusal`` to flagged ones.
         max_new_tokens: greedy tokens generated per allowed prompt.
         refusal: answer given to flagged prompts.
@@ -109,6 +112,8 @@ class MonitorConfig:
     negative: str = "normal"
     eval: bool = False
     eval_fprs: list[float] = field(default_factory=lambda: list(EVAL_FPRS))
+    text_baseline: bool = True
+    bootstrap: int = 1000
     generate: bool = False
     max_new_tokens: int = 32
     refusal: str = DEFAULT_REFUSAL
@@ -252,7 +257,7 @@ def _evaluate(
                 "threshold": cfg.threshold,
                 **rates(scores[:, j], positive, cfg.threshold),
             }
-    return {
+    report = {
         "checkpoint": str(probe.path),
         "probe": probe.probe,
         "score": scorer.rule,
@@ -263,98 +268,11 @@ def _evaluate(
         "chosen": next(e for e in per_layer if e["layer"] == layer),
         "layers": per_layer,
     }
-
-
-# -- output -----------------------------------------------------------------------------------------
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _fmt(value: Any) -> str:
-    return (
-        "   n/a"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else f"{value:.3f}"
-    )
-
-
-def eval_table(report: dict[str, Any]) -> str:
-    """The evaluation report as text: one line per layer, then the chosen layer's classes."""
-    fprs = [k.removeprefix("tpr@") for k in report["chosen"] if k.startswith("tpr@")]
-    cal_keys = list(report["chosen"]["calibrated"])
-    head = f"{'layer':>5}  {'AUROC':>6}  " + "  ".join(f"TPR@{f:<5}" for f in fprs)
-    head += "".join(f"  TPR/FPR@thr({k})" for k in cal_keys)
-    lines = [
-        f"{report['model']} - {report['probe']} probe, score {report['score']}, "
-        f"eval set: {report['eval_set']}",
-        head,
-    ]
-    for e in report["layers"]:
-        mark = " *" if e["layer"] == report["chosen_layer"] else ""
-        line = f"{e['layer']:>5}  {_fmt(e['auroc']):>6}  " + "  ".join(
-            f"{_fmt(e[f'tpr@{f}']):>9}" for f in fprs
-        )
-        for k in cal_keys:
-            c = e["calibrated"][k]
-            line += f"  {_fmt(c['tpr']):>7}/{_fmt(c['fpr'])}{'':>4}"
-        lines.append(line + mark)
-    for key, what in (("per_class", "class"), ("per_source", "source")):
-        groups = report["chosen"].get(key) or {}
-        if not groups:
-            continue
-        lines.append(f"per {what} at layer {report['chosen_layer']} (*):")
-        width = max(12, *(len(n) for n in groups))
-        for name, info in groups.items():
-            kind = "harmful" if info.get("positive") else "safe"
-            parts = [f"n={info['rows']} {kind}", f"mean score {_fmt(info['mean_score'])}"]
-            parts += [f"{k} {_fmt(v)}" for k, v in info.items() if k.startswith("flagged@")]
-            if "auroc_vs_negative" in info:
-                parts.append(f"AUROC vs negative {_fmt(info['auroc_vs_negative'])}")
-            lines.append(f"  {name:<{width}} " + ", ".join(parts))
-    return "\n".join(lines)
-
-
-def _screen_line(s: Screening) -> str:
-    probs = " ".join(f"p({c})={p:.4f}" for c, p in s.probs.items())
-    text = " ".join(s.prompt.split())
-    text = text if len(text) <= 80 else text[:77] + "..."
-    return f"{s.decision:<5} score={s.score:.4f} layer={s.layer} {probs}  {text}"
-
-
-def write_results(
-    cfg: MonitorConfig, result: list[Screening] | list[Guarded] | dict[str, Any]
-) -> None:
-    if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-    out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout  # noqa: SIM115
-    try:
-        if isinstance(result, dict):
-            out.write(
-                json.dumps(_clean(result), indent=1) + "\n"
-                if cfg.json
-                else eval_table(result) + "\n"
-            )
-        else:
-            for r in result:
-                if cfg.json:
-                    out.write(json.dumps(_clean(r.as_dict()), ensure_ascii=False) + "\n")
-                elif isinstance(r, Guarded):
-                    out.write(
-                        _screen_line(r.screening) + "\n  -> " + r.response.replace("\n", " ") + "\n"
-                    )
-                else:
-                    out.write(_screen_line(r) + "\n")
-    finally:
-        if cfg.output:
-            out.close()
-    if cfg.output:
-        log.info("wrote %s", Path(cfg.output))
+    if cfg.text_baseline:
+        prompts, _ = labelled_prompts(probe, cfg.prompts, "test")
+        text_report(probe, scorer, report, (prompts, labels, sources), (scores, cals),
+                    cfg.calibrate, cfg.eval_fprs, cfg.bootstrap)  # fmt: skip
+    return report
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -376,5 +294,5 @@ def parse(argv: list[str]) -> MonitorConfig:
 
 def run(argv: list[str]) -> int:
     cfg = parse(argv)
-    write_results(cfg, monitor(cfg))
+    write_results(monitor(cfg), cfg.output, cfg.json)
     return 0

@@ -73,8 +73,8 @@ def feature_probs(
         )  # fmt: skip
     check_shape(ff)
     n = ff.num_rows
-    if is_training and split in ("val", "test", "heldout"):
-        rows, what = _split_rows(probe, path, split, n)
+    if is_training and split in ("train", "val", "test", "heldout"):
+        rows, what = split_rows(probe, path, split, n)
     else:
         rows, what = np.arange(n), "all rows"
     label_names = ff.label_names
@@ -101,7 +101,7 @@ def feature_probs(
     return out, names, f"{path} ({what}, {len(rows)} rows)"
 
 
-def _split_rows(probe: LoadedProbe, path: Path, split: str, n: int) -> tuple[np.ndarray, str]:
+def split_rows(probe: LoadedProbe, path: Path, split: str, n: int) -> tuple[np.ndarray, str]:
     from probing.data import ActivationDataModule
 
     dm = ActivationDataModule(**{**probe.data_hparams, "path": str(path), "test_path": None})
