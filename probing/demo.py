@@ -21,6 +21,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from probing import demo_generalise as generalise
+from probing import demo_words as words
 from probing.config import load_config, parse_config
 from probing.demo_report import alignment_report, probing_report, write_report
 from probing.errors import ProbingError
@@ -44,6 +45,8 @@ class DemoConfig:
         jailbreak: built-in jailbreak prompts used.
         contrast: built-in contrast prompts (safe requests in harmful words) for "Does it generalise?".
         heldout: prompts of each held-out set and form (safe-sounding / harmful × imperative / question).
+        crosslingual: prompts of each built-in set (normal, malicious, contrast) in English and in each
+            translation (es, zh, ru) for "Does the model know more than the words?" (0: none).
         alignment_per_class: prompts per class on the alignment model.
         epochs: probe training epochs.
         graft_prompts: malicious prompts grafted into.
@@ -68,6 +71,7 @@ class DemoConfig:
     jailbreak: int = 100
     contrast: int = 150
     heldout: int = 50
+    crosslingual: int = 30
     alignment_per_class: int = 50
     epochs: int = 30
     graft_prompts: int = 24
@@ -155,16 +159,6 @@ def stage_threads(requested: int | None, previous: int | None) -> int:
     return max(1, min(cores, int(cores - others + 0.5)))
 
 
-def _prompts(normal: int, malicious: int, jailbreak: int) -> list[Any]:
-    from probing.prompts import PromptSource
-
-    return [
-        PromptSource(path="normal", limit=normal),
-        PromptSource(path="malicious", limit=malicious),
-        PromptSource(path="jailbreak", limit=jailbreak),
-    ]
-
-
 # -- probing side --------------------------------------------------------------------------------------
 def probing_side(demo: Demo) -> None:
     from probing.data import ActivationDataModule
@@ -185,7 +179,8 @@ def probing_side(demo: Demo) -> None:
                 model=state["source"].config,
                 prompts=generalise.prompt_sources(
                     cfg.normal, cfg.malicious, cfg.jailbreak, cfg.contrast, cfg.heldout
-                ),
+                )
+                + words.prompt_sources(cfg.crosslingual),
                 output=str(feats),
                 template="chat",
             ),
@@ -236,6 +231,9 @@ def probing_side(demo: Demo) -> None:
         with FeatureFile(feats) as ff:
             names = ff.source_names
         state["generalise"] = generalise.run_generalise(feats, demo.out / "generalise", names)
+        state["crosslingual"] = words.run_crosslingual(
+            feats, demo.out / "generalise" / "crosslingual", names, generalise.CLASS_MAP
+        )
 
     def do_refusal() -> None:
         from probing.generation.refusal import RefusalConfig, refusal
@@ -244,7 +242,7 @@ def probing_side(demo: Demo) -> None:
         refusal(
             RefusalConfig(
                 model=state["source"].config,
-                prompts=_prompts(n, n, n),
+                prompts=generalise.prompt_sources(n, n, n, 0, 0),
                 output=str(demo.out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
                 decode_rows=DECODE_ROWS,
@@ -270,10 +268,12 @@ def probing_side(demo: Demo) -> None:
     demo.stage("refusal", do_refusal)
     demo.stage("does it generalise", do_generalise, keep_threads=True)
     result = state.pop("generalise", None)
+    lingual = state.pop("crosslingual", None)
     state.clear()
     probing_report(demo, feats)
     if result is not None:
         demo.sections.append(generalise.section(result, "generalise", cfg.model))
+        demo.sections.append(words.section(result, lingual, "generalise", cfg.model))
 
 
 # -- alignment side ------------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ def alignment_side(demo: Demo) -> None:
         lambda: extract(
             ExtractConfig(
                 model=model,
-                prompts=_prompts(n, n, n),
+                prompts=generalise.prompt_sources(n, n, n, 0, 0),
                 output=str(feats),
                 template="chat",
             ),
@@ -315,7 +315,7 @@ def alignment_side(demo: Demo) -> None:
         lambda: refusal(
             RefusalConfig(
                 model=model,
-                prompts=_prompts(n // 2, n // 2, n // 2),
+                prompts=generalise.prompt_sources(n // 2, n // 2, n // 2, 0, 0),
                 output=str(out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
                 decode_rows=DECODE_ROWS,

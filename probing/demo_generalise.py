@@ -71,7 +71,8 @@ def run_generalise(features: Path, out: Path, sources: list[str]) -> dict[str, A
             class_map=CLASS_MAP,
             loso=False,
             matrix=folds(sources),
-            probes=["linear"],
+            probes=["linear", "text"],
+            bootstrap=500,
         )
     )
 
@@ -94,7 +95,7 @@ def _pct(x: float) -> str:
 
 def section(result: dict[str, Any], rel: str, model: str) -> str:
     rows = result["rows"]
-    layers = sorted({r["layer"] for r in rows})
+    layers = sorted({r["layer"] for r in rows if r["probe"] == "linear"})
     names = [f["name"] for f in folds(sorted({r["test"] for r in rows} | {"contrast"}))]
     names = [n for n in names if any(r["train"] == n for r in rows)]
     lines = [
@@ -134,7 +135,7 @@ def verdict(rows: list[dict[str, Any]], names: list[str]) -> str:
     if not names:
         return "No fold could be trained."
     fold = names[0]
-    layers = sorted({r["layer"] for r in rows if r["train"] == fold})
+    layers = sorted({r["layer"] for r in rows if r["train"] == fold and r["probe"] == "linear"})
     early = next(
         (x for x in layers if _at(rows, fold, "in-distribution", x, "auroc") >= 0.95), None
     )
@@ -158,7 +159,9 @@ def verdict(rows: list[dict[str, Any]], names: list[str]) -> str:
         )
     for fold in names[1:]:
         best, score = None, -math.inf
-        for x in sorted({r["layer"] for r in rows if r["train"] == fold}):
+        for x in sorted(
+            {r["layer"] for r in rows if r["train"] == fold and r["probe"] == "linear"}
+        ):
             caught = [
                 _at(rows, fold, s, x, "flagged_rate")
                 for s in ("heldout-harmful-imperative", "heldout-harmful-question")

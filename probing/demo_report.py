@@ -78,7 +78,7 @@ Refusal rate with greedy decoding (keyword judge): {_rates(demo.out / "refusal")
 
 Test accuracy per layer of the probes (linear and MLP, 70/15/15 split):
 
-{_table(probes_csv, ["layer", "probe", "accuracy", "f1", "auroc"], limit=200, where=lambda r: r["split"] == "test" and int(r["layer"]) % 3 == 0)}
+{_table(probes_csv, ["layer", "probe", "accuracy", "f1", "auroc"], limit=200, where=lambda r: r["split"] == "test" and (r["layer"] == "" or int(r["layer"]) % 3 == 0))}
 
 ### Jailbreaks
 
@@ -88,7 +88,7 @@ Share of prompts a probe trained on normal vs malicious flags as malicious, per 
 
 3-way probe (normal / malicious / jailbreak), test accuracy every third layer:
 
-{_table(three_csv, ["layer", "probe", "accuracy", "f1"], limit=200, where=lambda r: r["split"] == "test" and int(r["layer"]) % 3 == 0)}
+{_table(three_csv, ["layer", "probe", "accuracy", "f1"], limit=200, where=lambda r: r["split"] == "test" and (r["layer"] == "" or int(r["layer"]) % 3 == 0))}
 
 ### Logit lens
 

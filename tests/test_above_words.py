@@ -188,3 +188,49 @@ def test_weighted_bootstrap_equals_recomputing_each_resample():
         want = _metrics(own[i], own_pos[i], ref[j], ref_pos2[j], thresholds, 0.05)
         for m in ("auroc", "tpr_at_1fpr", "accuracy"):
             np.testing.assert_allclose(d[m][1][b], want[m][:-1] - want[m][-1], atol=1e-12)
+
+
+def test_demo_words_section_says_where_states_beat_the_words_across_languages(tmp_path):
+    """English prompts carry the label in their words, translations carry none (other words), the
+    states carry it everywhere: the section must say the states beat the words in each language."""
+    from probing.demo_generalise import CLASS_MAP, run_generalise
+    from probing.demo_words import run_crosslingual, section
+
+    rng = np.random.default_rng(5)
+    names = ["normal", "malicious", "contrast"] + [
+        f"{s}-{lang}"
+        for lang in ("en", "es", "zh", "ru")
+        for s in ("normal", "malicious", "contrast")
+    ]
+    labels = ["normal", "malicious", "contrast"] + [
+        f"en_{s}" if lang == "en" else f"{s}_translated"
+        for lang in ("en", "es", "zh", "ru") for s in ("normal", "malicious", "contrast")
+    ]  # fmt: skip
+    label_names = list(dict.fromkeys(labels))
+    src = np.repeat(np.arange(len(names)), 40)
+    harmful = np.array(["malicious" in names[s] for s in src])
+    y = np.array([label_names.index(labels[s]) for s in src])
+    x = rng.standard_normal((len(src), 3, 8)).astype(np.float32)
+    x[:, 1:, 0] += 4.0 * (2 * harmful[:, None] - 1)
+    vocab = {"en": "attack weapon", "es": "ataque arma", "zh": "攻击 武器", "ru": "атака оружие"}
+    prompts = []
+    for s, h in zip(src, harmful, strict=True):
+        lang = names[s].rsplit("-", 1)[1] if "-" in names[s] else "en"
+        word = (
+            (vocab[lang] if h else "garden recipe")
+            if lang == "en"
+            else f"{vocab[lang]} {rng.integers(9)}"
+        )
+        prompts.append(f"{' '.join(rng.choice(WORDS, 4))} {word}")
+    meta = {"sources": [{"path": n, "name": n} for n in names]}
+    h5 = make_feature_file(tmp_path / "d.h5", hidden=x, labels=y, sources=src,
+                           label_names=label_names, meta=meta, prompts=prompts)  # fmt: skip
+    cross = run_generalise(h5, tmp_path / "g", names)
+    lingual = run_crosslingual(h5, tmp_path / "g" / "crosslingual", names, CLASS_MAP)
+    text = section(cross, lingual, "g", "tiny")
+    assert "## Does the model know more than the words?" in text
+    assert "| layer | held-out sources (mean) | en | es | zh | ru |" in text
+    for lang in ("es", "zh", "ru"):
+        assert f"{lang}: beat at 1–2" in text, text
+    rows = _rows(tmp_path / "g" / "crosslingual" / "above_words.csv")
+    assert {r["test"] for r in rows} >= {"en", "es", "zh", "ru", "cross-source (mean)"}

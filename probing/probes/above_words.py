@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +161,13 @@ def mean_deltas(
     """The mean difference over several test sets, its replicates the means of theirs (independent
     resamples of each set, equal counts)."""
     out = {}
-    for m in METRICS:
-        out[m] = (
-            np.nanmean(np.stack([d[m][0] for d in parts]), axis=0),
-            np.nanmean(np.stack([d[m][1] for d in parts]), axis=0),
-        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined on every set: NaN
+        for m in METRICS:
+            out[m] = (
+                np.nanmean(np.stack([d[m][0] for d in parts]), axis=0),
+                np.nanmean(np.stack([d[m][1] for d in parts]), axis=0),
+            )
     return out
 
 
