@@ -234,3 +234,34 @@ def test_demo_words_section_says_where_states_beat_the_words_across_languages(tm
         assert f"{lang}: beat at 1–2" in text, text
     rows = _rows(tmp_path / "g" / "crosslingual" / "above_words.csv")
     assert {r["test"] for r in rows} >= {"en", "es", "zh", "ru", "cross-source (mean)"}
+
+
+def test_poe_probe_learns_what_the_words_do_not_explain(tmp_path):
+    """Training sources: the words give the label away and one state dimension copies the words (a
+    lexical feature, clean); another carries the concept (noisy). On a held-out source the words and
+    the lexical feature are gone: the product-of-experts probe, fitted beside the text baseline, leans
+    on the concept and transfers better than the plain linear probe."""
+    rng = np.random.default_rng(11)
+    n = 150
+    src = np.repeat(np.arange(4), n)  # normal_a, harm_a (train), normal_b, harm_b (held out)
+    y = (src % 2).astype(np.int64)
+    sign = 2.0 * y - 1
+    x = rng.standard_normal((len(src), 2, 6)).astype(np.float32)
+    train = src < 2
+    x[:, 1, 0] += 1.2 * sign  # the concept: everywhere, noisy
+    x[train, 1, 1] += 3.0 * sign[train]  # the words' copy: only where the words give it away
+    prompts = [
+        f"{' '.join(rng.choice(WORDS, 4))} {('attack weapon' if h else 'garden recipe') if t else ''}"
+        for h, t in zip(y, train, strict=True)
+    ]
+    names = ["normal_a", "harm_a", "normal_b", "harm_b"]
+    meta = {"sources": [{"path": s, "label": None} for s in names]}
+    h5 = make_feature_file(tmp_path / "p.h5", hidden=x, labels=y, sources=src, meta=meta,
+                           prompts=prompts)  # fmt: skip
+    out = tmp_path / "gen"
+    matrix = "[{train: [normal_a, harm_a], test: [{name: b, sources: [normal_b, harm_b]}]}]"
+    assert main(["generalize", "--features", str(h5), "--output", str(out), "--loso", "false",
+                 "--matrix", matrix, "--probes", "[linear, poe, text]", "--bootstrap", "0"]) == 0  # fmt: skip
+    rows = {(r["probe"], r["layer"]): float(r["auroc"]) for r in _rows(out / "generalization.csv")
+            if r["test"] == "b"}  # fmt: skip
+    assert rows[("poe", "1")] > rows[("linear", "1")] + 0.03, rows

@@ -46,7 +46,10 @@ class GeneralizeConfig:
             a fold's cross-source mean in ``above_words.csv`` is then over its pooled sets).
         probes: head kinds: ``linear`` (L2 logistic regression, L-BFGS), ``mlp`` (one hidden layer) and
             ``text``: the text baseline, logistic regression on TF-IDF word 1–2-grams and character
-            2–5-grams of the prompts (no layer; the control every layer is read against).
+            2–5-grams of the prompts (no layer; the control every layer is read against); ``poe``: a
+            linear probe fitted as a product of experts with the text baseline (its out-of-fold
+            log-probabilities added to the logits while fitting, dropped when scoring), so that it
+            learns what the words do not explain.
         layers: layers to probe: ``all``, an index, a list or ``"start:stop[:step]"``.
         position: stored token position (``-1`` = last).
         fpr: thresholds flag at most this share of the training sources' negatives (validation part).
@@ -69,7 +72,7 @@ class GeneralizeConfig:
     class_map: dict[str, str] = field(default_factory=dict)
     loso: bool = True
     matrix: list[dict[str, Any]] = field(default_factory=list)
-    probes: list[Literal["linear", "mlp", "text"]] = field(
+    probes: list[Literal["linear", "mlp", "text", "poe"]] = field(
         default_factory=lambda: ["linear", "mlp", "text"]
     )
     layers: str | int | list[int] = "all"
@@ -89,7 +92,7 @@ def _validate(cfg: GeneralizeConfig) -> None:
     if not cfg.loso and not cfg.matrix:
         raise ProbingError("nothing to do: set --loso true or give --matrix folds")
     if not cfg.probes:
-        raise ProbingError("--probes is empty; give linear, mlp and/or text")
+        raise ProbingError("--probes is empty; give linear, mlp, text and/or poe")
     if cfg.repeats < 1:
         raise ProbingError(f"--repeats must be at least 1, got {cfg.repeats}")
     if cfg.bootstrap < 0:

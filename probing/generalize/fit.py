@@ -35,15 +35,17 @@ def fit_heads(
     epochs: int = 400,
     patience: int = 30,
     hidden: int = 100,
+    offset: torch.Tensor | None = None,
 ) -> nn.Module:
     """All-layer heads fitted on ``x [N, L, D]`` (standardised) and labels ``y [N]``; linear heads stop
-    when no gradient entry exceeds ``tol`` (as `probing fit`'s full-batch mode)."""
+    when no gradient entry exceeds ``tol`` (as `probing fit`'s full-batch mode). ``offset [N, C]``
+    (linear heads only): log-probabilities of a fixed expert added while fitting (product of experts)."""
     torch.manual_seed(seed)
     xt = x.float().transpose(0, 1).contiguous()
     y = torch.as_tensor(y, dtype=torch.long)
     if kind == "linear":
         head = LinearHeads(xt.shape[0], xt.shape[2], num_classes)
-        fit_linear(head, xt, y, l2, max_iter, tol=tol)
+        fit_linear(head, xt, y, l2, max_iter, tol=tol, offset=offset)
         return head
     val_t = None
     if val is not None and len(val[1]):

@@ -24,7 +24,9 @@ from probing.generalize.data import SourceBlock, split_rows
 from probing.generalize.fit import fit_heads, score_heads
 from probing.probes.above_words import Paired, paired_deltas
 from probing.probes.rates import per_source_rows, thresholds_at_fpr
-from probing.probes.text import TEXT, fit_text, harm_score, text_probs
+from probing.probes.text import TEXT, crossfit_log_probs, fit_text, harm_score, text_probs
+
+POE = "poe"  # a linear probe fitted as a product of experts with the text baseline
 
 log = logging.getLogger(__name__)
 IN_DISTRIBUTION = "in-distribution"
@@ -160,9 +162,13 @@ def run_fold(
             )
             layers: Sequence[int | None] = [None]
         else:
+            offset = None
+            if kind == POE:
+                logp = crossfit_log_probs(block.prompts[fit_r], block.y[fit_r], 2, seed=seed)
+                offset = torch.as_tensor(logp, dtype=torch.float32)
             head = fit_heads(
-                x_of(fit_r), torch.as_tensor(block.y[fit_r]), kind, l2=l2,
-                val=(x_of(val_r), torch.as_tensor(block.y[val_r])), seed=seed,
+                x_of(fit_r), torch.as_tensor(block.y[fit_r]), "linear" if kind == POE else kind,
+                l2=l2, val=(x_of(val_r), torch.as_tensor(block.y[val_r])), seed=seed, offset=offset,
             )  # fmt: skip
             s_val, s_test = (score_heads(head, x_of(r)).numpy() for r in (val_r, test_r))
             s_held = score_heads(head, x_of(held)).numpy() if len(held) else None

@@ -70,9 +70,11 @@ def fit_linear(
     optimizer: Any = None,
     backward: Callable[[torch.Tensor], None] | None = None,
     tol: float = 1e-7,
+    offset: torch.Tensor | None = None,
 ) -> float:
     """Fit ``head`` in place from zero weights; returns the final objective. Without ``optimizer``,
-    :func:`lbfgs` with ``max_iter`` and ``tol``."""
+    :func:`lbfgs` with ``max_iter`` and ``tol``. ``offset [N, C]`` is added to every layer's logits
+    while fitting (a fixed expert's log-probabilities: a product of experts), not afterwards."""
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()
@@ -82,7 +84,10 @@ def fit_linear(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = layer_losses(head.forward_layer_major(xt), y).sum()
+        logits = head.forward_layer_major(xt)
+        if offset is not None:
+            logits = logits + offset
+        loss = layer_losses(logits, y).sum()
         loss = loss + 0.5 * l2 * head.weight.square().sum()
         backward(loss)
         return loss

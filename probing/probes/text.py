@@ -92,3 +92,22 @@ def text_probs(clf: Any, prompts: Sequence[str], num_classes: int) -> np.ndarray
 def harm_score(probs: np.ndarray) -> np.ndarray:
     """``p(class 1)`` for two classes, else ``1 - p(class 0)``: the score the probes' reports rank."""
     return probs[:, 1] if probs.shape[1] == 2 else 1.0 - probs[:, 0]
+
+
+def crossfit_log_probs(
+    prompts: Sequence[str], y: np.ndarray, num_classes: int, folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Out-of-fold log-probabilities ``[N, num_classes]`` of the text baseline on its own training
+    rows (``folds``-fold, stratified): what the words say of each row without having seen it — the
+    fixed expert of a product-of-experts fit (in-sample probabilities would be near certain)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    texts, y = np.asarray(_texts(prompts, "text baseline"), dtype=object), np.asarray(y)
+    out = np.full((len(texts), num_classes), np.log(1.0 / num_classes))
+    k = min(folds, int(np.bincount(y).min()) if len(y) else 0)
+    if k < 2:
+        return out
+    for train, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(texts, y):
+        clf = fit_text(texts[train], y[train], seed=seed)
+        out[held] = np.log(np.clip(text_probs(clf, texts[held], num_classes), 1e-6, 1.0))
+    return out
