@@ -20,6 +20,7 @@ from probing.monitor.calibrate import Calibration, Scorer, calibrate_scores, eva
 from probing.monitor.labelled import default_split, is_feature_file, split_rows
 from probing.probes.above_words import Paired, delta_rows, paired_deltas, sentence
 from probing.probes.text import fit_text, text_probs
+from probing.prompts.sources import PromptSource, load_prompts
 
 if TYPE_CHECKING:
     from probing.monitor.probe import LoadedProbe
@@ -49,8 +50,6 @@ def labelled_prompts(
             )
             prompts, labels, names = ff.column("prompt"), ff.labels, ff.label_names
         return [prompts[int(r)] for r in rows], [names[int(labels[r])] for r in rows]
-    from probing.prompts.sources import PromptSource, load_prompts
-
     sources = [PromptSource(path=str(source))] if isinstance(source, (str, os.PathLike)) else source
     prompts, labels, _, names = load_prompts(list(sources))
     return prompts, [names[i] for i in labels]
