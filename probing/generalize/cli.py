@@ -149,7 +149,10 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     )
     above_csv = above_words.write_csv(above, out) if above else None
     mean_rows = report.average_repeats(rows)
-    png = report.plot(mean_rows, cfg.probes, out / report.PLOT_NAME, title)
+    averaged = {
+        t for f in folds for t in (f.groups or f.test)
+    }  # a fold's pooled sets, else its tests
+    png = report.plot(mean_rows, cfg.probes, out / report.PLOT_NAME, title, averaged)
     md = out / report.MD_NAME
     md.write_text(
         report.markdown(mean_rows, cfg.probes, sources, skipped, title, cfg.fpr, above, block.meta),

@@ -178,9 +178,16 @@ def above_sentence(above: Sequence[dict[str, Any]], probe: str, metric: str = "a
     return sentence(mean, probe, metric, ", mean over held-out sources")
 
 
-def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, title: str) -> Path:
+def plot(
+    rows: Sequence[dict[str, Any]],
+    probes: Sequence[str],
+    path: Path,
+    title: str,
+    averaged: set[str] | None = None,
+) -> Path:
     """Accuracy at the chosen threshold: one row per held-out test (and in-distribution), per layer;
-    with the text baseline, a last panel of mean cross-source AUROC per layer against its level."""
+    with the text baseline, a last panel of mean cross-source AUROC per layer (over the tests in
+    ``averaged``, default all) against its level."""
     probes = [p for p in probes if p != TEXT]
     layers = sorted({r["layer"] for r in rows if r["layer"] is not None})
     text = [r for r in rows if r["probe"] == TEXT]
@@ -190,7 +197,8 @@ def plot(rows: Sequence[dict[str, Any]], probes: Sequence[str], path: Path, titl
         squeeze=False,
     )  # fmt: skip
     if text:
-        _reference_panel(axes[-1, 0], rows, probes, text, layers)
+        kept = [r for r in rows if averaged is None or r["test"] in averaged]
+        _reference_panel(axes[-1, 0], kept, probes, [r for r in kept if r["probe"] == TEXT], layers)
     for ax, probe in zip(axes[:, 0], probes, strict=False):
         # one row per held-out test (the in-distribution parts of all folds averaged), one column per layer
         cells: dict[tuple[str, str], dict[int, list[float]]] = {}
@@ -239,6 +247,7 @@ def _reference_panel(
         ax.axhline(
             level, color="k", linestyle="--", linewidth=1.2, label=f"text baseline ({level:.3f})"
         )
+    ax.set_xticks(layers[:: max(1, len(layers) // 16)])
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("cross-source AUROC")
     ax.set_title("mean cross-source AUROC: hidden states vs the prompt's words", fontsize=9)
