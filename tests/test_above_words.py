@@ -170,7 +170,7 @@ def test_generalize_bootstrap_must_not_be_negative(tmp_path, capsys):
 
 def test_weighted_bootstrap_equals_recomputing_each_resample():
     """The fast path (one ranking, row weights) gives exactly the metrics of each resampled set."""
-    from probing.probes.above_words import _metrics, _stack, resample
+    from probing.probes.above_words import column_metrics, resample, stack_rows
 
     rng = np.random.default_rng(3)
     ref_pos = np.arange(150) < 70
@@ -181,11 +181,11 @@ def test_weighted_bootstrap_equals_recomputing_each_resample():
                    np.round(rng.standard_normal(150) + ref_pos, 1), ref_pos),
     )  # fmt: skip
     d = paired_deltas(p, fpr=0.05, bootstrap=20, seed=7)
-    own, own_pos, ref, ref_pos2, thresholds = _stack(p)
+    own, own_pos, ref, ref_pos2, thresholds = stack_rows(p)
     draw = np.random.default_rng(7)
     for b in range(20):
         i, j = resample(draw, len(own), len(ref))
-        want = _metrics(own[i], own_pos[i], ref[j], ref_pos2[j], thresholds, 0.05)
+        want = column_metrics(own[i], own_pos[i], ref[j], ref_pos2[j], thresholds, 0.05)
         for m in ("auroc", "tpr_at_1fpr", "accuracy"):
             np.testing.assert_allclose(d[m][1][b], want[m][:-1] - want[m][-1], atol=1e-12)
 

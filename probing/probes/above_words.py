@@ -58,10 +58,13 @@ def tpr_columns(scores: np.ndarray, positive: np.ndarray, fpr: float) -> np.ndar
     return (pos > cut[None, :]).mean(0)
 
 
-def _metrics(
+def column_metrics(
     own: np.ndarray, own_pos: np.ndarray, ref: np.ndarray, ref_pos: np.ndarray,
     thresholds: np.ndarray, fpr: float,
 ) -> dict[str, np.ndarray]:  # fmt: skip
+    """AUROC and TPR of every column on ``own`` and ``ref`` rows together, accuracy at ``thresholds``
+    on ``own`` alone: the metrics of one (resampled) test set, computed directly (the reference the
+    weighted bootstrap is tested against)."""
     both, both_pos = np.concatenate([own, ref]), np.concatenate([own_pos, ref_pos])
     return {
         "auroc": auroc_columns(both, both_pos),
@@ -116,10 +119,10 @@ def paired_deltas(
     p: Paired, fpr: float = 0.01, bootstrap: int = 1000, seed: int = 0
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per metric: ``(delta [L], replicates [bootstrap, L])`` of probe − text on ``p``."""
-    own, own_pos, ref, ref_pos, thresholds = _stack(p)
+    own, own_pos, ref, ref_pos, thresholds = stack_rows(p)
     scores = np.concatenate([own, ref])
     positive = np.concatenate([own_pos, ref_pos])
-    whole = _metrics(own, own_pos, ref, ref_pos, thresholds, fpr)
+    whole = column_metrics(own, own_pos, ref, ref_pos, thresholds, fpr)
     weighted = _Weighted(scores, positive, len(own), thresholds)
     rng = np.random.default_rng(seed)
     reps = {m: np.empty((bootstrap, own.shape[1] - 1)) for m in METRICS}
@@ -139,7 +142,7 @@ def resample(rng: np.random.Generator, n_own: int, n_ref: int) -> tuple[np.ndarr
     return i, j
 
 
-def _stack(p: Paired) -> tuple[np.ndarray, ...]:
+def stack_rows(p: Paired) -> tuple[np.ndarray, ...]:
     """Own rows ``[n, L + 1]`` (probe layers, then text), their truth, the other-class reference rows
     (for a one-class set), theirs, and the thresholds ``[L + 1]``."""
     own = np.column_stack([np.asarray(p.states, np.float64), np.asarray(p.text, np.float64)])
