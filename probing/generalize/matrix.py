@@ -151,8 +151,7 @@ def run_fold(
     pos = block.y.astype(bool)
     sets = fold.test_sets()
     held = block.rows_of([s for members in sets.values() for s in members])
-    # each test set: its name per row and which of the held-out rows it holds
-    members = [(n, np.isin(block.source[held], m)) for n, m in sets.items()]
+    members = [(n, np.isin(block.source[held], m)) for n, m in sets.items()]  # test set -> its rows
     result = FoldResult()
     text = None
     for kind in sorted(probes, key=lambda k: k != TEXT):  # the text baseline first
@@ -162,16 +161,9 @@ def run_fold(
             )
             layers: Sequence[int | None] = [None]
         else:
-            offset = None
-            if kind == POE:
-                logp = crossfit_log_probs(block.prompts[fit_r], block.y[fit_r], 2, seed=seed)
-                offset = torch.as_tensor(logp, dtype=torch.float32)
-            head = fit_heads(
-                x_of(fit_r), torch.as_tensor(block.y[fit_r]), "linear" if kind == POE else kind,
-                l2=l2, val=(x_of(val_r), torch.as_tensor(block.y[val_r])), seed=seed, offset=offset,
-            )  # fmt: skip
-            s_val, s_test = (score_heads(head, x_of(r)).numpy() for r in (val_r, test_r))
-            s_held = score_heads(head, x_of(held)).numpy() if len(held) else None
+            s_val, s_test, s_held = _head_scores(
+                block, kind, (fit_r, val_r, test_r, held), x_of, l2, seed
+            )
             layers = block.layers
         threshold = thresholds_at_fpr(s_val[~pos[val_r]], fpr)
         extra = {"train": fold.name, "probe": kind}
@@ -193,8 +185,26 @@ def run_fold(
             )  # fmt: skip
     for row in result.rows:
         row["test"] = row.pop("source")
-    log.info("fold %r: trained on %d rows, tested on %s", fold.name, len(fit_r), fold.test or "-")
+    log.info("fold %r: trained on %d rows, tested on %s", fold.name, len(fit_r), list(sets) or "-")
     return result
+
+
+def _head_scores(
+    block: SourceBlock, kind: str, rows: tuple[np.ndarray, ...], x_of: Any, l2: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All-layer heads of ``kind`` (``poe``: linear heads fitted beside the text baseline's
+    out-of-fold log-probabilities) on the fit rows: scores ``[n, L]`` of the val, test and held rows."""
+    fit_r, val_r, test_r, held = rows
+    offset = None
+    if kind == POE:
+        logp = crossfit_log_probs(block.prompts[fit_r], block.y[fit_r], 2, seed=seed)
+        offset = torch.as_tensor(logp, dtype=torch.float32)
+    head = fit_heads(
+        x_of(fit_r), torch.as_tensor(block.y[fit_r]), "linear" if kind == POE else kind, l2=l2,
+        val=(x_of(val_r), torch.as_tensor(block.y[val_r])), seed=seed, offset=offset,
+    )  # fmt: skip
+    scores = [score_heads(head, x_of(r)).numpy() for r in (val_r, test_r, held)]
+    return scores[0], scores[1], scores[2]
 
 
 def _deltas(
