@@ -58,5 +58,8 @@ def write_test_report(
             for test in dict.fromkeys(r["test"] for r in above):
                 got = [r for r in above if r["test"] == test]
                 log.info("%s", above_words.sentence(got, probe, "auroc", f", {test}"))
+        if dm.meta.get("positions") == "mean" and 0 in dm.layers:
+            log.info("layer 0 of this mean-position file is a bag of token embeddings: the lexical "
+                     "control among the layers")  # fmt: skip
         log.info("above the words: %s", path)
     return directory
