@@ -138,9 +138,15 @@ def claim(above: list, langs: list, tests: list[str], layers: list[int], model: 
     early = [x for x in layers if 0 < x <= max(layers) // 3]
     cross = _verdicts(above, CROSS_MEAN)
     beat_early = [x for x in early if x in cross["beat"]]
+    survives = (
+        f"survives the text control on held-out sources at early layers {ranges(beat_early)} "
+        f"(of {ranges(early)})"
+        if beat_early
+        else f"does not survive the text control on held-out sources: no early layer ({ranges(early)}) "
+        "beats the words"
+    )
     text = (
-        f"On {model}, the paper's early-layer claim survives the text control on held-out sources at "
-        f"early layers {ranges(beat_early)} (of {ranges(early)}); over all layers the states beat the "
+        f"On {model}, the paper's early-layer claim {survives}; over all layers the states beat the "
         f"words at {ranges(cross['beat'])}, match them at {ranges(cross['match'])} and lose to them at "
         f"{ranges(cross['lose'])}."
     )
