@@ -168,7 +168,8 @@ def write_report(demo: Demo) -> Path:
 probing {probing.__version__}. Models: `{demo.cfg.model}` (probing side), `{demo.cfg.alignment_model}`
 (alignment side). Data: the built-in sets in `datasets/` (requests only) — normal {demo.cfg.normal},
 malicious {demo.cfg.malicious}, jailbreak {demo.cfg.jailbreak}, contrast {demo.cfg.contrast}, held-out
-{demo.cfg.heldout} per set and form (evaluation only). Layer 0 = embeddings, layer i = output of decoder
+{demo.cfg.heldout} per set and form (evaluation only), {demo.cfg.crosslingual} per set in English and in each
+translation (es, zh, ru; test only). Layer 0 = embeddings, layer i = output of decoder
 block i.
 
 {"".join(s + chr(10) for s in demo.sections)}
