@@ -357,8 +357,10 @@ def test_bad_class_layer_position_top(tiny_file, tmp_path):
         cli.run([*base, "--classes", "[jailbreak]"])
     with pytest.raises(ProbingError, match=r"--layers 4 is out of range.*0\.\.3"):
         cli.run([*base, "--layers", "[1, 4]"])
-    with pytest.raises(ProbingError, match=r"--position 1 is out of range.*1 position"):
+    with pytest.raises(ProbingError, match=r"--position=1 is out of range.*1 position"):
         cli.run([*base, "--position", "1"])
+    with pytest.raises(ProbingError, match=r"--position='inst' is not a position .*\['last'\]"):
+        cli.run([*base, "--position", "inst"])
     with pytest.raises(ProbingError, match="--top must be >= 1"):
         cli.run([*base, "--top", "0"])
 

@@ -35,6 +35,7 @@ from probing.data.selection import (
 )
 from probing.errors import ProbingError
 from probing.features.identity import require_same_identity
+from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ class ActivationDataModule(L.LightningDataModule):
         classes: Class names to keep, in class-index order (default: every class present, file order).
             Binary when two classes (positive = the second), multiclass otherwise.
         class_map: Renames/merges classes before selection, e.g. ``{jailbreak: malicious}``.
-        position: Stored token position to use (``-1`` = last; files with ``positions=last_k``).
+        position: Stored token position: an index (``-1`` = the last stored) or a name the file
+            records (``probing info`` lists them), e.g. ``inst`` or ``post_2`` of ``--positions
+            template``; ``last`` is the last prompt token (docs/positions.md).
         split: Train/val/test fractions (stratified per class). A val fraction of 0 disables validation.
         seed: Seed of the split.
         standardize: Standardise each layer and dimension with train-split mean and std.
@@ -79,7 +82,7 @@ class ActivationDataModule(L.LightningDataModule):
         layers: str | int | list[int] = "all",
         classes: list[str] | None = None,
         class_map: dict[str, str] | None = None,
-        position: int = -1,
+        position: int | str = -1,
         split: tuple[float, float, float] = (0.7, 0.15, 0.15),
         seed: int = 42,
         standardize: bool = True,
@@ -93,7 +96,7 @@ class ActivationDataModule(L.LightningDataModule):
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         self.path, self.test_path = str(path), (str(test_path) if test_path else None)
-        self.position, self.seed, self.standardize = position, seed, standardize
+        self.seed, self.standardize = seed, standardize
         self.batch_size, self.num_workers = batch_size, num_workers
         self.in_memory, self.memory_limit_gb = in_memory, memory_limit_gb
         self.class_map = dict(class_map or {})
@@ -107,11 +110,7 @@ class ActivationDataModule(L.LightningDataModule):
         self.meta = ff.meta
         self.num_layers, self.hidden_size = ff.num_layers, ff.hidden_size
         self.label_names = ff.label_names
-        if not -ff.num_positions <= position < ff.num_positions:
-            raise ProbingError(
-                f"--data.position={position} is out of range: {self.path} stores {ff.num_positions} "
-                f"position(s) per row ({ff.meta.get('positions')})"
-            )
+        self.position = resolve_position(ff.meta, position, "--data.position", self.path)
         self.layers = parse_layers(layers, self.num_layers)
         # Saved with the resolved layer list, equal to the model's (Lightning merges both hparams).
         self.save_hyperparameters({**hparams, "layers": self.layers})
@@ -217,9 +216,14 @@ class ActivationDataModule(L.LightningDataModule):
             "{key}={b!r} there but {a!r} in --data.path {path}",
             test=self.test_path, path=self.path,
         )  # fmt: skip
-        if not -test_ff.num_positions <= self.position < test_ff.num_positions:
+        given = self.hparams["position"]
+        if (
+            resolve_position(test_ff.meta, given, "--data.position", self.test_path)
+            != self.position
+        ):
             raise ProbingError(
-                f"--data.position={self.position} is out of range for {self.test_path}"
+                f"--data.position={given!r} is another stored position in --data.test_path "
+                f"{self.test_path} than in --data.path {self.path}; give files of one extraction"
             )
         return test_ff
 

@@ -17,7 +17,7 @@ from probing.features.prefix import SharedHead
 from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
 
-Positions = Literal["last", "mean", "last_k"]
+Positions = Literal["last", "mean", "last_k", "template"]
 
 
 @dataclass
@@ -29,11 +29,15 @@ class BatchOutput:
 
 
 def num_positions(positions: Positions, k: int) -> int:
-    return k if positions == "last_k" else 1
+    return k if positions in ("last_k", "template") else 1
 
 
 class Selector:
-    """Reduces hidden states ``[B, T, D]`` to the selected positions ``[B, P, D]``."""
+    """Reduces hidden states ``[B, T, D]`` to the selected positions ``[B, P, D]``.
+
+    ``template`` keeps the last ``k`` tokens: the instruction's last token and the ``k - 1`` template
+    tokens after it, where the extraction plan found them from character offsets (rows where they
+    lie elsewhere are skipped there)."""
 
     def __init__(self, positions: Positions, k: int = 1):
         self.positions = positions
@@ -42,12 +46,14 @@ class Selector:
 
     def within_last(self, n: int) -> bool:
         """Whether the selected positions are all among the last ``n`` tokens of every row."""
-        return (self.positions == "last" and n >= 1) or (self.positions == "last_k" and n >= self.k)
+        if self.positions == "last":
+            return n >= 1
+        return self.positions in ("last_k", "template") and n >= self.k
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         if self.positions == "last":
             return h[:, -1:, :]
-        if self.positions == "last_k":
+        if self.positions in ("last_k", "template"):
             return h[:, -self.k :, :]
         mask = self.mask.to(h.device).unsqueeze(-1).bool()
         total = torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(
@@ -61,8 +67,8 @@ class ActivationReader:
     (``top_k`` 0: no lens; the lens arrays are zero-width)."""
 
     def __init__(self, lm: LoadedModel, positions: Positions = "last", k: int = 1, top_k: int = 5):
-        if positions == "last_k" and k < 1:
-            raise ValueError("k must be >= 1 for last_k")
+        if positions in ("last_k", "template") and k < 1:
+            raise ValueError(f"k must be >= 1 for {positions}")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         self.lm = lm

@@ -83,6 +83,17 @@ def check_layout(path: Path, f: h5py.File, meta: dict[str, Any]) -> None:
     names = meta["label_names"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise damaged(path, f"its label_names {names!r} is not a list of class names")
+    positions = meta.get("position_names")
+    if positions is not None and (
+        not isinstance(positions, list)
+        or len(positions) != int(meta["num_positions"])
+        or len(set(map(str, positions))) != len(positions)
+    ):
+        raise damaged(
+            path,
+            f"its position_names {positions!r} is not a list of {meta['num_positions']} distinct "
+            "names (num_positions)",
+        )
     hidden = f["hidden"]
     want = tuple(int(meta[k]) for k in ("num_layers", "num_positions", "hidden_size"))
     if hidden.ndim != 4 or tuple(hidden.shape[1:]) != want:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 import probing
 from probing.errors import ProbingError
-from probing.features.activations import ActivationReader, Positions, num_positions
+from probing.features.activations import ActivationReader, Positions
 from probing.features.atomic import WriteLock, partial_path
 from probing.features.plan import Plan, context_length, fingerprint, plan_rows, slice_plan
 from probing.features.shards import (
@@ -54,7 +54,10 @@ class ExtractConfig:
         template: ``chat`` (the tokenizer's chat template with the generation prompt), ``raw`` text, or
             ``auto`` (chat when the tokenizer has a template).
         system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
-        positions: ``last`` prompt token, ``mean`` over prompt tokens, or the ``last_k`` tokens.
+        positions: ``last`` prompt token, ``mean`` over prompt tokens, the ``last_k`` tokens, or
+            ``template``: the last token of the user's instruction (``inst``) and every chat-template
+            token after it (``post_1 … post_m``; ``post_m`` is ``last``), found from character
+            offsets; see docs/positions.md.
         k: number of positions for ``last_k``.
         lens_top_k: logit-lens tokens kept per layer and position; 0 stores no lens (the states only,
             for probes and monitors; 12-19 % less time on the embedded default; `probing lens` cannot
@@ -196,6 +199,7 @@ def _metadata(
         "template": plan.template,
         "system_prompt": cfg.system_prompt or "",
         "positions": cfg.positions,
+        "position_names": plan.position_names,
         "label_names": plan.label_names,
         "sources": [dataclasses.asdict(s) for s in cfg.prompts],
         "prompt_hash": plan.prompt_hash,
@@ -285,7 +289,8 @@ def _extract_rows(
     state: str,
     lock: WriteLock,
 ) -> None:
-    reader = ActivationReader(lm, cfg.positions, cfg.k, cfg.lens_top_k)
+    stored = len(plan.position_names)
+    reader = ActivationReader(lm, cfg.positions, stored, cfg.lens_top_k)
     shared = reader.share_prefix(plan.ids)
     if shared:
         log.info("the %d tokens every prompt starts with run once; their cache is reused", shared)
@@ -298,7 +303,7 @@ def _extract_rows(
             _metadata(cfg, lm, plan, fp, extra),
             plan.rows,
             num_layers=lm.parts.num_layers,
-            num_positions=num_positions(cfg.positions, cfg.k),
+            num_positions=stored,
             hidden_size=int(lm.model.config.hidden_size),
             top_k=cfg.lens_top_k,
             storage_dtype=cfg.storage_dtype,

@@ -27,14 +27,15 @@ IDENTITY_MATCH_KEYS = (
 # What a probe checkpoint records of its training features (its ``feature_meta`` hyperparameter).
 IDENTITY_KEYS = (
     "model", "gguf_sha256", "model_revision", "template", "system_prompt", "positions",
-    "hidden_size", "num_layers",
+    "hidden_size", "num_layers", "num_positions", "position_names",
 )  # fmt: skip
 # "" is a value for these ("no system prompt"); for the others it means "not recorded"
 _EMPTY_IS_A_VALUE = ("system_prompt",)
 
 
 def feature_identity(meta: dict[str, Any]) -> dict[str, Any]:
-    """What feature metadata say about the model and prompt format they come from (``IDENTITY_KEYS``)."""
+    """What feature metadata say about the model and prompt format they come from (``IDENTITY_KEYS``),
+    with the stored positions' count and names (the monitor picks ``--data.position`` by them)."""
     return {k: meta.get(k) for k in IDENTITY_KEYS}
 
 

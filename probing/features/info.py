@@ -15,6 +15,7 @@ import numpy as np
 from probing.config import parse_config
 from probing.features.atomic import being_written, partial_path
 from probing.features.checks import check_layout, check_links
+from probing.features.positions import position_names
 from probing.features.store import read_meta
 from probing.prompts.sources import source_names
 
@@ -46,6 +47,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "hidden_size": int(meta["hidden_size"]),
         "positions": meta["positions"],
         "num_positions": int(meta["num_positions"]),
+        "position_names": position_names(meta),
         "labels": {name: counts.get(i, 0) for i, name in enumerate(names)},
         "sources": _sources(meta, row_sources, labels),
         "model": meta["model"],
@@ -93,7 +95,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  rows       {s['rows']}  [{labels}]",
         f"  sources    {sources}",
         f"  layers     {s['layers']} (0 = embeddings, 1..{s['decoder_layers']} = decoder blocks)",
-        f"  hidden     {s['hidden_size']} × {s['num_positions']} position(s) '{s['positions']}', stored {s['storage_dtype']}",
+        f"  hidden     {s['hidden_size']} × {s['num_positions']} position(s) '{s['positions']}' ({', '.join(s['position_names'])}), stored {s['storage_dtype']}",
         f"  template   {s['template']}; "
         + (f"lens top-{s['lens_top_k']}" if s["lens_top_k"] else "no lens (--lens_top_k 0)"),
         f"  skipped    {s['skipped'] or 'none'}",

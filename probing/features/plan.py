@@ -7,14 +7,17 @@ import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from probing.errors import ProbingError
+from probing.features.positions import names_for, template_names
 from probing.features.store import RowTable
-from probing.prompts.render import render
+from probing.prompts.instruction import instruction_tokens
+from probing.prompts.render import Rendered, render
 from probing.prompts.sources import load_prompts
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ class Plan:
     template: str
     prompt_hash: str
     skipped: dict[str, int]
+    position_names: list[str] = field(default_factory=lambda: ["last"])
 
 
 def context_length(tokenizer: Any, model_length: int | None) -> int:
@@ -48,12 +52,16 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
     prompts, labels, sources, label_names = load_prompts(cfg.prompts)
     rendered = render(tokenizer, prompts, cfg.template, cfg.system_prompt)
     limit = min(cfg.max_tokens or context_length, context_length)
-    need = cfg.k if cfg.positions == "last_k" else 1
-    skipped = {"too_long": 0, "too_short": 0}
+    post, names = _positions(cfg, tokenizer, rendered)
+    need = len(names) if cfg.positions in ("last_k", "template") else 1
+    skipped = {"too_long": 0, "too_short": 0, "template_boundary": 0}
     keep: list[int] = []
     truncated: set[int] = set()
     ids = rendered.ids
     for i, seq in enumerate(ids):
+        if post is not None and post[i] != len(names) - 1:
+            skipped["template_boundary"] += 1
+            continue
         if len(seq) > limit:
             if cfg.too_long == "skip":
                 skipped["too_long"] += 1
@@ -73,7 +81,16 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
     if truncated:
         log.warning("truncated %d prompts from the left to %d tokens", len(truncated), limit)
     if skipped["too_short"]:
-        log.warning("skipped %d prompts shorter than --k %d tokens", skipped["too_short"], cfg.k)
+        log.warning(
+            "skipped %d prompts shorter than the %d stored positions", skipped["too_short"], need
+        )
+    if skipped["template_boundary"]:
+        log.warning(
+            "skipped %d prompts whose last token also holds chat-template text (their end merges "
+            "with the template's): the other prompts have %d template tokens after the instruction",
+            skipped["template_boundary"],
+            len(names) - 1,
+        )
     if not keep:
         raise ProbingError(
             f"no prompt is usable (all longer than {limit} tokens or shorter than k); check --max_tokens"
@@ -101,7 +118,27 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
         template=rendered.template,
         prompt_hash=digest.hexdigest(),
         skipped={k: v for k, v in skipped.items() if v},
+        position_names=names,
     )
+
+
+def _positions(
+    cfg: ExtractConfig, tokenizer: Any, rendered: Rendered
+) -> tuple[list[int] | None, list[str]]:
+    """Per row the number of tokens after the instruction's last (``template`` only, else None), and
+    the stored positions' names. The template's count m is the one most rows have (a prompt whose
+    last characters share a token with the template's has fewer and is skipped)."""
+    if cfg.positions != "template":
+        return None, names_for(cfg.positions, cfg.k if cfg.positions == "last_k" else 1)
+    inst = instruction_tokens(tokenizer, rendered, cfg.system_prompt)
+    post = [len(s) - 1 - j if j >= 0 else -1 for s, j in zip(rendered.ids, inst, strict=True)]
+    counts = Counter(m for m in post if m >= 0)
+    if not counts:
+        raise ProbingError(
+            "--positions template: no prompt has a token of the user's message; check --prompts"
+        )
+    m = max(counts, key=lambda m: (counts[m], -m))
+    return post, template_names(m)
 
 
 def slice_plan(plan: Plan, start: int, stop: int) -> Plan:

@@ -23,7 +23,7 @@ from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
 FORMAT_VERSION = 1
-JSON_ATTRS = ("label_names", "sources", "skipped", "config", "shards")
+JSON_ATTRS = ("label_names", "sources", "skipped", "config", "shards", "position_names")
 
 
 @dataclass

@@ -51,7 +51,8 @@ class GeneralizeConfig:
             log-probabilities added to the logits while fitting, dropped when scoring), so that it
             learns what the words do not explain.
         layers: layers to probe: ``all``, an index, a list or ``"start:stop[:step]"``.
-        position: stored token position (``-1`` = last).
+        position: stored token position: an index (``-1`` = the last stored) or a name the files
+            record (``inst``, ``post_1``, … of ``--positions template``; docs/positions.md).
         fpr: thresholds flag at most this share of the training sources' negatives (validation part).
         split: fit/val/test fractions of the training sources' rows (stratified by source and class).
         l2: L2 penalty on the mean loss (linear: on the weights; MLP: AdamW weight decay).
@@ -76,7 +77,7 @@ class GeneralizeConfig:
         default_factory=lambda: ["linear", "mlp", "text"]
     )
     layers: str | int | list[int] = "all"
-    position: int = -1
+    position: int | str = -1
     fpr: float = 0.01
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     l2: float = 1e-2

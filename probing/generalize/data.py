@@ -20,6 +20,7 @@ import torch
 from probing.data.datamodule import class_indices, parse_layers, stratified_split
 from probing.errors import ProbingError
 from probing.features.identity import require_same_identity
+from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def load_block(
     classes: Sequence[str],
     class_map: dict[str, str] | None = None,
     layers: str | int | list[int] = "all",
-    position: int = -1,
+    position: int | str = -1,
     memory_limit_gb: float = 8.0,
 ) -> SourceBlock:
     """Rows of ``classes`` from every file in ``paths``, with their source names."""
@@ -100,7 +101,8 @@ def load_block(
             src = np.asarray(
                 [f"{Path(ff.path).stem}:{n}" if counts[n] > 1 else n for n in src], dtype=object
             )
-        x = ff.layers(chosen, position=position)[keep]
+        index = resolve_position(ff.meta, position, "--position", ff.path)
+        x = ff.layers(chosen, position=index)[keep]
         if not np.isfinite(x).all():
             bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
             raise ProbingError(

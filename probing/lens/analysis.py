@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from probing.errors import ProbingError
+from probing.features.positions import position_names, resolve_position
 from probing.features.store import FeatureFile
 from probing.lens.emotions import EMOTIONS, NEUTRAL, EmotionLists, load_emotions
 
@@ -67,8 +68,9 @@ class LensAnalysis:
 
 
 # -- reading ----------------------------------------------------------------------------------------
-def read_lens(ff: FeatureFile, position: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Lens ids and logits ``[N, L, K]`` at one stored position; errors if the file has no lens."""
+def read_lens(ff: FeatureFile, position: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Lens ids and logits ``[N, L, K]`` at one stored position (an index or a name the file
+    records, :func:`~probing.features.positions.resolve_position`); errors if the file has no lens."""
     k = int(ff.meta.get("lens_top_k") or 0)
     f = ff.file
     missing = [name for name in ("lens_ids", "lens_logits") if name not in f]
@@ -77,14 +79,9 @@ def read_lens(ff: FeatureFile, position: int = -1) -> tuple[np.ndarray, np.ndarr
         raise ProbingError(
             f"{ff.path} holds no logit-lens data ({found}); re-extract with --lens_top_k 5 (or more)"
         )
-    p = ff.num_positions
-    if not -p <= position < p:
-        raise ProbingError(
-            f"--position {position} is out of range: {ff.path} stores {p} position(s) "
-            f"(0..{p - 1}, or -1 for the last)"
-        )
-    ids = f["lens_ids"][:, :, position % p, :]
-    logits = f["lens_logits"][:, :, position % p, :]
+    p = resolve_position(ff.meta, position, "--position", ff.path)
+    ids = f["lens_ids"][:, :, p, :]
+    logits = f["lens_logits"][:, :, p, :]
     return ids.astype(np.int64, copy=False), logits.astype(np.float64, copy=False)
 
 
@@ -233,7 +230,7 @@ def analyse(
     emotions: EmotionLists | None = None,
     top: int = 10,
     classes: Sequence[str] | None = None,
-    position: int = -1,
+    position: int | str = -1,
 ) -> LensAnalysis:
     """Lens analysis of a feature file; ``tokenizer`` decodes ids (see :func:`file_tokenizer`)."""
     ff = features if isinstance(features, FeatureFile) else FeatureFile(features)
@@ -249,7 +246,7 @@ def analyse(
         "architecture": ff.meta.get("architecture", ""),
         "rows": int(ids.shape[0]),
         "positions": ff.meta.get("positions", ""),
-        "position": position,
+        "position": position_names(ff.meta)[resolve_position(ff.meta, position, "--position")],
         "num_positions": ff.num_positions,
         "emotions": emotions.source,
     }

@@ -34,7 +34,8 @@ class LensConfig:
         classes: classes to analyse (default all).
         layers: layers shown in the heatmaps (default all) and the summary's token tables (default 5
             evenly spaced); CSVs always hold every layer.
-        position: stored position to read (-1 = the last).
+        position: stored position to read: an index (-1 = the last stored) or a name the file
+            records (``inst``, ``post_1``, … of ``--positions template``; docs/positions.md).
         tokenizer: model name or folder whose tokenizer decodes the ids (default: the file's model).
     """
 
@@ -44,7 +45,7 @@ class LensConfig:
     top: int = 10
     classes: list[str] | None = None
     layers: list[int] | None = None
-    position: int = -1
+    position: int | str = -1
     tokenizer: str | None = None
 
 

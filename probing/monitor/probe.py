@@ -15,6 +15,7 @@ import torch
 
 from probing.errors import ProbingError
 from probing.features.identity import loaded_model_identity, model_mismatch, shown
+from probing.features.positions import resolve_position
 from probing.features.store import read_meta
 from probing.models.load import LoadedModel, ModelConfig
 from probing.monitor.calibrate import file_sha256
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 
 # Read from the training feature file, beside the checkpoint's ``feature_meta`` (its identity keys):
 # how to load the model (its config and dtype) and what the file holds.
-EXTRA_META_KEYS = ("dtype", "num_positions", "config", "label_names", "architecture")
+EXTRA_META_KEYS = (
+    "dtype", "num_positions", "position_names", "config", "label_names", "architecture",
+)  # fmt: skip
 # The checkpoint's ``feature_meta`` must name these for the model and template to be checked.
 REQUIRED_META_KEYS = ("model", "hidden_size", "num_layers", "template")
 
@@ -47,7 +50,13 @@ class LoadedProbe:
 
     @property
     def position(self) -> int:
-        return int(self.data_hparams.get("position", -1))
+        """The stored position the probe was trained on (``--data.position``, an index or a name)."""
+        return resolve_position(
+            self.feature_meta,
+            self.data_hparams.get("position", -1),
+            "--data.position",
+            f"the training features of {self.path.name}",
+        )
 
     @property
     def class_map(self) -> dict[str, str]:
