@@ -309,11 +309,12 @@ def test_generalize_logs_a_wandb_table_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     h5 = spurious_file(tmp_path / "f.h5", n_per=40)
     out = tmp_path / "gen"
-    argv = ["generalize", "--features", f"[{h5}]", "--output", str(out), "--probes", "[linear]",
-            "--wandb_project", "probing-test"]  # fmt: skip
+    argv = ["generalize", "--features", f"[{h5}]", "--output", str(out), "--probes",
+            "[linear, text]", "--bootstrap", "20", "--wandb_project", "probing-test"]  # fmt: skip
     assert main(argv) == 0
     tables = list(out.rglob("generalization_*.table.json"))
     assert tables, sorted(p.name for p in out.rglob("*"))[:20]
+    assert list(out.rglob("above_words_*.table.json"))
     import wandb
 
     wandb.teardown()  # the next test's WandbLogger starts its own W&B service

@@ -165,7 +165,7 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     for p in (p for p in cfg.probes if p != TEXT and above):
         log.info("%s", report.above_sentence(above, p))
     if cfg.wandb_project:
-        _log_wandb(cfg, rows, png)
+        _log_wandb(cfg, rows, png, above)
     log.info("wrote %s, %s, %s", csv_path, png, md)
     return {
         "rows": rows,
@@ -179,7 +179,9 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     }
 
 
-def _log_wandb(cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path) -> None:
+def _log_wandb(
+    cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path, above: list[dict[str, Any]]
+) -> None:
     import wandb
 
     from probing.probes.wandb_utils import wandb_mode
@@ -192,15 +194,18 @@ def _log_wandb(cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path) -> 
         mode=wandb_mode(),
     )
     try:
-        cols = list(report.COLUMNS)
-        run.log(
-            {
-                "generalization": wandb.Table(
-                    columns=cols, data=[[r.get(c) for c in cols] for r in rows]
-                ),
-                "generalization_heatmap": wandb.Image(str(png)),
-            }
-        )
+        cols, words = list(report.COLUMNS), list(above_words.COLUMNS)
+        payload = {
+            "generalization": wandb.Table(
+                columns=cols, data=[[r.get(c) for c in cols] for r in rows]
+            ),
+            "generalization_heatmap": wandb.Image(str(png)),
+        }
+        if above:
+            payload["above_words"] = wandb.Table(
+                columns=words, data=[[r.get(c) for c in words] for r in above]
+            )
+        run.log(payload)
     finally:
         run.finish()
 
