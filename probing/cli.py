@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "probing.generalize.cli:run",
         "leave-one-source-out / train→test matrices: do probes generalise to unseen sources?",
     ),
+    "directions": (
+        "probing.directions.cli:run",
+        "difference-in-means directions per layer, position and label set, their held-out AUROC",
+    ),
     "lens": (
         "probing.lens.cli:run",
         "logit-lens emotion analysis and Top-K Intermediate Consistency",

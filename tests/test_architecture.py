@@ -61,6 +61,7 @@ LOCAL_PROBING = {
     ("probing.grafting.callback", "probing.features.store"),
     ("probing.grafting.callback", "probing.models.load"),
     ("probing.generalize.cli", "probing.probes.wandb_utils"),
+    ("probing.directions.cli", "probing.probes.wandb_utils"),  # only with --wandb_project
     ("probing.grafting.run", "probing.lens.emotions"),
     ("probing.grafting.run", "probing.probes.checkpoint"),
     ("probing.lens.analysis", "probing.models.load"),

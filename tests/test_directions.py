@@ -1,0 +1,184 @@
+"""``probing directions`` through the CLI on synthetic files with planted directions."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+
+import h5py
+import numpy as np
+import pytest
+from featurefactory import make_feature_file
+
+from probing.cli import main
+
+POSITIONS = ["inst", "post_1", "post_2"]
+PLANTED = (2, 3)  # layers carrying the directions
+N, L, D = 240, 5, 16
+
+
+def planted_file(path, extra: dict[str, np.ndarray] | None = None):
+    """Harm (``label``) planted along ``u`` at ``inst`` on layers 2-3; ``label_refused`` (balanced
+    within each harm class, so independent of it) along an orthogonal ``v`` at ``inst`` and ``post_2``;
+    ``label_same``: the harm labels with 10 % flipped and 20 rows without a verdict."""
+    rng = np.random.default_rng(0)
+    y = rng.permutation(np.arange(N) % 2)
+    z = np.zeros(N, np.int64)
+    for c in (0, 1):
+        rows = np.flatnonzero(y == c)
+        z[rng.permutation(rows)[: len(rows) // 2]] = 1
+    same = y.copy()
+    same[rng.choice(N, N // 10, replace=False)] ^= 1
+    same[rng.choice(N, 20, replace=False)] = -1
+    u, v = np.zeros(D, np.float32), np.zeros(D, np.float32)
+    u[0], v[1] = 1, 1
+    x = rng.standard_normal((N, L, len(POSITIONS), D)).astype(np.float32)
+    for layer in PLANTED:
+        x[:, layer, 0] += 8 * y[:, None] * u
+        x[:, layer, 0] += 8 * z[:, None] * v
+        x[:, layer, 2] += 8 * z[:, None] * v
+    meta = {"positions": "template", "position_names": POSITIONS}
+    make_feature_file(path, hidden=x, labels=y, meta=meta)
+    datasets = {"label_refused": z, "label_same": same, **(extra or {})}
+    with h5py.File(path, "a") as f:
+        for name, values in datasets.items():
+            f.create_dataset(name, data=values)
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def cell(rows, label_set, layer, position, column="auroc"):
+    (row,) = [
+        r
+        for r in rows
+        if (r["label_set"], r["layer"], r["position"]) == (label_set, str(layer), position)
+    ]
+    return float(row[column])
+
+
+def test_planted_directions_auroc_and_cosines(tmp_path, caplog):
+    h5 = planted_file(tmp_path / "f.h5")
+    out = tmp_path / "dir"
+    with caplog.at_level(logging.INFO, logger="probing"):
+        assert main(["directions", str(h5), "--output", str(out)]) == 0
+    rows = read_csv(out / "directions.csv")
+    assert list(rows[0])[:9] == ["layer", "position", "label_set", "auroc", "rows", "positives",
+                                 "test_rows", "test_positives", "norm"]  # fmt: skip
+    assert {"cosine_label", "cosine_label_refused", "cosine_label_same"} <= set(rows[0])
+    assert len(rows) == 3 * L * len(POSITIONS)
+    for layer in range(L):
+        harm = cell(rows, "label", layer, "inst")
+        assert harm > 0.99 if layer in PLANTED else abs(harm - 0.5) < 0.2
+        refused = cell(rows, "label_refused", layer, "post_2")
+        assert refused > 0.99 if layer in PLANTED else abs(refused - 0.5) < 0.2
+        assert abs(cell(rows, "label", layer, "post_1") - 0.5) < 0.2  # nothing planted there
+    for layer in PLANTED:
+        assert abs(cell(rows, "label", layer, "inst", "cosine_label_refused")) < 0.3
+        assert cell(rows, "label", layer, "inst", "cosine_label_same") > 0.9
+        assert cell(rows, "label_same", layer, "inst", "cosine_label") > 0.9
+    own = [r["cosine_label"] for r in rows if r["label_set"] == "label"]
+    assert set(own) == {""}  # a label set's own cosine is left empty
+    harm_rows = [r for r in rows if r["label_set"] == "label"]
+    assert {(r["rows"], r["positives"]) for r in harm_rows} == {(str(N), str(N // 2))}
+    assert all(int(r["test_rows"]) == 72 for r in harm_rows)  # 30 % held out per class
+    arrays = np.load(out / "directions.npz", allow_pickle=False)
+    assert arrays["directions"].shape == (3, len(POSITIONS), L, D)
+    assert list(arrays["label_sets"]) == ["label", "label_refused", "label_same"]
+    assert list(arrays["positions"]) == POSITIONS and list(arrays["layers"]) == list(range(L))
+    d = arrays["directions"][0, 0, 2]
+    assert abs(d[0] - 8) < 1.5  # the class-mean difference along u, in raw units
+    assert (out / "directions.png").stat().st_size > 0
+    assert not list(out.glob(".*tmp*"))
+    best = r"label set label: its difference-in-means direction separates the held-out rows best at layer [23], position inst \(AUROC 1.000 on 72 rows, 36 positive\)"
+    assert re.search(best, caplog.text), caplog.text
+
+
+def test_named_positions_layers_and_label_sets_are_selected(tmp_path):
+    h5 = planted_file(tmp_path / "f.h5")
+    out = tmp_path / "dir"
+    argv = ["directions", str(h5), "--output", str(out), "--positions", "[post_2, inst]",
+            "--layers", "1:4", "--label_sets", "[label_refused]", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    rows = read_csv(out / "directions.csv")
+    assert {r["position"] for r in rows} == {"inst", "post_2"}
+    assert {r["layer"] for r in rows} == {"1", "2", "3"}
+    assert {r["label_set"] for r in rows} == {"label_refused"}
+    assert cell(rows, "label_refused", 2, "post_2") > 0.99
+    assert not any(c.startswith("cosine_") and c != "cosine_label_refused" for c in rows[0])
+    # `last` names post_2 of a template file
+    assert main([*argv[:4], "--positions", "[last]", "--label_sets", "[label]", "--classes",
+                 "[normal, malicious]"]) == 0  # fmt: skip
+    assert {r["position"] for r in read_csv(out / "directions.csv")} == {"post_2"}
+
+
+def test_the_harm_label_set_takes_classes_and_a_class_map(tmp_path):
+    h5 = planted_file(tmp_path / "f.h5")
+    out = tmp_path / "dir"
+    argv = ["directions", str(h5), "--output", str(out), "--class_map", "{malicious: harmful}",
+            "--classes", "[normal, harmful]", "--label_sets", "[label]"]  # fmt: skip
+    assert main(argv) == 0
+    assert cell(read_csv(out / "directions.csv"), "label", 2, "inst") > 0.99
+
+
+def _error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "message"),
+    [
+        (["--positions", "[inst, nope]"], None, r"--positions='nope' is not a position of .*'inst', 'post_1', 'post_2'"),
+        (["--positions", "[7]"], None, r"--positions=7 is out of range"),
+        (["--classes", "[normal, contrast]"], None, r"\['contrast'\] is not a class of .*--classes"),
+        (["--label_sets", "[label_nope]"], None, r"--label_sets names \['label_nope'\], which .* has the label sets \['label', 'label_refused', 'label_same'\]"),
+        ([], {"label_empty": np.full(N, -1)}, r"label set 'label_empty' has no rows of class '0' .*--label_sets"),
+        (["--label_sets", "[label_few]"], {"label_few": np.r_[1, np.zeros(N - 1, int)]},
+         r"label set 'label_few' has too few rows for a held-out split: 239 negative and 1 positive .*--test_fraction"),
+        (["--label_sets", "[label_bad]"], {"label_bad": np.full(N, 2)}, r"label set 'label_bad' holds values \[2\]"),
+        (["--test_fraction", "1.5"], None, r"--test_fraction must be strictly between 0 and 1"),
+        (["--layers", "9"], None, r"--layers"),
+        (["--label_sets", "[]"], None, r"--label_sets is empty"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line(tmp_path, capsys, args, extra, message):
+    h5 = planted_file(tmp_path / "f.h5", extra)
+    out = tmp_path / "dir"
+    err = _error(["directions", str(h5), "--output", str(out), *args], capsys)
+    assert err.startswith("probing directions: error: ")
+    assert re.search(message, err), err
+    assert not out.exists()  # validated before any work
+
+
+def test_a_class_with_no_rows_and_an_output_that_is_a_file(tmp_path, capsys):
+    h5 = make_feature_file(tmp_path / "f.h5", n=40, label_names=("normal", "malicious", "contrast"),
+                           labels=np.arange(40) % 2, hidden=np.zeros((40, 2, 4), np.float32))  # fmt: skip
+    err = _error(["directions", str(h5), "--classes", "[normal, contrast]",
+                  "--output", str(tmp_path / "d")], capsys)  # fmt: skip
+    assert "label set 'label' has no rows of class 'contrast'" in err and "--classes" in err
+    (tmp_path / "file").write_text("x")
+    err = _error(["directions", str(h5), "--output", str(tmp_path / "file")], capsys)
+    assert f"--output {tmp_path / 'file'} is a file; give a folder" in err
+    err = _error(["directions", str(tmp_path / "none.h5"), "--output", str(tmp_path / "d")], capsys)
+    assert "none.h5" in err
+
+
+def test_directions_log_a_wandb_table_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    h5 = planted_file(tmp_path / "f.h5")
+    out = tmp_path / "dir"
+    argv = ["directions", str(h5), "--output", str(out), "--wandb_project", "probing-test"]
+    assert main(argv) == 0
+    assert list(out.rglob("directions_*.table.json")), sorted(p.name for p in out.rglob("*"))[:20]
+    import wandb
+
+    wandb.teardown()
