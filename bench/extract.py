@@ -17,9 +17,16 @@ and the peak RSS of (a) at N and 5·N prompts (the data repeated). Usage:
 through every variant in turn (rotating the order, so that a change in the machine's load hits all
 alike): the bare batched forward (the floor), and ``ActivationReader`` with the lens off and on,
 each batch run whole and with the prompts' shared head (the chat template's system turn) run once
-and its KV cache repeated:
+and its KV cache repeated; the shared-head reader with the lens on runs three times: the lens'
+CPU candidate matmul chosen for this machine (``auto``) and each forced path
+(``PROBING_LENS_MATMUL=float32`` / ``bfloat16``, see probing/models/lens_matmul.py):
 
-    python bench/extract.py --forward [--n 1000] [--batch-size 16]
+    python bench/extract.py --forward [--n 1000] [--batch-size 16] [--isa avx2]
+
+Every figure is printed beside the CPU capability it was measured with (torch's capability and the
+bfloat16 flags) and the lens path chosen. ``--isa avx2`` runs the children with oneDNN, ATen and
+MKL capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2``):
+an emulation of an AVX2 CPU on this one, not a measurement of one.
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+LENS_ENV = "PROBING_LENS_MATMUL"
+ISA_CAPS = {
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    }
+}
 
 
 def paper_prompts(n: int) -> list[tuple[str, str]]:
@@ -63,11 +78,13 @@ def write_sources(n: int, folder: Path) -> list[dict]:
     return sources
 
 
-def run_process(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall time, peak RSS (MiB) and stdout of one child process."""
+def run_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Wall time, peak RSS (MiB) and stdout of one child process (``env`` added to ours)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=REPO)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=err, text=True, cwd=REPO, env={**os.environ, **(env or {})}
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         out.seek(0), err.seek(0)
@@ -76,11 +93,27 @@ def run_process(cmd: list[str]) -> tuple[float, int, str]:
         return wall, usage.ru_maxrss // 1024, out.read()
 
 
-def variant_a(n: int, batch_size: int, folder: Path) -> tuple[float, int]:
+def cpu_line() -> str:
+    """This process's CPU capability and the lens path ``auto`` chose (with its reason)."""
+    from probing.models.lens_matmul import auto_lens_matmul, cpu_capability
+
+    chosen = auto_lens_matmul()
+    return f"{cpu_capability()}; lens auto -> {chosen.path} ({chosen.reason})"
+
+
+def child_cpu() -> None:
+    sys.stdout.write(cpu_line() + "\n")
+
+
+def variant_a(
+    n: int, batch_size: int, folder: Path, env: dict[str, str] | None = None
+) -> tuple[float, int]:
     sources = write_sources(n, folder)
     out = folder / f"a-{n}.h5"
     cmd = [
-        str(REPO / ".venv" / "bin" / "probing"),
+        sys.executable,
+        "-m",
+        "probing.cli",
         "extract",
         "--prompts",
         json.dumps(sources),
@@ -95,7 +128,7 @@ def variant_a(n: int, batch_size: int, folder: Path) -> tuple[float, int]:
         "--overwrite",
         "true",
     ]
-    wall, rss, _ = run_process(cmd)
+    wall, rss, _ = run_process(cmd, env)
     return wall, rss
 
 
@@ -156,6 +189,16 @@ def child_forward(n: int, batch_size: int) -> None:
             r.share_prefix(shared)
         return r
 
+    def forced(path: str, run):  # the lens' CPU candidate matmul forced to `path`
+        def call(batch):
+            os.environ[LENS_ENV] = path
+            try:
+                return run(batch)
+            finally:
+                del os.environ[LENS_ENV]
+
+        return call
+
     head = common_prefix(ids)
     with torch.inference_mode():
         floor(ids[:batch_size])  # warm-up: the first forward pass is slow
@@ -166,11 +209,13 @@ def child_forward(n: int, batch_size: int) -> None:
         "reader, whole batches, lens on": reader(None, 5),
         "reader, shared head, lens off": reader(ids, 0),
         "reader, shared head, lens on": reader(ids, 5),
+        "... lens on, float32 path": forced("float32", reader(ids, 5)),
+        "... lens on, bfloat16 path": forced("bfloat16", reader(ids, 5)),
     }
     setup = time.perf_counter() - t0  # the two shared heads' forward passes
     names = list(variants)
     times = dict.fromkeys(names, 0.0)
-    diff, lens_differ = 0.0, 0
+    diff, lens_differ, paths_differ, paths_logit_diff = 0.0, 0, 0, 0.0
     load = os.getloadavg()[0]
     with torch.inference_mode():
         for b, lo in enumerate(range(0, len(ids), batch_size)):
@@ -184,6 +229,11 @@ def child_forward(n: int, batch_size: int) -> None:
             whole, shared = outs[names[2]], outs[names[4]]
             diff = max(diff, float((whole.hidden - shared.hidden).abs().max()))
             lens_differ += int((whole.lens_ids != shared.lens_ids).any(-1).sum())
+            f32, b16 = outs[names[5]], outs[names[6]]
+            paths_differ += int((f32.lens_ids != b16.lens_ids).any(-1).sum())
+            paths_logit_diff = max(
+                paths_logit_diff, float((f32.lens_logits - b16.lens_logits).abs().max())
+            )
     width = sum(
         max(map(len, ids[lo : lo + batch_size])) * len(ids[lo : lo + batch_size])
         for lo in range(0, len(ids), batch_size)
@@ -204,7 +254,10 @@ def child_forward(n: int, batch_size: int) -> None:
         "load_end": os.getloadavg()[0],
         "max_abs_diff": diff,
         "lens_sets_differ": lens_differ,
+        "paths_sets_differ": paths_differ,
+        "paths_max_logit_diff": paths_logit_diff,
         "threads": torch.get_num_threads(),
+        "cpu": cpu_line(),
     }
     sys.stdout.write(json.dumps(result) + "\n")
 
@@ -216,9 +269,12 @@ def print_forward(r: dict) -> None:
         f" tokens; tokens run: whole batches {r['tokens_whole']}, shared head {r['tokens_shared']};"
         f" {r['threads']} threads; load average {r['load_start']:.2f} -> {r['load_end']:.2f}"
     )
-    print(f"{'variant':34s} {'s':>8s} {'floor/variant':>14s}")
+    print(f"cpu: {r['cpu']}")
+    cpu = r["cpu"].split(";")[0]
+    print(f"{'variant':34s} {'s':>8s} {'floor/variant':>14s}  cpu, lens path")
     for name, t in r["times"].items():
-        print(f"{name:34s} {t:8.1f} {floor / t:14.2f}")
+        path = "forced" if "path" in name else "auto" if "lens on" in name else "-"
+        print(f"{name:34s} {t:8.1f} {floor / t:14.2f}  {cpu}, {path}")
     t = r["times"]
     print(
         "lens on / lens off: shared head"
@@ -228,6 +284,11 @@ def print_forward(r: dict) -> None:
     print(
         f"shared head set-up (2 readers) {r['head_setup_s']:.2f} s; shared vs whole (lens on): max |diff|"
         f" {r['max_abs_diff']:.2e}, rows x layers with another top-5 set {r['lens_sets_differ']}"
+    )
+    print(
+        f"float32 vs bfloat16 lens path: rows x layers with another top-5 set"
+        f" {r['paths_sets_differ']}, max |logit diff| {r['paths_max_logit_diff']:.2e};"
+        f" bfloat16 / float32 time {t['... lens on, bfloat16 path'] / t['... lens on, float32 path']:.2f}"
     )
 
 
@@ -267,8 +328,13 @@ def main() -> None:
     ap.add_argument("--seed-sample", type=int, default=20)
     ap.add_argument("--skip-rss", action="store_true", help="skip the 5·N run of (a)")
     ap.add_argument("--forward", action="store_true", help="forward-pass variants in one process")
-    ap.add_argument("--child", choices=["floor", "seed", "forward"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--isa", choices=sorted(ISA_CAPS), help="cap oneDNN/ATen at this ISA (an emulation)"
+    )
+    ap.add_argument("--child", choices=["floor", "seed", "forward", "cpu"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "cpu":
+        return child_cpu()
     if args.child == "forward":
         return child_forward(args.n, args.batch_size)
     if args.child == "floor":
@@ -277,23 +343,29 @@ def main() -> None:
         return child_seed(args.n, args.seed_sample)
     if not DATA.exists():
         raise SystemExit(f"the paper's data is not at {DATA}")
-    py = str(REPO / ".venv" / "bin" / "python")
+    py = sys.executable
     me = str(Path(__file__).resolve())
+    env = {**ISA_CAPS.get(args.isa or "", {}), LENS_ENV: "auto"}
+    sizes = ["--n", str(args.n), "--batch-size", str(args.batch_size)]
     if args.forward:
-        _, _, out = run_process(
-            [py, me, "--child", "forward", "--n", str(args.n), "--batch-size", str(args.batch_size)]
-        )
+        _, _, out = run_process([py, me, "--child", "forward", *sizes], env)
         return print_forward(json.loads(out.strip().splitlines()[-1]))
+    cpu = run_process([py, me, "--child", "cpu"], env)[2].strip().splitlines()[-1]
+    print(f"cpu: {cpu}")
+    cpu = f"[{cpu.split(';')[0]}]"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        a_wall, a_rss = variant_a(args.n, args.batch_size, folder)
-        print(f"(a) probing extract, {args.n} prompts: {a_wall:.1f} s, peak RSS {a_rss} MiB")
-        b_wall, b_rss, _ = run_process(
-            [py, me, "--child", "floor", "--n", str(args.n), "--batch-size", str(args.batch_size)]
+        a_wall, a_rss = variant_a(args.n, args.batch_size, folder, env)
+        print(
+            f"(a) probing extract, {args.n} prompts: {a_wall:.1f} s, peak RSS {a_rss} MiB  {cpu}, lens auto"
         )
-        print(f"(b) bare batched forward (floor):  {b_wall:.1f} s, peak RSS {b_rss} MiB")
+        a32_wall, _ = variant_a(args.n, args.batch_size, folder, {**env, LENS_ENV: "float32"})
+        print(f"(a') the same, lens path forced to float32: {a32_wall:.1f} s  {cpu}")
+        b_wall, b_rss, _ = run_process([py, me, "--child", "floor", *sizes], env)
+        print(f"(b) bare batched forward (floor):  {b_wall:.1f} s, peak RSS {b_rss} MiB  {cpu}")
         c_wall, _, out = run_process(
-            [py, me, "--child", "seed", "--n", str(args.n), "--seed-sample", str(args.seed_sample)]
+            [py, me, "--child", "seed", "--n", str(args.n), "--seed-sample", str(args.seed_sample)],
+            env,
         )
         seed = json.loads(out.strip().splitlines()[-1])
         c_est = c_wall - seed["per_prompt"] * seed["sample"] + seed["per_prompt"] * args.n
@@ -301,12 +373,17 @@ def main() -> None:
             f"(c) seed code's way: {seed['per_prompt']:.3f} s/prompt over {seed['sample']} prompts, "
             f"estimated {c_est:.1f} s for {args.n} (process overhead {c_wall - seed['per_prompt'] * seed['sample']:.1f} s)"
         )
-        print(f"speed of (a) relative to the floor b/a = {b_wall / a_wall:.2f}  (target >= 0.9)")
-        print(f"speed-up over the seed code       c/a = {c_est / a_wall:.1f}  (target >= 10)")
+        print(
+            f"speed of (a) relative to the floor b/a = {b_wall / a_wall:.2f}  (target >= 0.9)  {cpu}"
+        )
+        print(f"  with the float32 lens path   b/a' = {b_wall / a32_wall:.2f}  {cpu}")
+        print(
+            f"speed-up over the seed code       c/a = {c_est / a_wall:.1f}  (target >= 10)  {cpu}"
+        )
         if not args.skip_rss:
-            big_wall, big_rss = variant_a(5 * args.n, args.batch_size, folder)
+            big_wall, big_rss = variant_a(5 * args.n, args.batch_size, folder, env)
             print(
-                f"(a) probing extract, {5 * args.n} prompts: {big_wall:.1f} s, peak RSS {big_rss} MiB"
+                f"(a) probing extract, {5 * args.n} prompts: {big_wall:.1f} s, peak RSS {big_rss} MiB  {cpu}"
             )
             print(
                 f"peak RSS {5 * args.n} / {args.n} prompts = {big_rss / a_rss:.3f}  (target <= 1.10)"

@@ -24,6 +24,7 @@ LOCAL_THIRD_PARTY = {
     "sklearn": "weak classifiers only",
     "safetensors": "model cache only",
     "transformers": "heavy: only commands that load a model or tokenizer",
+    "huggingface_hub": "heavy: only when a hub id is resolved (probing.models.hub)",
     "torch": "heavy: the model cache's conversion only",
     "lightning": "heavy: W&B logger class, only when a trainer is given",
     "matplotlib": "a figure the caller made with pyplot",

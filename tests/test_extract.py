@@ -164,26 +164,3 @@ def test_float16_overflow_is_refused(tmp_path):
     assert not (tmp_path / "o.h5").exists()  # finished files appear only when complete
     with h5py.File(tmp_path / "o.h5.partial") as f:
         assert not f.attrs["complete"]
-
-
-def test_fast_cpu_lens_topk_matches_float32():
-    """The bfloat16-candidates + float32-rescoring lens equals a plain float32 top-k."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from probing.models import model_parts
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=4000,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-    )
-    parts = model_parts(AutoModelForCausalLM.from_config(config).requires_grad_(False))
-    hidden = torch.randn(8, 3, 1, 32) * 3
-    for layer in range(3):
-        ids, values = parts.lens_topk(hidden[:, layer], layer, 5)
-        ref = parts.lens(hidden[:, layer], layer).topk(5)
-        np.testing.assert_array_equal(ids.numpy(), ref.indices.numpy())
-        np.testing.assert_allclose(values.numpy(), ref.values.numpy(), rtol=1e-5, atol=1e-5)

@@ -198,7 +198,7 @@ def _one_line_error(capsys, match: str) -> None:
     ("args", "match"),
     [
         (["--model.name", "/nonexistent/model"], "does not exist; fix --model.name"),
-        (["--model.name", "no-such-org/no-such-model"], "cannot load model"),
+        (["--model.name", "no-such-org/no-such-model"], "not in the local cache"),
         (["--prompts", '[{"path": "/nonexistent.csv"}]'], "does not exist"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),
         (["--max_tokens", "5"], "no prompt is usable"),

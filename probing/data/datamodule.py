@@ -9,7 +9,8 @@ file in whole chunks. Every process (DDP rank, DataLoader worker) opens the file
 from __future__ import annotations
 
 import logging
-from typing import Literal, final
+import os
+from typing import Any, Literal, final
 
 import lightning as L
 import numpy as np
@@ -159,6 +160,11 @@ class ActivationDataModule(L.LightningDataModule):
         self._datasets: dict[str, Dataset] = {}
         self._ready = False
         self.full_batch = False  # batch_size: full in effect (set in setup)
+
+    def state_dict(self) -> dict[str, Any]:
+        """In checkpoints (Lightning's key: the class name): the training file's absolute path and
+        fingerprint, so that `probing monitor` finds that file from any folder (``path`` is as given)."""
+        return {"path": os.path.abspath(self.path), "fingerprint": self.meta.get("fingerprint")}
 
     # -- linked into the model by the CLI --------------------------------------------------------
     @property

@@ -16,6 +16,7 @@ from probing.errors import ProbingError
 from probing.models import cache
 from probing.models.assemble import known_sha256, sha256_file
 from probing.models.builtin import BUILTIN_MODELS
+from probing.models.hub import offline_folder
 from probing.models.lookup import ModelParts, model_parts
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ class ModelSource:
 
     Args:
         config: a copy of the options it was resolved from.
-        where: the model folder, or the hub id.
+        where: the model folder, or the hub id (its cached snapshot folder when the hub is out of
+            reach).
         gguf: the GGUF file name inside ``where``, None for none.
         kind: ``builtin``, ``gguf`` (a file path), ``local`` (a folder) or ``hub``.
         sha256: SHA-256 of a local GGUF file ("" otherwise), hashed once here unless an assembled
@@ -90,6 +92,13 @@ class ModelSource:
     def gguf_path(self) -> str | None:
         """The local GGUF file, None for a hub model or a folder of weights."""
         return os.path.join(self.where, self.gguf) if self.gguf and self.kind != "hub" else None
+
+    @property
+    def cached_commit(self) -> str | None:
+        """The commit of a hub model loaded from its cached snapshot (``where`` is that folder)."""
+        return (
+            Path(self.where).name if self.kind == "hub" and self.where != self.config.name else None
+        )
 
     def load_error(self, err: Exception) -> ProbingError:
         """The one-line error for a model that cannot be loaded (``err`` from transformers or IO)."""
@@ -126,11 +135,14 @@ def resolve_model(cfg: ModelConfig | ModelSource) -> ModelSource:
     """Resolve ``cfg`` (a built-in name, GGUF file, folder or hub id) once; a source is returned as is.
 
     A local GGUF is hashed here (an assembled file's sidecar spares that), so call this once per
-    command and pass the result down.
+    command and pass the result down. A hub id out of reach (or with ``HF_HUB_OFFLINE``) resolves to
+    its cached snapshot folder, or fails here at once (:func:`probing.models.hub.offline_folder`).
     """
     if isinstance(cfg, ModelSource):
         return cfg
     where, gguf, kind = _locate(cfg)
+    if kind == "hub":
+        where = offline_folder(where, gguf, cfg.revision) or where
     source = ModelSource(dataclasses.replace(cfg), where, gguf, kind)
     path = source.gguf_path
     if path is None:
@@ -230,7 +242,7 @@ def load_model(model: ModelConfig | ModelSource, tokenizer: Any = None) -> Loade
     model.eval()
     model.requires_grad_(False)
     parts = model_parts(model)
-    commit = getattr(model.config, "_commit_hash", None)
+    commit = getattr(model.config, "_commit_hash", None) or source.cached_commit
     meta = {
         **identity,
         "model_revision": str(commit or identity["model_revision"]),

@@ -199,6 +199,7 @@ def monitor(
     """Run the monitor as configured; returns screenings, guarded answers or the evaluation report.
     ``lm`` skips loading the model (tests, notebooks); it is still checked against the probe."""
     _validate(cfg)
+    prompts = _read_sources(cfg)  # model-free checks first: the model load takes seconds to minutes
     probe = load_probe(cfg.ckpt, cfg.probe)
     scorer = Scorer(tuple(probe.class_names), cfg.positive, cfg.negative)
     if str(cfg.layer).strip().lower() == "auto" and default_split(probe) == "heldout":
@@ -222,10 +223,22 @@ def monitor(
             cfg.fpr,
             cal.tpr[cal.layers.index(layer)],
         )
-    prompts = [cfg.prompt] if cfg.prompt is not None else _load(cfg.prompts)
+    assert prompts is not None
     if cfg.generate:
         return guarded_generate(screener, prompts, cfg.max_new_tokens, cfg.refusal)
     return screener.screen(prompts)
+
+
+def _read_sources(cfg: MonitorConfig) -> list[str] | None:
+    """Every prompt source the run reads exists and parses (``--calibrate``, and ``--prompts`` of
+    ``--eval``; feature files are checked where they are read, without the model); returns the
+    prompts to screen (None with ``--eval``)."""
+    for source in (cfg.calibrate, cfg.prompts if cfg.eval else None):
+        if source is not None and not (isinstance(source, str) and is_feature_file(source)):
+            _load(source)
+    if cfg.eval:
+        return None
+    return [cfg.prompt] if cfg.prompt is not None else _load(cfg.prompts)
 
 
 def _load(source: str | list[PromptSource] | None) -> list[str]:

@@ -81,17 +81,34 @@ class LoadedProbe:
         return logits.float().softmax(-1)
 
 
-def _resolve_data_path(value: str | None, ckpt: Path) -> Path | None:
-    """The training feature file: as recorded, else relative to a folder above the checkpoint."""
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_absolute():
-        for parent in ckpt.resolve().parents:
-            if (parent / path).is_file():
-                return parent / path
+# where Lightning keeps ActivationDataModule.state_dict() in a checkpoint (its class name)
+DATA_STATE_KEY = "ActivationDataModule"
+
+
+def _resolve_data_path(raw: dict[str, Any], ckpt: Path) -> Path | None:
+    """The training feature file: the absolute path `probing fit` recorded, else the path as given
+    to it, relative to each folder above the checkpoint and then to the current folder. A file
+    whose fingerprint differs from the recorded one is another file of that name: skipped."""
+    state = raw.get(DATA_STATE_KEY) or {}
+    value = (raw.get("datamodule_hyper_parameters") or {}).get("path")
+    candidates = [Path(state["path"])] if state.get("path") else []
+    if value:
+        given = Path(value).expanduser()
+        if not given.is_absolute():
+            candidates += [parent / given for parent in ckpt.resolve().parents]
+        candidates.append(given)
+    want, seen = state.get("fingerprint"), set()
+    for path in candidates:
+        if os.path.abspath(path) in seen or not path.is_file():
+            continue
+        seen.add(os.path.abspath(path))
+        try:
+            found = read_meta(path).get("fingerprint") if want else want
+        except ProbingError:
+            found = None
+        if found == want:
+            return path
+        log.warning("%s is not the training file of %s (another fingerprint); skipped", path, ckpt)
     return None
 
 
@@ -101,7 +118,7 @@ def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe
     raw = read_checkpoint(path, "--ckpt")  # weights_only: tensors and plain data, no pickled code
     module = probe_from_checkpoint(raw, path, "--ckpt")
     data_hp = dict(raw.get("datamodule_hyper_parameters") or {})
-    data_path = _resolve_data_path(data_hp.get("path"), path)
+    data_path = _resolve_data_path(raw, path)
     names = list(module.heads)
     if probe is None:
         probe = names[0]

@@ -1,7 +1,8 @@
 """Probe LightningModules: all-layer heads (from ``heads.py``) plus loss, metrics and logging.
 
 ``LinearProbe``, ``MLPProbe`` and ``LinearMLPProbe`` (both in one run) share :class:`ProbeModule`. The
-loss is the sum over layers (and probes) of each head's mean cross-entropy. Per-layer metrics are
+loss is the sum over layers (and probes) of each head's mean cross-entropy; ``train/val/test/loss`` log
+its mean over the heads (one head's cross-entropy, whatever the layer count). Per-layer metrics are
 computed once per epoch, vectorised over layers, and logged as ``val/acc/layer_07`` (with a probe
 prefix, ``val/linear/acc/layer_07``, when a module holds several probes). The best layer is chosen on
 validation accuracy only. At test time the run directory receives ``per_layer_metrics.csv``/``.json``,
@@ -144,6 +145,12 @@ class ProbeModule(L.LightningModule):
         target = y[:, None].expand(-1, logits.shape[1])
         return F.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(0)
 
+    def _log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
+        """``<stage>/loss``, the mean over heads (one head's cross-entropy); the objective is the sum."""
+        mean = loss.detach() / (len(self.layers) * len(self.heads))
+        self.log(f"{stage}/loss", mean, prog_bar=stage != "test", on_step=False, on_epoch=True,
+                 batch_size=batch_size, sync_dist=stage != "train")  # fmt: skip
+
     def _step(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y, _ = batch
         logits = self(x)
@@ -162,14 +169,7 @@ class ProbeModule(L.LightningModule):
         if self.full_batch:
             return self._fit_full_batch(batch)
         loss, _ = self._step(batch)
-        self.log(
-            "train/loss",
-            loss,
-            prog_bar=True,
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(batch[1]),
-        )
+        self._log_loss("train", loss, len(batch[1]))
         return loss
 
     def _fit_full_batch(self, batch: Any) -> torch.Tensor:
@@ -192,7 +192,7 @@ class ProbeModule(L.LightningModule):
         self.trainer.should_stop = True  # everything is fitted: one epoch, then validation
         with torch.no_grad():
             loss, _ = self._step(batch)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self._log_loss("train", loss, len(y))
         return loss
 
     def _eval_step(self, batch: Any, stage: str) -> torch.Tensor:
@@ -200,7 +200,7 @@ class ProbeModule(L.LightningModule):
         y = batch[1]
         for name, out in logits.items():
             self.metrics[f"{stage}_{name}"].update(out.log_softmax(-1), y)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(y), sync_dist=True)
+        self._log_loss(stage, loss, len(y))
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -27,12 +27,26 @@ def wandb_mode(environ: Mapping[str, str] | None = None) -> str | None:
     return "offline"
 
 
-def set_wandb_mode(loggers: Sequence[Any], mode: str | None) -> None:
-    """Give each W&B logger's run ``mode`` (unless its config names one) before its run starts."""
+def set_wandb_mode(
+    loggers: Sequence[Any], mode: str | None, environ: Mapping[str, str] | None = None
+) -> None:
+    """Give each W&B logger's run ``mode`` (unless its config names one) before its run starts.
+
+    The run is also made quiet (no run history and summary tables at the end; the metrics files
+    and the command's own summary say the same) unless the logger's config gives ``settings`` or
+    ``WANDB_QUIET``/``WANDB_SILENT`` is set (``WANDB_QUIET=false`` brings the tables back)."""
+    env = os.environ if environ is None else environ
+    quiet = not (env.get("WANDB_QUIET") or env.get("WANDB_SILENT"))
     for lg in loggers:
         init = getattr(lg, "_wandb_init", None)  # WandbLogger's keyword arguments of wandb.init
-        if mode is not None and isinstance(init, dict) and init.get("mode") is None:
+        if not isinstance(init, dict):
+            continue
+        if mode is not None and init.get("mode") is None:
             init["mode"] = mode
+        if quiet and init.get("settings") is None:
+            init["settings"] = {"quiet": True}
+        if init.get("anonymous", "") is None:  # Lightning passes None; wandb warns about the key
+            del init["anonymous"]
 
 
 def run_dir(trainer: L.Trainer) -> Path:

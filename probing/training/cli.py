@@ -28,6 +28,7 @@ from probing.probes import wandb_utils
 from probing.probes.checkpoint import probe_class, read_checkpoint
 from probing.probes.linked import LINKED
 from probing.probes.module import ProbeModule
+from probing.training.summary import best_layers, fit_summary
 
 log = logging.getLogger(__name__)
 NEEDS_CHECKPOINT = ("validate", "test", "predict")
@@ -190,19 +191,22 @@ class ProbingCLI(LightningCLI):
             raise KeyboardInterrupt from None
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True):
-            return
         ckpt = self.trainer.checkpoint_callback
-        ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
-        # no Lightning results table (~8 rows per layer and head): the report logs the best layers
-        # and where the per-layer and per-source tables landed
-        self.trainer.test(
-            self.model,
-            datamodule=self.datamodule,
-            ckpt_path=ckpt_path,
-            weights_only=True,
-            verbose=False,
-        )
+        best_ckpt = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+        if self.config[self.subcommand].get("test_after_fit", True):
+            # no Lightning results table (~8 rows per layer and head): the report logs the best
+            # layers and where the per-layer and per-source tables landed
+            self.trainer.test(
+                self.model,
+                datamodule=self.datamodule,
+                ckpt_path="best" if best_ckpt else None,
+                weights_only=True,
+                verbose=False,
+            )
+        directory = wandb_utils.run_dir(self.trainer)  # a collective: on every rank
+        if self.trainer.is_global_zero:
+            best = best_layers(directory, self.model.best_layers())
+            log.info("%s", fit_summary(directory, best, best_ckpt or None))
 
 
 def _resume_in_own_run(cfg: Any) -> None:
@@ -254,6 +258,8 @@ def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
             save_config_callback=ProbingSaveConfig,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=42,
+            # Lightning's parameter table says little about L heads; --trainer.enable_model_summary true
+            trainer_defaults={"enable_model_summary": False},
             parser_kwargs={"prog": "probing"},
             args=list(argv),
             run=run,

@@ -1,0 +1,96 @@
+"""What `probing fit` shows by default: no Lightning parameter table, no W&B history tables, and a
+closing summary (run folder, best layer per probe, files); losses logged as one head's mean."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
+
+from probing.cli import main
+from probing.probes.wandb_utils import set_wandb_mode
+from probing.training.cli import build_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+LINEAR = str(ROOT / "configs" / "probe" / "linear.yaml")
+LINEAR_MLP = str(ROOT / "configs" / "probe" / "linear_mlp.yaml")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def feat(workdir):
+    return str(make_feature_file(workdir / "feat.h5", n=240, num_layers=4, hidden_size=8,
+                                 separability=[0.3, 1.0, 2.0, 4.0], seed=5))  # fmt: skip
+
+
+def test_fit_ends_with_a_summary_without_tables(workdir, feat, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_SILENT", raising=False)  # W&B's own output as a user sees it
+    monkeypatch.delenv("WANDB_QUIET", raising=False)
+    argv = ["fit", "--config", LINEAR_MLP, "--data.path", feat, "--trainer.max_epochs", "2"]
+    assert main([*argv, "--trainer.enable_progress_bar", "false"]) == 0
+    out, err = capsys.readouterr()
+    assert "Trainable params" not in out + err  # Lightning's model summary is off by default
+    assert "Run history" not in out + err and "Run summary" not in out + err  # W&B is quiet
+    (run,) = (workdir / "runs" / "probing").iterdir()
+    tail = err[err.index("I probing.training.cli: done: run folder") :].splitlines()
+    assert tail[0].endswith(f"done: run folder {Path('runs') / 'probing' / run.name}")
+    assert tail[1].startswith("  linear: best layer on val 3 (val acc ")
+    assert "test acc" in tail[1] and tail[2].startswith("  mlp: best layer on val 3")
+    assert tail[3].startswith("  files: per_layer_metrics.csv, per_layer_metrics.json")
+    assert "accuracy_per_layer.png" in tail[3] and "config.yaml" in tail[3]
+    assert tail[4].startswith("  best checkpoint: ") and tail[4].endswith(".ckpt")
+    assert Path(tail[4].split(": ", 1)[1]).is_file()
+    assert len(tail) == 5  # the summary is the last thing written
+
+
+def test_summary_without_test(workdir, feat, caplog):
+    caplog.set_level(logging.INFO)
+    argv = ["fit", "--config", LINEAR, "--data.path", feat, "--test_after_fit", "false"]
+    assert main([*argv, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]) == 0
+    summary = caplog.text[caplog.text.index("done: run folder") :]
+    assert "linear: best layer on val 3 (val acc " in summary and "test acc" not in summary
+    assert "files: config.yaml" in summary
+
+
+def test_logged_loss_is_the_mean_over_layers_and_probes(workdir, feat):
+    cli = build_cli(
+        ["fit", "--config", LINEAR_MLP, "--data.path", feat, "--trainer.max_epochs", "2"]
+        + ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+        + ["--test_after_fit", "false"]
+    )
+    model, dm = cli.model, cli.datamodule
+    with torch.no_grad():
+        ((x, y, _),) = list(dm.val_dataloader())  # full batch: one batch
+        per_head = torch.stack([model.layer_losses(out, y) for out in model(x).values()])
+    assert per_head.shape == (2, 4)  # linear and mlp, 4 layers
+    logged = float(cli.trainer.callback_metrics["val/loss"])
+    assert logged == pytest.approx(float(per_head.mean()), rel=1e-5)
+    assert logged < math.log(2)  # one head's cross-entropy, not the sum of eight
+
+
+def wandb_logger(**init):
+    return SimpleNamespace(_wandb_init={"mode": None, "anonymous": None, **init})
+
+
+def test_wandb_runs_are_quiet_unless_asked():
+    default, configured = wandb_logger(), wandb_logger(settings={"quiet": False})
+    set_wandb_mode([default, configured], "offline", environ={})
+    assert default._wandb_init == {"mode": "offline", "settings": {"quiet": True}}
+    assert configured._wandb_init["settings"] == {"quiet": False}
+    loud = wandb_logger()
+    set_wandb_mode([loud], None, environ={"WANDB_QUIET": "false"})
+    assert loud._wandb_init == {"mode": None}
