@@ -227,7 +227,8 @@ def probe_metrics(
             "trainer.enable_model_summary": False,
         },
     )
-    rows = [r for r in read_metrics(directory) if r["split"] == "test"]
+    # the grid is per layer: the text baseline (no layer) stays in the probe run's own report
+    rows = [r for r in read_metrics(directory) if r["split"] == "test" and r["layer"] is not None]
     return [{**r, "probe": f"probe-{r['probe']}"} for r in rows]  # apart from the weak `mlp`
 
 
