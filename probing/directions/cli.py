@@ -122,27 +122,11 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
 
 
 def _log_wandb(cfg: DirectionsConfig, result: Directions, png: Path) -> None:
-    import wandb
+    from probing.probes.wandb_utils import log_standalone
 
-    from probing.probes.wandb_utils import wandb_mode
-
-    run = wandb.init(
-        project=cfg.wandb_project,
-        dir=cfg.output,
-        job_type="directions",
-        config=asdict(cfg),
-        mode=wandb_mode(),
-    )
-    try:
-        cols, data = report.table(result)
-        run.log(
-            {
-                "directions": wandb.Table(columns=cols, data=data),
-                "directions_heatmap": wandb.Image(str(png)),
-            }
-        )
-    finally:
-        run.finish()
+    tables = {"directions": (report.columns(result), report.rows(result))}
+    log_standalone(cfg.wandb_project, cfg.output, "directions", asdict(cfg), tables,
+                   {"directions_heatmap": png})  # fmt: skip
 
 
 def parse(argv: list[str]) -> DirectionsConfig:

@@ -141,9 +141,3 @@ def sentences(result: Directions) -> list[str]:
             f"{result.test_positives[s]} positive)"
         )
     return out
-
-
-def table(result: Directions) -> tuple[list[str], list[list[Any]]]:
-    """The CSV's columns and rows as plain values (for a W&B table)."""
-    cols = columns(result)
-    return cols, [[r.get(c) for c in cols] for r in rows(result)]

@@ -182,32 +182,14 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
 def _log_wandb(
     cfg: GeneralizeConfig, rows: list[dict[str, Any]], png: Path, above: list[dict[str, Any]]
 ) -> None:
-    import wandb
+    from probing.probes.wandb_utils import log_standalone
 
-    from probing.probes.wandb_utils import wandb_mode
-
-    run = wandb.init(
-        project=cfg.wandb_project,
-        dir=cfg.output,
-        job_type="generalize",
-        config=vars(cfg),
-        mode=wandb_mode(),
-    )
-    try:
-        cols, words = list(report.COLUMNS), list(above_words.COLUMNS)
-        payload = {
-            "generalization": wandb.Table(
-                columns=cols, data=[[r.get(c) for c in cols] for r in rows]
-            ),
-            "generalization_heatmap": wandb.Image(str(png)),
-        }
-        if above:
-            payload["above_words"] = wandb.Table(
-                columns=words, data=[[r.get(c) for c in words] for r in above]
-            )
-        run.log(payload)
-    finally:
-        run.finish()
+    tables = {
+        "generalization": (report.COLUMNS, rows),
+        "above_words": (above_words.COLUMNS, above),
+    }
+    log_standalone(cfg.wandb_project, cfg.output, "generalize", vars(cfg), tables,
+                   {"generalization_heatmap": png})  # fmt: skip
 
 
 def _feature_list(argv: list[str]) -> list[str]:

@@ -97,3 +97,30 @@ def log_image(trainer: L.Trainer, key: str, path: str | os.PathLike) -> None:
         return
     for lg in wandb_loggers(trainer):
         lg.log_image(key=key, images=[str(path)])
+
+
+def log_standalone(
+    project: str,
+    directory: str | os.PathLike,
+    job_type: str,
+    config: dict[str, Any],
+    tables: Mapping[str, tuple[Sequence[str], Sequence[dict[str, Any]]]],
+    images: Mapping[str, str | os.PathLike],
+) -> None:
+    """One W&B run of a command without a trainer (``generalize``, ``directions``): its config, each
+    table (``name: (columns, rows as dicts)``; empty ones skipped) and each image, then finished."""
+    import wandb
+
+    run = wandb.init(
+        project=project, dir=str(directory), job_type=job_type, config=config, mode=wandb_mode()
+    )
+    try:
+        payload: dict[str, Any] = {
+            name: wandb.Table(columns=list(cols), data=[[r.get(c) for c in cols] for r in rows])
+            for name, (cols, rows) in tables.items()
+            if rows
+        }
+        payload.update({name: wandb.Image(str(path)) for name, path in images.items()})
+        run.log(payload)
+    finally:
+        run.finish()
