@@ -336,6 +336,7 @@ def alignment_side(demo: Demo) -> None:
         lambda: sweep(
             GraftConfig(
                 features=str(feats),
+                source="paired",
                 limit=cfg.graft_prompts,
                 layer_stride=cfg.graft_stride,
                 max_new_tokens=cfg.max_new_tokens,

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import probing
 from probing.errors import ProbingError
 from probing.features.info import summarize
+from probing.generation.intervals import shown, wilson
+from probing.grafting.summary import sentence
 
 if TYPE_CHECKING:
     from probing.demo import Demo
@@ -102,7 +104,10 @@ Share of prompts a probe trained on normal vs malicious flags as malicious, per 
 
 def _rates(folder: Path) -> str:
     summary = json.loads((folder / "refusal_summary.json").read_text())["classes"]
-    return ", ".join(f"{c} {v['rate']:.0%} of {v['n']}" for c, v in summary.items())
+    return ", ".join(
+        f"{c} {shown(v['rate'], *wilson(v['refused'], v['n']))} of {v['n']}"
+        for c, v in summary.items()
+    )
 
 
 def _aligned_enough(folder: Path) -> str:
@@ -120,20 +125,7 @@ def alignment_report(demo: Demo, name: str, out: Path) -> None:
     rates = _rates(out / "refusal")
     with open(out / "graft" / "graft_summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    base = next(r for r in rows if r["condition"] == "ungrafted")
-    grafted = [r for r in rows if r["condition"] == "grafted"]
-    drops = [r for r in grafted if float(r["refusal_rate"]) < float(base["refusal_rate"]) - 0.1]
-    if drops:
-        verdict = (
-            "Grafting the normal-class mean state lowers the refusal rate at layers "
-            + ", ".join(f"{r['layer']} ({float(r['refusal_rate']):.0%})" for r in drops)
-            + f", against {float(base['refusal_rate']):.0%} ungrafted."
-        )
-    else:
-        verdict = (
-            f"Grafting the normal-class mean state does not lower the refusal rate by more than 10 points at "
-            f"any grafted layer here (ungrafted: {float(base['refusal_rate']):.0%})."
-        )
+    verdict = sentence(rows, "the states of paired normal prompts (the paper's way)")
     demo.sections.append(
         f"""## Alignment side: {name}
 
@@ -152,7 +144,7 @@ Refusal rate with greedy decoding (keyword judge): {rates}.
 
 ![graft]({_rel(demo, out / "graft" / "graft_sweep.png")})
 
-{_table(out / "graft" / "graft_summary.csv", ["condition", "layer", "n", "refusal_rate", "affirmative_first_rate", "negative_top1_rate", "mean_kl"], limit=100)}
+{_table(out / "graft" / "graft_summary.csv", ["condition", "layer", "n", "refusal_rate", "refusal_low", "refusal_high", "refusal_change", "change_low", "change_high", "affirmative_first_rate", "mean_kl"], limit=100)}
 
 Continuations in `alignment/graft/graft_results.csv` are truncated to 60 characters.
 """

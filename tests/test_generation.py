@@ -124,9 +124,13 @@ def test_summarize_and_table():
     labels = ["mal", "mal", "mal", "ok", "ok"]
     verdicts = ["refusal", "refusal", "compliance", "unclear", "refusal"]
     summary = summarize(labels, verdicts, ["mal", "ok", "empty"])
-    assert summary["mal"] == {"n": 3, "refused": 2, "rate": 2 / 3, "complied": 1, "unclear": 0}
+    mal = dict(summary["mal"])
+    low, high = mal.pop("low"), mal.pop("high")
+    assert mal == {"n": 3, "refused": 2, "rate": 2 / 3, "complied": 1, "unclear": 0}
+    assert low == pytest.approx(0.2077, abs=1e-4) and high == pytest.approx(0.9385, abs=1e-4)
     assert summary["ok"]["rate"] == 0.5 and summary["empty"]["n"] == 0
-    assert "66.7%" in table(summary)
+    assert summary["empty"]["low"] is None
+    assert "66.7%  21%–94%" in table(summary) and "n/a" in table(summary)
 
 
 @pytest.fixture
@@ -166,6 +170,8 @@ def test_refusal_counts_and_truncates(tmp_path, prompt_files, monkeypatch):
         "n": 3,
         "refused": 0,
         "rate": 0.0,
+        "low": 0.0,
+        "high": pytest.approx(0.5615, abs=1e-4),  # Wilson 95 % of 0 / 3
         "complied": 1,
         "unclear": 2,
     }

@@ -13,8 +13,9 @@ from probing.errors import ProbingError
 from probing.features import FeatureFile
 from probing.features.extract import ExtractConfig, extract
 from probing.generation.judge import KeywordJudge
+from probing.grafting.donors import check_same_model, class_rows, target_sequences
 from probing.grafting.run import GraftConfig, donors, plot, write
-from probing.grafting.sweep import GraftSweep, check_same_model, class_rows, target_sequences
+from probing.grafting.sweep import GraftSweep
 from probing.prompts import PromptSource
 
 
@@ -199,9 +200,10 @@ def test_jailbreak_transfer_counts_flags(setup, tmp_path):
         flagged_share(probe, ff, ["nope"])
 
 
-def one_at_a_time(lm, seqs, layer, donor, n):
+def one_at_a_time(lm, seqs, layer, donor, n, position=-1):
     """The reference: each prompt alone, unpadded — states and logits from the extraction reader,
-    continuation from ``generate`` — with the graft hook over the whole prompt."""
+    continuation from ``generate`` — with the graft hook over the whole prompt (at ``position``;
+    a donor ``[N, D]`` has one row per prompt)."""
     from contextlib import nullcontext
 
     from probing.features.activations import ActivationReader
@@ -210,10 +212,11 @@ def one_at_a_time(lm, seqs, layer, donor, n):
 
     reader = ActivationReader(lm, "last")
     hidden, logits, tokens = [], [], []
-    for s in seqs:
-        with nullcontext() if layer is None else graft(lm.parts, layer, donor):
+    for i, s in enumerate(seqs):
+        mine = donor[i] if donor is not None and donor.ndim == 2 else donor
+        with nullcontext() if layer is None else graft(lm.parts, layer, mine, position):
             out = reader([s], logits=True)
-        with nullcontext() if layer is None else graft(lm.parts, layer, donor):
+        with nullcontext() if layer is None else graft(lm.parts, layer, mine, position):
             tokens += generate(lm, [s], n, batch_size=1).token_ids
         hidden.append(out.hidden[:, :, 0])
         logits.append(out.logits)

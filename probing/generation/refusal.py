@@ -21,6 +21,7 @@ import probing
 from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.generation.generate import generate
+from probing.generation.intervals import wilson
 from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.prompts.render import Template, render
@@ -83,7 +84,8 @@ def _validate(cfg: RefusalConfig) -> None:
 def summarize(
     labels: list[str], verdicts: list[str], order: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Per class: n, refused, rate (refused / n), complied, unclear."""
+    """Per class: n, refused, rate (refused / n) with its Wilson 95 % interval (low, high),
+    complied, unclear."""
     out: dict[str, dict[str, Any]] = {}
     for name in order:
         mine = [v for lab, v in zip(labels, verdicts, strict=True) if lab == name]
@@ -92,6 +94,8 @@ def summarize(
             "n": len(mine),
             "refused": refused,
             "rate": refused / len(mine) if mine else 0.0,
+            "low": wilson(refused, len(mine))[0] if mine else None,
+            "high": wilson(refused, len(mine))[1] if mine else None,
             "complied": mine.count("compliance"),
             "unclear": mine.count("unclear"),
         }
@@ -100,9 +104,10 @@ def summarize(
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
     width = max([5, *map(len, summary)])
-    lines = [f"{'class':<{width}}  {'n':>5}  {'refused':>7}  {'rate':>6}"]
+    lines = [f"{'class':<{width}}  {'n':>5}  {'refused':>7}  {'rate':>6}  95% interval"]
     for name, s in summary.items():
-        lines.append(f"{name:<{width}}  {s['n']:>5}  {s['refused']:>7}  {s['rate']:>6.1%}")
+        span = f"{s['low']:.0%}–{s['high']:.0%}" if s["n"] else "n/a"
+        lines.append(f"{name:<{width}}  {s['n']:>5}  {s['refused']:>7}  {s['rate']:>6.1%}  {span}")
     return "\n".join(lines)
 
 

@@ -17,14 +17,18 @@ import torch
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
-from probing.grafting.sweep import (
-    GraftSweep,
-    SweepResult,
+from probing.grafting.donors import (
     check_same_model,
     class_mean,
     class_rows,
+    graft_position,
+    paired_rows,
+    row_states,
+    sample,
     target_sequences,
 )
+from probing.grafting.summary import add_intervals
+from probing.grafting.sweep import GraftSweep, SweepResult
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
 
@@ -38,11 +42,14 @@ class GraftConfig:
     Args:
         features: feature file of the model to graft (donor states and target prompts come from it).
         model: the model; default: the feature file's model as it was extracted.
-        source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, or a
-            ``vector`` file (.npy, ``[D]`` or ``[layers, D]``).
-        source_class: class whose mean state is grafted (``source: class_mean``).
+        source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, a
+            ``vector`` file (.npy, ``[D]`` or ``[layers, D]``), or ``paired`` (the paper's way:
+            each target prompt gets the state of its own prompt of ``source_class``, a seeded draw).
+        source_class: class whose states are grafted (``source: class_mean`` or ``paired``).
         source_row: row of the feature file whose states are grafted (``source: row``).
         vector: .npy file with the donor (``source: vector``).
+        position: the prompt token grafted, by its stored name: ``last`` (the paper's), or ``inst``
+            / ``post_j`` of a ``--positions template`` file; donors are read at the same position.
         target_class: class of the prompts grafted into.
         jailbreak_class: class of real jailbreak prompts for comparison (skipped if not in the file).
         limit: prompts per class (a seeded sample).
@@ -63,10 +70,11 @@ class GraftConfig:
 
     features: str
     model: ModelConfig | None = None
-    source: Literal["class_mean", "row", "vector"] = "class_mean"
+    source: Literal["class_mean", "row", "vector", "paired"] = "class_mean"
     source_class: str = "normal"
     source_row: int = 0
     vector: str | None = None
+    position: str = "last"
     target_class: str = "malicious"
     jailbreak_class: str | None = "jailbreak"
     limit: int = 40
@@ -83,21 +91,23 @@ class GraftConfig:
     output: str = "runs/graft"
 
 
-def _sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    if len(rows) <= limit:
-        return rows
-    return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
-
-
-def donors(cfg: GraftConfig, ff: FeatureFile) -> torch.Tensor:
+def donors(
+    cfg: GraftConfig, ff: FeatureFile, position: int = -1, targets: int | None = None
+) -> torch.Tensor:
+    """The donor states: ``[L, D]``, ``[D]``, or ``[targets, L, D]`` for ``paired``."""
     if cfg.source == "class_mean":
-        return class_mean(ff, cfg.source_class)
+        return class_mean(ff, cfg.source_class, position)
+    if cfg.source == "paired":
+        pool = class_rows(ff, cfg.source_class)
+        return row_states(ff, paired_rows(pool, targets or len(pool), cfg.seed), position)
     if cfg.source == "row":
         if not 0 <= cfg.source_row < ff.num_rows:
             raise ProbingError(
                 f"--source_row {cfg.source_row} is out of range: {ff.path} has rows 0..{ff.num_rows - 1}"
             )
-        return torch.from_numpy(ff.layers(rows=cfg.source_row)).reshape(ff.num_layers, -1)
+        return torch.from_numpy(ff.layers(position=position, rows=cfg.source_row)).reshape(
+            ff.num_layers, -1
+        )
     if not cfg.vector:
         raise ProbingError("--source vector needs --vector FILE.npy")
     try:
@@ -164,19 +174,20 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
                 f"--layers {layer} is out of range: {ff.path} has layers 0..{ff.num_layers - 1} "
                 "(0 = embeddings); fix --layers"
             )
-    targets = _sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
+    position, tail = graft_position(ff, cfg.position)
+    targets = sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
     probe = probe if probe is not None else load_probe(cfg.probe_ckpt, ff)
-    donor = donors(cfg, ff)
+    donor = donors(cfg, ff, position, len(targets))
     _check_writable(Path(cfg.output))
     if lm is None:
         model_cfg = cfg.model or file_model_config(ff.meta)
         lm = load_model(model_cfg)
     check_same_model(ff, lm)
-    seqs, prompts = target_sequences(ff, targets, lm.tokenizer)
+    seqs, prompts = target_sequences(ff, targets, lm.tokenizer, tail)
     jb: list[list[int]] = []
     if cfg.jailbreak_class and cfg.jailbreak_class in ff.label_names:
-        jb_rows = _sample(class_rows(ff, cfg.jailbreak_class), cfg.limit, cfg.seed)
-        jb, _ = target_sequences(ff, jb_rows, lm.tokenizer)
+        jb_rows = sample(class_rows(ff, cfg.jailbreak_class), cfg.limit, cfg.seed)
+        jb, _ = target_sequences(ff, jb_rows, lm.tokenizer, tail)
     positive = 1
     if probe is not None and cfg.positive_class in getattr(probe, "class_names", []):
         positive = probe.class_names.index(cfg.positive_class)
@@ -190,7 +201,8 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
         probe=probe,
         positive_class=positive,
     )
-    result = runner.run(seqs, prompts, layers, donor, jb)
+    result = runner.run(seqs, prompts, layers, donor, jb, tail)
+    add_intervals(result)
     write(cfg, result, lm)
     return result
 
@@ -229,15 +241,23 @@ def plot(summary: list[dict[str, Any]], path: Path, title: str = "") -> None:
         metrics.append(("probe_flip_rate", "probe flip rate (later layers)"))
     fig, axes = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
     for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
-        ax.plot(layers, [s[key] for s in grafted], marker="o", ms=3, label="grafted")
+        values = [s[key] for s in grafted]
+        ax.plot(layers, values, marker="o", ms=3, label="grafted")
+        if key == "refusal_rate" and grafted and "refusal_low" in grafted[0]:
+            ax.fill_between(
+                layers,
+                [s["refusal_low"] for s in grafted],
+                [s["refusal_high"] for s in grafted],
+                alpha=0.2,
+                label="95 % interval",
+            )
         for name, style in (("ungrafted", "--"), ("jailbreak", ":")):
             if name in refs and refs[name][key] != "" and key != "mean_kl":
-                ax.axhline(
-                    refs[name][key],
-                    ls=style,
-                    color="grey" if name == "ungrafted" else "red",
-                    label=name,
-                )
+                color = "grey" if name == "ungrafted" else "red"
+                ax.axhline(refs[name][key], ls=style, color=color, label=name)
+                if key == "refusal_rate" and "refusal_low" in refs[name]:
+                    low, high = refs[name]["refusal_low"], refs[name]["refusal_high"]
+                    ax.axhspan(low, high, color=color, alpha=0.08)
         ax.set_xlabel("grafted layer (0 = embeddings)")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)

@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from probing.errors import ProbingError
-from probing.features.identity import loaded_model_identity, model_mismatch, shown
-from probing.features.store import FeatureFile
 from probing.generation.generate import (
     Prefilled,
     greedy_continue,
@@ -33,7 +31,6 @@ from probing.grafting.hooks import check_graft, graft
 from probing.models.batching import cache_arg_name, cache_of
 from probing.models.load import LoadedModel
 from probing.models.lookup import ModelParts
-from probing.prompts.render import tokenize_rendered
 
 log = logging.getLogger(__name__)
 TRUNCATE = 60  # characters of a continuation kept in reports (never store whole answers)
@@ -45,41 +42,6 @@ EmotionFn = Callable[[str], str]  # token string -> "negative" | "positive" | "n
 class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # per prompt and condition
     summary: list[dict[str, Any]] = field(default_factory=list)  # per condition
-
-
-def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:
-    """Grafting needs donor states from the model being grafted."""
-    meta = ff.meta
-    mine = loaded_model_identity(lm)
-    diff = model_mismatch(meta, mine)
-    if diff is not None:
-        key, want, found = diff
-        raise ProbingError(
-            f"{ff.path} holds states of model {meta.get('model')!r} ({ff.num_layers} layers × "
-            f"{ff.hidden_size}), but the loaded model is {mine['model']!r} ({mine['num_layers']} × "
-            f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); extract features with "
-            "the model you graft, or set --model.name to the file's model"
-        )
-    if meta.get("positions") != "last":
-        raise ProbingError(
-            f"{ff.path} stores positions={meta.get('positions')!r}; grafting replaces the last prompt "
-            "token's state, so extract donors with --positions last"
-        )
-
-
-def class_rows(ff: FeatureFile, name: str, option: str = "--source_class") -> np.ndarray:
-    names = ff.label_names
-    if name not in names:
-        raise ProbingError(
-            f"{option} {name!r} is not a class of {ff.path} (its classes: {', '.join(names)})"
-        )
-    return np.flatnonzero(ff.labels == names.index(name))
-
-
-def class_mean(ff: FeatureFile, name: str) -> torch.Tensor:
-    """Mean last-token state ``[L, D]`` of a class, every layer."""
-    rows = class_rows(ff, name)
-    return torch.from_numpy(np.stack([ff.layer(i)[rows].mean(0) for i in range(ff.num_layers)]))
 
 
 def _emotion_first(tokenizer: Any, ids: list[int], emotion: EmotionFn) -> str:
@@ -101,7 +63,17 @@ def _probe_positive(
     return (pred == positive).mean(1)
 
 
-Graft = tuple[int | None, torch.Tensor | None]  # (layer, donor [D]); (None, None): ungrafted
+Graft = tuple[
+    int | None, torch.Tensor | None
+]  # (layer, donor [D] or [N, D]); (None, None): ungrafted
+
+
+def _for_rows(g: Graft, rows: Sequence[int]) -> Graft:
+    """A graft restricted to some prompts: paired donors ``[N, D]`` keep those prompts' rows."""
+    layer, donor = g
+    if donor is None or donor.ndim == 1:
+        return g
+    return layer, donor[list(rows)]
 
 
 @dataclass
@@ -132,10 +104,11 @@ def capture_last_states(parts: ModelParts) -> Iterator[list[torch.Tensor | None]
 class GraftSweep:
     """Runs conditions (ungrafted, grafted at each layer) over batches of token sequences.
 
-    The graft replaces the last prompt token's state, so everything before that token is the same
-    in every condition: each prompt batch's prefix (all tokens but the last) runs once, its KV cache
-    is repeated for the conditions, and the last token of every condition runs in one forward pass
-    (each condition's graft on its own rows), followed by greedy decoding of all of them together.
+    The graft replaces one prompt token's state — the ``tail``-th from the end (1: the last) — so
+    everything before that token is the same in every condition: each prompt batch's prefix (all
+    tokens before the tail) runs once, its KV cache is repeated for the conditions, and the tail of
+    every condition runs in one forward pass (each condition's graft on its own rows), followed by
+    greedy decoding of all of them together.
     ``batch_size`` prompts are prefilled per pass (length-sorted), and up to ``rows_per_pass``
     prompt × condition rows decode together.
     """
@@ -170,10 +143,19 @@ class GraftSweep:
         out = self.conditions(seqs, [(layer, donor)])[0]
         return out.hidden, out.logits, out.texts, out.first_ids
 
-    def conditions(self, seqs: Sequence[Sequence[int]], grafts: Sequence[Graft]) -> list[Outcome]:
-        """Every graft of ``grafts`` over all of ``seqs`` (one :class:`Outcome` per graft)."""
-        if any(len(s) == 0 for s in seqs):
-            raise ProbingError("every grafted prompt needs at least one token")
+    def conditions(
+        self, seqs: Sequence[Sequence[int]], grafts: Sequence[Graft], tail: int = 1
+    ) -> list[Outcome]:
+        """Every graft of ``grafts`` over all of ``seqs`` (one :class:`Outcome` per graft), grafted
+        at the ``tail``-th token from the end. A donor ``[D]`` goes into every prompt; ``[N, D]``
+        has one row per prompt of ``seqs`` (paired donors)."""
+        if tail < 1 or any(len(s) < tail for s in seqs):
+            raise ProbingError(f"every grafted prompt needs at least {max(tail, 1)} token(s)")
+        for layer, donor in grafts:
+            if donor is not None and donor.ndim == 2 and donor.shape[0] != len(seqs):
+                raise ProbingError(
+                    f"{donor.shape[0]} paired donor states for {len(seqs)} prompts at layer {layer}"
+                )
         n = len(seqs)
         order = sorted(range(n), key=lambda i: -len(seqs[i]))
         per_group = max(1, self.rows_per_pass // len(grafts))  # prompts decoded together
@@ -182,7 +164,7 @@ class GraftSweep:
         tokens: list[list[list[int]]] = [[[] for _ in range(n)] for _ in grafts]
         for lo in range(0, n, per_group):
             group = order[lo : lo + per_group]
-            heads = [seqs[i][:-1] for i in group]
+            heads = [seqs[i][: len(seqs[i]) - tail] for i in group]
             at = 0
             for prefix in prefill_batches(self.lm, heads, self.batch_size):
                 rows = group[at : at + prefix.rows]
@@ -193,7 +175,11 @@ class GraftSweep:
                     last = g + per_pass >= len(grafts)
                     cache = prefix.cache if last else copy.deepcopy(prefix.cache)
                     out = self._pass(
-                        [seqs[i] for i in rows], prefix, cache, [grafts[k] for k in chunk]
+                        [seqs[i] for i in rows],
+                        prefix,
+                        cache,
+                        [_for_rows(grafts[k], rows) for k in chunk],
+                        tail,
                     )
                     for j, k in enumerate(chunk):
                         for r, i in enumerate(rows):
@@ -215,28 +201,38 @@ class GraftSweep:
 
     @torch.inference_mode()
     def _pass(
-        self, seqs: list[Sequence[int]], prefix: Prefilled, cache: Any, grafts: list[Graft]
+        self,
+        seqs: list[Sequence[int]],
+        prefix: Prefilled,
+        cache: Any,
+        grafts: list[Graft],
+        tail: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor, list[list[list[int]]]]:
-        """The last token of ``seqs`` under each graft (row ``prompt * K + graft``), then greedy
-        decoding: states ``[B, K, L, D]``, logits ``[B, K, V]``, new tokens ``[B][K]``."""
+        """The last ``tail`` tokens of ``seqs`` under each graft (row ``prompt * K + graft``; the
+        first of them grafted), then greedy decoding: states ``[B, K, L, D]`` of the last token,
+        logits ``[B, K, V]``, new tokens ``[B][K]``."""
         k, b = len(grafts), len(seqs)
         device = self.lm.input_device
         if cache is not None and k > 1:
             cache.batch_repeat_interleave(k)
-        ones = torch.ones((b * k, 1), dtype=torch.long, device=device)
+        ones = torch.ones((b * k, tail), dtype=torch.long, device=device)
         mask = torch.cat([prefix.mask.repeat_interleave(k, 0), ones], dim=1)
-        positions = torch.tensor([len(s) - 1 for s in seqs], device=device)
-        positions = positions.repeat_interleave(k)[:, None]
-        last = torch.tensor([s[-1] for s in seqs], device=device).repeat_interleave(k)[:, None]
+        steps = torch.arange(-tail, 0, device=device)
+        positions = torch.tensor([len(s) for s in seqs], device=device)[:, None] + steps
+        positions = positions.repeat_interleave(k, 0)
+        ends = torch.tensor([list(s[len(s) - tail :]) for s in seqs], device=device)
+        ends = ends.repeat_interleave(k, 0)
         kwargs = {} if cache is None else {cache_arg_name(self.lm.model): cache}
         with ExitStack() as stack:
             for j, (layer, donor) in enumerate(grafts):
                 if layer is not None:
                     rows = torch.arange(j, b * k, k)
-                    stack.enter_context(graft(self.lm.parts, layer, donor, rows=rows))
+                    stack.enter_context(
+                        graft(self.lm.parts, layer, donor, position=-tail, rows=rows)
+                    )
             states = stack.enter_context(capture_last_states(self.lm.parts))
             out = self.lm.model(
-                input_ids=last,
+                input_ids=ends,
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
@@ -244,7 +240,7 @@ class GraftSweep:
                 **kwargs,
             )
         logits = out.logits[:, -1]
-        start = Prefilled(cache_of(out), mask, positions, logits)
+        start = Prefilled(cache_of(out), mask, positions[:, -1:], logits)
         new, _ = greedy_continue(self.lm, start, self.max_new_tokens, self.stop_ids)
         hidden = torch.stack(states, dim=1)  # type: ignore[arg-type]
         return (
@@ -260,19 +256,26 @@ class GraftSweep:
         layers: Sequence[int],
         donors: torch.Tensor,
         jailbreaks: Sequence[Sequence[int]] = (),
+        tail: int = 1,
     ) -> SweepResult:
-        """``donors`` ``[L, D]`` (one state per layer) or ``[D]`` (the same for all layers)."""
-        if donors.ndim == 2 and donors.shape[0] != self.lm.parts.num_layers:
+        """``donors`` ``[L, D]`` (one state per layer), ``[D]`` (the same for all layers) or
+        ``[N, L, D]`` (paired: one per target prompt and layer), grafted at the ``tail``-th token
+        from the end of each prompt."""
+        layer_axis = {1: None, 2: 0, 3: 1}.get(donors.ndim)
+        count = self.lm.parts.num_layers
+        if layer_axis is not None and donors.shape[layer_axis] != count:
             raise ProbingError(
-                f"donor states cover {donors.shape[0]} layers, the model has {self.lm.parts.num_layers}"
+                f"donor states cover {donors.shape[layer_axis]} layers, the model has {count}"
             )
+        if donors.ndim == 3 and donors.shape[0] != len(targets):
+            raise ProbingError(f"{donors.shape[0]} paired donors for {len(targets)} target prompts")
         grafts: list[Graft] = [(None, None)]
         for layer in layers:
-            donor = donors[layer] if donors.ndim == 2 else donors
+            donor = donors if layer_axis is None else donors.select(layer_axis, layer)
             check_graft(self.lm.parts, layer, donor)
             grafts.append((layer, donor))
         result = SweepResult()
-        base, *grafted = self.conditions(targets, grafts)
+        base, *grafted = self.conditions(targets, grafts, tail)
         base_probe = _probe_positive(self.probe, base.hidden, -1, self.positive)
         self._record(
             result,
@@ -287,7 +290,7 @@ class GraftSweep:
             base_probe,
         )
         if len(jailbreaks):
-            jb = self.conditions(jailbreaks, [(None, None)])[0]
+            jb = self.conditions(jailbreaks, [(None, None)], tail)[0]
             jb_probe = _probe_positive(self.probe, jb.hidden, -1, self.positive)
             self._record(
                 result,
@@ -378,13 +381,3 @@ class GraftSweep:
                 "probe_flip_rate": "" if flips is None else flips,
             }
         )
-
-
-def target_sequences(
-    ff: FeatureFile, rows: np.ndarray, tokenizer: Any
-) -> tuple[list[list[int]], list[str]]:
-    """Token ids (as extraction tokenized them) and prompts of feature-file rows."""
-    rendered = ff.column("rendered")
-    prompts = ff.column("prompt")
-    ids, _ = tokenize_rendered(tokenizer, [rendered[i] for i in rows])
-    return ids, [prompts[i] for i in rows]

@@ -1,0 +1,115 @@
+"""What a graft puts where: the donor states and target prompts of a feature file, at a named position.
+
+The graft position is a stored position that is a *token* of the prompt: ``last`` (any file that
+stores the last token), ``inst`` or ``post_j`` of a ``--positions template`` file, ``last-j`` of a
+``last_k`` file. Grafting there replaces that token's state; the ``tail`` (that token and every one
+after it) is what runs differently per condition, the tokens before it are shared.
+
+Donors: the mean state of a class (``class_mean``), one row (``row``), a vector file (``vector``), or
+the paper's way, ``paired``: each target prompt gets the state of its own donor prompt of the source
+class (a seeded one-to-one draw), so a grafted rate is not the effect of one average vector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from probing.errors import ProbingError
+from probing.features.identity import loaded_model_identity, model_mismatch, shown
+from probing.features.positions import position_names, resolve_position
+from probing.features.store import FeatureFile
+from probing.models.load import LoadedModel
+from probing.prompts.render import tokenize_rendered
+
+
+def graft_position(ff: FeatureFile, position: str) -> tuple[int, int]:
+    """The stored index of ``position`` and its ``tail``: how many prompt tokens, counted from the
+    end, the grafted token is (1 = the last token)."""
+    index = resolve_position(ff.meta, position, "--position", ff.path)
+    names = position_names(ff.meta)
+    name, kind = names[index], ff.meta.get("positions")
+    if kind == "template":
+        return index, len(names) - index  # inst, post_1 … post_m: one token each, in order
+    if name == "last":
+        return index, 1
+    if kind == "last_k" and name.startswith("last-") and name[5:].isdigit():
+        return index, int(name[5:]) + 1
+    raise ProbingError(
+        f"--position {position}: {ff.path} stores {name!r}, which is not one token of the prompt "
+        f"(it stores {names}, --positions {kind}); graft at a token position: last, or inst / "
+        "post_j of a file extracted with --positions template"
+    )
+
+
+def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:
+    """Grafting needs donor states from the model being grafted."""
+    meta = ff.meta
+    mine = loaded_model_identity(lm)
+    diff = model_mismatch(meta, mine)
+    if diff is not None:
+        key, want, found = diff
+        raise ProbingError(
+            f"{ff.path} holds states of model {meta.get('model')!r} ({ff.num_layers} layers × "
+            f"{ff.hidden_size}), but the loaded model is {mine['model']!r} ({mine['num_layers']} × "
+            f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); extract features with "
+            "the model you graft, or set --model.name to the file's model"
+        )
+
+
+def class_rows(ff: FeatureFile, name: str, option: str = "--source_class") -> np.ndarray:
+    names = ff.label_names
+    if name not in names:
+        raise ProbingError(
+            f"{option} {name!r} is not a class of {ff.path} (its classes: {', '.join(names)})"
+        )
+    return np.flatnonzero(ff.labels == names.index(name))
+
+
+def class_mean(ff: FeatureFile, name: str, position: int = -1) -> torch.Tensor:
+    """Mean state ``[L, D]`` of a class at a stored position, every layer."""
+    rows = class_rows(ff, name)
+    return torch.from_numpy(
+        np.stack([ff.layer(i, position)[rows].mean(0) for i in range(ff.num_layers)])
+    )
+
+
+def row_states(ff: FeatureFile, rows: np.ndarray, position: int = -1) -> torch.Tensor:
+    """States ``[len(rows), L, D]`` of some rows at a stored position, every layer."""
+    unique, inverse = np.unique(rows, return_inverse=True)  # HDF5 reads sorted, distinct rows
+    return torch.from_numpy(np.asarray(ff.layers(position=position, rows=unique))[inverse])
+
+
+def sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``rows``, a seeded draw kept in file order."""
+    if len(rows) <= limit:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+
+
+def paired_rows(pool: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """One donor row of ``pool`` per target (a seeded draw, without repeats while the pool lasts)."""
+    if len(pool) == 0:
+        raise ProbingError("--source paired: the source class has no rows to draw donors from")
+    rng = np.random.default_rng(seed + 1)
+    draws = [rng.permutation(pool) for _ in range(-(-count // len(pool)))]
+    return np.concatenate(draws)[:count]
+
+
+def target_sequences(
+    ff: FeatureFile, rows: np.ndarray, tokenizer: Any, tail: int = 1
+) -> tuple[list[list[int]], list[str]]:
+    """Token ids (as extraction tokenized them) and prompts of feature-file rows; every prompt must
+    be longer than the graft's ``tail``."""
+    rendered = ff.column("rendered")
+    prompts = ff.column("prompt")
+    ids, _ = tokenize_rendered(tokenizer, [rendered[i] for i in rows])
+    short = [int(r) for r, s in zip(rows, ids, strict=True) if len(s) < tail]
+    if short:
+        raise ProbingError(
+            f"rows {short[:5]} of {ff.path} have fewer than {tail} tokens, the graft position's "
+            "distance from the end; check that the file was extracted with this tokenizer"
+        )
+    return ids, [prompts[i] for i in rows]
