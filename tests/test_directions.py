@@ -182,3 +182,50 @@ def test_directions_log_a_wandb_table_offline(tmp_path, monkeypatch):
     import wandb
 
     wandb.teardown()
+
+
+def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog):
+    """Jailbreak rows planted with the harm signal at ``inst`` but no refusal signal: on the harm
+    direction they sit near the malicious mean (placement ≈ 1), on the refusal direction near the
+    complied rows (≈ 0); they are fitted on by no label set."""
+    rng = np.random.default_rng(1)
+    n, jb = 200, 60
+    y = np.r_[np.arange(n) % 2, np.full(jb, 2)]
+    z = np.r_[(rng.random(n) < 0.5).astype(np.int64), np.ones(jb, np.int64)]  # "refused" verdicts
+    x = rng.standard_normal((n + jb, L, len(POSITIONS), D)).astype(np.float32)
+    x[:, 3, 0, 0] += 8 * (y >= 1)  # harm along u at inst: malicious and jailbreak
+    x[:n, 3, 2, 1] += 8 * z[:n]  # refusal along v at post_2: plain rows only
+    meta = {"positions": "template", "position_names": POSITIONS}
+    h5 = make_feature_file(
+        tmp_path / "j.h5", hidden=x, labels=y, meta=meta,
+        label_names=("normal", "malicious", "jailbreak"),
+    )  # fmt: skip
+    with h5py.File(h5, "a") as f:
+        f.create_dataset("label_refused", data=z)
+    out = tmp_path / "dir"
+    with caplog.at_level(logging.INFO, logger="probing"):
+        args = ["directions", str(h5), "--output", str(out), "--locate", "[jailbreak]"]
+        assert main(args) == 0
+    rows = read_csv(out / "located.csv")
+    assert list(rows[0]) == ["class", "label_set", "position", "layer", "n", "placement",
+                             "auroc_vs_negative", "auroc_vs_positive"]  # fmt: skip
+    assert len(rows) == 2 * len(POSITIONS) * L and {r["n"] for r in rows} == {str(jb)}
+    harm = cell(rows, "label", 3, "inst", "placement")
+    refusal = cell(rows, "label_refused", 3, "post_2", "placement")
+    assert 0.85 < harm < 1.15 and -0.15 < refusal < 0.15
+    assert cell(rows, "label", 3, "inst", "auroc_vs_negative") > 0.99
+    assert abs(cell(rows, "label", 3, "inst", "auroc_vs_positive") - 0.5) < 0.15
+    # never fitted on: the refusal label set's rows exclude the 60 jailbreak rows (all "refused")
+    dirs = read_csv(out / "directions.csv")
+    assert {r["rows"] for r in dirs if r["label_set"] == "label_refused"} == {str(n)}
+    assert (out / "located.png").stat().st_size > 1000
+    assert "jailbreak (60 rows, never fitted on) sits" in caplog.text
+
+
+def test_locate_refuses_an_unknown_class(tmp_path, capsys):
+    h5 = planted_file(tmp_path / "f.h5")
+    capsys.readouterr()
+    assert main(["directions", str(h5), "--output", str(tmp_path / "d"), "--locate", "[jb]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--locate ['jb']: not a class of" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "d").exists()

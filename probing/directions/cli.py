@@ -13,6 +13,7 @@ from typing import Any
 
 from probing.config import parse_config
 from probing.data.selection import parse_layers
+from probing.directions import locate as located
 from probing.directions import report
 from probing.directions.compute import Directions, compute, split_label_set
 from probing.directions.labels import label_sets
@@ -48,6 +49,9 @@ class DirectionsConfig:
         seed: seed of the train/test split.
         memory_limit_gb: refuse to load more than this per position (rows × layers × hidden × 4 bytes).
         wandb_project: also log the table and heatmap to this W&B project (offline without a key).
+        locate: classes of the file (e.g. ``[jailbreak]``) left out of every label set and placed
+            on each direction: ``located.csv`` and ``located.png`` (0 = like the negatives, 1 = like
+            the positives).
     """
 
     features: str
@@ -61,6 +65,7 @@ class DirectionsConfig:
     seed: int = 0
     memory_limit_gb: float = 8.0
     wandb_project: str | None = None
+    locate: list[str] = field(default_factory=list)
 
 
 def _positions(ff: FeatureFile, chosen: list[int | str] | None) -> dict[str, int]:
@@ -94,7 +99,10 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
     with FeatureFile(cfg.features) as ff:
         layers = parse_layers(cfg.layers, ff.num_layers, "--layers")
         positions = _positions(ff, cfg.positions)
-        sets = label_sets(ff, cfg.classes, cfg.class_map, cfg.label_sets)
+        held_out = located.located_rows(ff, cfg.locate) if cfg.locate else {}
+        sets = located.leave_out(
+            label_sets(ff, cfg.classes, cfg.class_map, cfg.label_sets), held_out
+        )
         splits = [split_label_set(s, cfg.test_fraction, cfg.seed) for s in sets]
         need = ff.num_rows * len(layers) * ff.hidden_size * 4 / 1e9
         if need > cfg.memory_limit_gb:
@@ -103,6 +111,7 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
                 f"{cfg.memory_limit_gb} GB): choose fewer --layers or raise --memory_limit_gb"
             )
         result = compute(ff, sets, splits, layers, positions)
+        found = located.locate(ff, result, sets, splits, held_out, positions) if held_out else None
         model = ff.meta.get("model", "")
     out.mkdir(parents=True, exist_ok=True)
     title = (
@@ -113,12 +122,15 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
         "npz": report.write_arrays(result, out),
         "png": report.plot(result, out, title),
     }
-    for sentence in report.sentences(result):
+    if found is not None:
+        paths["located_csv"] = located.write_csv(found, result, out)
+        paths["located_png"] = located.plot(found, result, out / located.LOCATED_PLOT, title)
+    for sentence in report.sentences(result) + (located.sentences(found, result) if found else []):
         log.info("%s", sentence)
     if cfg.wandb_project:
         _log_wandb(cfg, result, paths["png"])
     log.info("wrote %s, %s, %s", paths["csv"], paths["npz"], paths["png"])
-    return {"result": result, "rows": report.rows(result), **paths}
+    return {"result": result, "located": found, "rows": report.rows(result), **paths}
 
 
 def _log_wandb(cfg: DirectionsConfig, result: Directions, png: Path) -> None:

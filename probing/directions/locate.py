@@ -1,0 +1,193 @@
+"""Where a held-out class sits on each label set's direction: the jailbreak question, located.
+
+For ``probing directions --locate [jailbreak]``: the located classes' rows are left out of every label
+set (no direction is fitted on them), then, per label set, position and layer, their projections on
+the direction are placed between the label set's held-out negatives and positives:
+
+``placement = (mean proj(located) − mean proj(test negatives)) / (mean proj(test positives) − mean proj(test negatives))``
+
+0 means "like the negatives" (normal prompts, replies that complied), 1 "like the positives" (harmful
+prompts, refusals); values outside [0, 1] lie beyond either class mean. ``auroc_vs_negative`` and
+``auroc_vs_positive`` say how well the projection tells the located rows from each class (0.5: not at
+all). Zhao et al. (2025) predict that jailbreaks keep the harmfulness placement near 1 at ``inst`` while
+the refusal placement drops at the template tokens; Zhou et al. (2024) that the early harmfulness
+classification itself moves.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probing.directions.compute import Directions, Split
+from probing.directions.labels import LabelSet
+from probing.errors import ProbingError
+from probing.features.store import FeatureFile
+from probing.probes.rates import auroc_columns
+
+LOCATED_CSV = "located.csv"
+LOCATED_PLOT = "located.png"
+COLUMNS = ("class", "label_set", "position", "layer", "n", "placement", "auroc_vs_negative",
+           "auroc_vs_positive")  # fmt: skip
+
+
+@dataclass
+class Located:
+    """``placement``, ``auroc_vs_negative``, ``auroc_vs_positive``: ``[C, S, P, L]`` for located
+    classes C, label sets S, positions P, layers L (those of the :class:`Directions`)."""
+
+    classes: list[str]
+    counts: list[int]
+    placement: np.ndarray
+    auroc_vs_negative: np.ndarray
+    auroc_vs_positive: np.ndarray
+
+
+def located_rows(ff: FeatureFile, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """File rows of each located class (by the file's own class names)."""
+    names = ff.label_names
+    unknown = [c for c in classes if c not in names]
+    if unknown:
+        raise ProbingError(
+            f"--locate {unknown}: not a class of {ff.path} (its classes: {', '.join(names)}); "
+            "choose among those"
+        )
+    rows = {c: np.flatnonzero(ff.labels == names.index(c)) for c in dict.fromkeys(classes)}
+    empty = [c for c, r in rows.items() if len(r) == 0]
+    if empty:
+        raise ProbingError(f"--locate {empty}: {ff.path} has no rows of that class")
+    return rows
+
+
+def leave_out(sets: Sequence[LabelSet], rows: dict[str, np.ndarray]) -> list[LabelSet]:
+    """The label sets without the located rows (they are scored, never fitted on)."""
+    if not rows:
+        return list(sets)
+    out = np.concatenate(list(rows.values()))
+    result = []
+    for s in sets:
+        values = s.values.copy()
+        values[out] = -1
+        result.append(replace(s, values=values))
+    return result
+
+
+def locate(
+    ff: FeatureFile,
+    result: Directions,
+    sets: Sequence[LabelSet],
+    splits: Sequence[Split],
+    rows: dict[str, np.ndarray],
+    positions: dict[str, int],
+) -> Located:
+    shape = (len(rows), len(sets), len(positions), len(result.layers))
+    placement = np.full(shape, math.nan)
+    vs_neg, vs_pos = np.full(shape, math.nan), np.full(shape, math.nan)
+    for p, index in enumerate(positions.values()):
+        x = ff.layers(result.layers, position=index).astype(np.float64)
+        for s, (label_set, split) in enumerate(zip(sets, splits, strict=True)):
+            proj = np.einsum("nld,ld->nl", x, result.directions[s, p].astype(np.float64))
+            test_y = label_set.values[split.test]
+            neg, pos = proj[split.test[test_y == 0]], proj[split.test[test_y == 1]]
+            span = pos.mean(0) - neg.mean(0)
+            for c, mine in enumerate(rows.values()):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    placement[c, s, p] = (proj[mine].mean(0) - neg.mean(0)) / span
+                vs_neg[c, s, p] = _auroc(proj[mine], neg)
+                vs_pos[c, s, p] = _auroc(proj[mine], pos)
+    return Located(list(rows), [len(r) for r in rows.values()], placement, vs_neg, vs_pos)
+
+
+def _auroc(located: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per layer, the AUROC of telling located rows (scored positive) from reference rows."""
+    scores = np.concatenate([located, reference])
+    return auroc_columns(scores, np.r_[np.ones(len(located)), np.zeros(len(reference))] == 1)
+
+
+def rows_of(found: Located, result: Directions) -> list[dict[str, Any]]:
+    out = []
+    for c, name in enumerate(found.classes):
+        for s, label_set in enumerate(result.label_sets):
+            for p, position in enumerate(result.positions):
+                for j, layer in enumerate(result.layers):
+                    out.append(
+                        {
+                            "class": name,
+                            "label_set": label_set,
+                            "position": position,
+                            "layer": layer,
+                            "n": found.counts[c],
+                            "placement": float(found.placement[c, s, p, j]),
+                            "auroc_vs_negative": float(found.auroc_vs_negative[c, s, p, j]),
+                            "auroc_vs_positive": float(found.auroc_vs_positive[c, s, p, j]),
+                        }
+                    )
+    return out
+
+
+def plot(found: Located, result: Directions, path: Path, title: str) -> Path:
+    """Placement per layer, one panel per label set, one line per position (and located class)."""
+    from probing.plotting import save_figure, subplots
+
+    n = len(result.label_sets)
+    fig, axes = subplots(1, n, figsize=(5.2 * n, 3.6), squeeze=False)
+    for s, ax in enumerate(axes[0]):
+        for c, name in enumerate(found.classes):
+            for p, position in enumerate(result.positions):
+                label = position if len(found.classes) == 1 else f"{name} @ {position}"
+                ax.plot(result.layers, found.placement[c, s, p], marker="o", ms=2, label=label)
+        ax.axhline(0, color="grey", ls="--", lw=0.8)
+        ax.axhline(1, color="black", ls="--", lw=0.8)
+        ax.set_ylim(-0.5, 1.5)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel("placement (0 = negatives, 1 = positives)")
+        ax.set_title(
+            f"{', '.join(found.classes)} on the {result.label_sets[s]} direction", fontsize=9
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = save_figure(fig, path.with_name(f".{path.stem}.tmp{path.suffix}"))
+    os.replace(tmp, path)
+    return path
+
+
+def sentences(found: Located, result: Directions, harm: str = "label") -> list[str]:
+    """Per located class, one plain sentence: its placement where each label set separates best."""
+    out = []
+    for c, name in enumerate(found.classes):
+        parts = []
+        for s, label_set in enumerate(result.label_sets):
+            grid = np.where(np.isnan(result.auroc[s]), -np.inf, result.auroc[s])
+            p, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
+            what = "harmfulness" if label_set == harm else label_set
+            parts.append(
+                f"{found.placement[c, s, p, j]:.2f} of the way from negatives to positives on the "
+                f"{what} direction at layer {result.layers[j]}, position {result.positions[p]}"
+            )
+        out.append(f"{name} ({found.counts[c]} rows, never fitted on) sits " + "; ".join(parts))
+    return out
+
+
+def write_csv(found: Located, result: Directions, directory: Path) -> Path:
+    """``located.csv`` (written under a temporary name, renamed when complete)."""
+    path = directory / LOCATED_CSV
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for row in rows_of(found, result):
+            writer.writerow(
+                {k: (f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else
+                     "" if isinstance(v, float) else v) for k, v in row.items()}
+            )  # fmt: skip
+    os.replace(tmp, path)
+    return path
