@@ -40,7 +40,6 @@ from probing.compare.summary import (
     first_crossing,  # noqa: F401 (importable from here, as before)
     markdown,
     summarize,
-    write_csv,
 )
 from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
@@ -55,6 +54,7 @@ from probing.models.load import (
     resolve_model,
 )
 from probing.prompts.sources import PromptSource, load_prompts
+from probing.tables import write_csv
 
 log = logging.getLogger(__name__)
 

@@ -109,7 +109,7 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
         f"{model}: {Path(cfg.features).name}, test fraction {cfg.test_fraction}, seed {cfg.seed}"
     )
     paths = {
-        "csv": report.write_csv(result, out),
+        "csv": report.write_table(result, out),
         "npz": report.write_arrays(result, out),
         "png": report.plot(result, out, title),
     }

@@ -144,11 +144,11 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     title = f"{model}, {len(names)} sources, {len(folds) - len(skipped)} folds"
     if cfg.repeats > 1:
         title += f", {cfg.repeats} repeats (seeds {cfg.seed}–{cfg.seed + cfg.repeats - 1})"
-    csv_path = report.write_csv(rows, out)
+    csv_path = report.write_generalization(rows, out)
     above = report.above_rows(
         deltas, block.layers, {f.name: set(f.groups) for f in folds if f.groups}
     )
-    above_csv = above_words.write_csv(above, out) if above else None
+    above_csv = above_words.write_above_words(above, out) if above else None
     mean_rows = report.average_repeats(rows)
     averaged = {
         t for f in folds for t in (f.groups or f.test)

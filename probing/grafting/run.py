@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -27,6 +26,7 @@ from probing.grafting.sweep import (
 )
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
+from probing.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +199,7 @@ def write(cfg: GraftConfig, result: SweepResult, lm: LoadedModel) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("graft_results.csv", result.rows), ("graft_summary.csv", result.summary)):
-        with open(out / name, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(out / name, rows, list(rows[0]), digits=None)
     config = dataclasses.asdict(cfg)
     (out / "graft_config.json").write_text(
         json.dumps({"config": config, "model": lm.meta}, indent=2, default=str)
