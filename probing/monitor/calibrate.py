@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from probing.errors import ProbingError
-from probing.probes.rates import auroc, check_fpr, threshold_at_fpr, tpr_at_fpr
+from probing.probes.auroc import auroc
+from probing.probes.rates import check_fpr, threshold_at_fpr, tpr_at_fpr
 
 if TYPE_CHECKING:
     pass

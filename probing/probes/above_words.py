@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from probing.probes.rates import auroc_columns
+from probing.probes.auroc import auroc_columns
 from probing.tables import write_csv
 
 METRICS = ("auroc", "tpr_at_1fpr", "accuracy")
