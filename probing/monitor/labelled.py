@@ -20,11 +20,11 @@ from probing.errors import ProbingError
 from probing.features.checks import check_finite, check_shape
 from probing.features.identity import require_same_identity
 from probing.features.store import FeatureFile
+from probing.models.assemble import sha256_file
 from probing.monitor.calibrate import (
     Calibration,
     Scorer,
     calibrate_scores,
-    file_sha256,
     load_calibration,
     save_calibration,
     store_path,
@@ -239,6 +239,6 @@ def _source_key(probe: LoadedProbe, source: str | Sequence[Any] | None) -> str:
         path = Path(source)
         stamp = ""
         if path.is_file():
-            stamp = f" sha256:{file_sha256(path)[:16]}"
+            stamp = f" sha256:{sha256_file(path)[:16]}"
         return f"{source}{stamp}"
     return json.dumps([getattr(s, "__dict__", s) for s in source], sort_keys=True)

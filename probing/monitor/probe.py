@@ -17,8 +17,8 @@ from probing.errors import ProbingError
 from probing.features.identity import loaded_model_identity, model_mismatch, shown
 from probing.features.positions import resolve_position
 from probing.features.store import read_meta
+from probing.models.assemble import sha256_file
 from probing.models.load import LoadedModel, ModelConfig
-from probing.monitor.calibrate import file_sha256
 from probing.probes.checkpoint import probe_from_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe
         module=module,
         probe=probe,
         path=path,
-        sha256=file_sha256(path),
+        sha256=sha256_file(path),
         layers=list(module.layers),
         class_names=list(module.class_names),
         feature_meta=_feature_meta(module.hparams, data_path, path),
