@@ -135,7 +135,8 @@ def _check_writable(out: Path) -> None:
         ) from None
 
 
-def load_probe(path: str | None, ff: FeatureFile) -> Any:
+def graft_probe(path: str | None, ff: FeatureFile) -> Any:
+    """The probe of ``--probe_ckpt`` (checked against the feature file), or None."""
     if not path:
         return None
     from probing.probes.checkpoint import load_probe_checkpoint
@@ -165,7 +166,7 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
                 "(0 = embeddings); fix --layers"
             )
     targets = _sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
-    probe = probe if probe is not None else load_probe(cfg.probe_ckpt, ff)
+    probe = probe if probe is not None else graft_probe(cfg.probe_ckpt, ff)
     donor = donors(cfg, ff)
     _check_writable(Path(cfg.output))
     if lm is None:
