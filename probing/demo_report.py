@@ -6,14 +6,11 @@ import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import probing
+from probing.demo_run import Demo
 from probing.errors import ProbingError
 from probing.features.info import summarize
-
-if TYPE_CHECKING:
-    from probing.demo import Demo
 
 
 def _rel(demo: Demo, path: Path) -> str:

@@ -233,7 +233,8 @@ def test_refusal_and_graft_resolve_the_model_once(tiny_gguf, model_cache, tmp_pa
 def test_demo_alignment_side_resolves_its_model_once(model_cache, tmp_path, monkeypatch):
     """The demo's alignment stages (extract, refusal, lens, grafting) share one resolved model."""
     import probing.models.load as load_mod
-    from probing.demo import Demo, DemoConfig, alignment_side
+    from probing.demo import alignment_side
+    from probing.demo_run import Demo, DemoConfig
 
     path = write_tiny_gguf(tmp_path / "tiny.gguf", context=1024)  # the built-in prompts fit
     calls: list = []
