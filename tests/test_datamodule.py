@@ -164,7 +164,8 @@ def test_nan_activations_are_an_error(tmp_path):
     for mode in ("always", "never"):
         dm = ActivationDataModule(str(path), in_memory=mode)
         with pytest.raises(
-            ProbingError, match=r"NaN/inf activations at layer 2 .*first rows \[7\]"
+            ProbingError,
+            match=r"rows 7 hold non-finite \(NaN/inf\) activations at layer 2; .*--data",
         ):
             dm.setup()
     ActivationDataModule(str(path), layers=[0, 1]).setup()  # the clean layers are usable

@@ -125,7 +125,7 @@ def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> li
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
 
 
-def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
+def check_split(split: Sequence[float]) -> tuple[float, float, float]:
     split = tuple(float(s) for s in split)
     if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
         raise ProbingError(
