@@ -26,10 +26,8 @@ from probing.data.rows import (
     moments,
 )
 from probing.data.selection import (
-    _layers_text,
     check_split,
     class_indices,
-    parse_layers,
     resolve_classes,
     stratified_split,
 )
@@ -38,6 +36,7 @@ from probing.features.checks import check_finite
 from probing.features.identity import require_same_identity
 from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
+from probing.layers import LayerSpec, layers_text, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class ActivationDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str,
-        layers: str | int | list[int] = "all",
+        layers: LayerSpec = "all",
         classes: list[str] | None = None,
         class_map: dict[str, str] | None = None,
         position: int | str = -1,
@@ -112,7 +111,7 @@ class ActivationDataModule(L.LightningDataModule):
         self.num_layers, self.hidden_size = ff.num_layers, ff.hidden_size
         self.label_names = ff.label_names
         self.position = resolve_position(ff.meta, position, "--data.position", self.path)
-        self.layers = parse_layers(layers, self.num_layers)
+        self.layers = resolve_layers(layers, self.num_layers, "--data.layers", str(ff.path))
         # Saved with the resolved layer list, equal to the model's (Lightning merges both hparams).
         self.save_hyperparameters({**hparams, "layers": self.layers})
         raw = ff.labels
@@ -282,7 +281,7 @@ class ActivationDataModule(L.LightningDataModule):
         gb = self.block_bytes() / 1e9
         log.info(
             "loading layers %s of %s into memory (%.2f GB float32)",
-            _layers_text(self.layers),
+            layers_text(self.layers),
             ", ".join(str(s.ff.path) for s in self.sources.values()),
             gb,
         )

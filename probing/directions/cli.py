@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from probing.config import parse_config
-from probing.data.selection import parse_layers
 from probing.directions import report
 from probing.directions.compute import Directions, compute, split_label_set
 from probing.directions.labels import label_sets
 from probing.errors import ProbingError
 from probing.features.positions import position_names, resolve_position
 from probing.features.store import FeatureFile
+from probing.layers import LayerSpec, resolve_layers
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
@@ -55,7 +55,7 @@ class DirectionsConfig:
     classes: list[str] = field(default_factory=lambda: ["normal", "malicious"])
     class_map: dict[str, str] = field(default_factory=dict)
     label_sets: list[str] | None = None
-    layers: str | int | list[int] = "all"
+    layers: LayerSpec = "all"
     positions: list[int | str] | None = None
     test_fraction: float = 0.3
     seed: int = 0
@@ -92,7 +92,7 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
     if not Path(cfg.features).is_file():
         raise ProbingError(f"--features {cfg.features} is not a file; give a feature file (.h5)")
     with FeatureFile(cfg.features) as ff:
-        layers = parse_layers(cfg.layers, ff.num_layers, "--layers")
+        layers = resolve_layers(cfg.layers, ff.num_layers, "--layers", str(ff.path))
         positions = _positions(ff, cfg.positions)
         sets = label_sets(ff, cfg.classes, cfg.class_map, cfg.label_sets)
         splits = [split_label_set(s, cfg.test_fraction, cfg.seed) for s in sets]

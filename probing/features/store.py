@@ -19,6 +19,7 @@ import numpy as np
 from probing.errors import ProbingError
 from probing.features.atomic import PARTIAL_SUFFIX, being_written, busy_error, partial_path
 from probing.features.checks import check_layout, check_links
+from probing.layers import resolve_layer, resolve_layers
 from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
@@ -190,28 +191,16 @@ class FeatureFile:
             return [x.decode() if isinstance(x, bytes) else x for x in data]
         return data
 
-    def check_layer(self, layer: int, option: str = "layer") -> int:
-        if not -self.num_layers <= layer < self.num_layers:
-            raise ProbingError(
-                f"{option}={layer} is out of range: {self.path} has layers 0..{self.num_layers - 1} "
-                "(0 = embeddings)"
-            )
-        return layer % self.num_layers
-
     def layer(self, layer: int, position: int = -1, dtype: Any = np.float32) -> np.ndarray:
         """Activations ``[N, D]`` of one layer at one stored position (default the last)."""
-        layer = self.check_layer(layer)
+        layer = resolve_layer(layer, self.num_layers, "layer", str(self.path))
         return self.file["hidden"][:, layer, position].astype(dtype, copy=False)
 
     def layers(
         self, layers: Sequence[int] | None = None, position: int = -1, rows: Any = slice(None)
     ) -> np.ndarray:
         """Activations ``[N, L', D]`` for the chosen layers (all by default), float32."""
-        idx = (
-            list(range(self.num_layers))
-            if layers is None
-            else [self.check_layer(i) for i in layers]
-        )
+        idx = resolve_layers(layers, self.num_layers, "layers", str(self.path))
         ds = self.file["hidden"]
         out = np.stack([ds[rows, i, position] for i in idx], axis=1)
         return out.astype(np.float32, copy=False)

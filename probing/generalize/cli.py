@@ -18,6 +18,7 @@ from probing.errors import ProbingError
 from probing.generalize import report
 from probing.generalize.data import load_block
 from probing.generalize.matrix import Fold, loso_folds, matrix_folds, run_fold
+from probing.layers import LayerSpec
 from probing.probes import above_words
 from probing.probes.rates import check_fpr
 from probing.probes.text import TEXT
@@ -76,7 +77,7 @@ class GeneralizeConfig:
     probes: list[Literal["linear", "mlp", "text", "poe"]] = field(
         default_factory=lambda: ["linear", "mlp", "text"]
     )
-    layers: str | int | list[int] = "all"
+    layers: LayerSpec = "all"
     position: int | str = -1
     fpr: float = 0.01
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)

@@ -24,6 +24,7 @@ from probing.grafting.sweep import (
     class_rows,
     target_sequences,
 )
+from probing.layers import LayerSpec, resolve_layers
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
 from probing.tables import write_csv
@@ -47,7 +48,8 @@ class GraftConfig:
         jailbreak_class: class of real jailbreak prompts for comparison (skipped if not in the file).
         limit: prompts per class (a seeded sample).
         seed: seed of the sample.
-        layers: layers to graft at (default: every ``layer_stride``-th layer from 1).
+        layers: layers to graft at: an index, a list or ``"start:stop[:step]"`` (default: every
+            ``layer_stride``-th layer from 1).
         layer_stride: spacing of the default layers.
         max_new_tokens: greedy continuation length judged for refusal.
         batch_size: prompts per prefill pass (length-sorted; their shared prefix runs once for all
@@ -71,7 +73,7 @@ class GraftConfig:
     jailbreak_class: str | None = "jailbreak"
     limit: int = 40
     seed: int = 0
-    layers: list[int] | None = None
+    layers: LayerSpec | None = None
     layer_stride: int = 1
     max_new_tokens: int = 20
     batch_size: int = 8
@@ -154,17 +156,9 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
     """Run the sweep and write its files into ``cfg.output``."""
     ff = FeatureFile(cfg.features)
     # everything that needs no model is checked before loading it
-    layers = (
-        cfg.layers
-        if cfg.layers is not None
-        else list(range(1, ff.num_layers, max(1, cfg.layer_stride)))
-    )
-    for layer in layers:
-        if not 0 <= layer < ff.num_layers:
-            raise ProbingError(
-                f"--layers {layer} is out of range: {ff.path} has layers 0..{ff.num_layers - 1} "
-                "(0 = embeddings); fix --layers"
-            )
+    stride = f"1::{max(1, cfg.layer_stride)}"  # the default: every layer_stride-th layer from 1
+    spec = stride if cfg.layers is None else cfg.layers
+    layers = resolve_layers(spec, ff.num_layers, "--layers", str(ff.path))
     targets = _sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
     probe = probe if probe is not None else graft_probe(cfg.probe_ckpt, ff)
     donor = donors(cfg, ff)

@@ -114,23 +114,6 @@ def label(text: str, width: int = 12) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def check_layers(
-    layers: Sequence[int] | None, num_layers: int, option: str = "--layers"
-) -> list[int]:
-    """Layer indices made non-negative (all by default); out of range names ``option``."""
-    if layers is None:
-        return list(range(num_layers))
-    out = []
-    for layer in layers:
-        if not -num_layers <= int(layer) < num_layers:
-            raise ProbingError(
-                f"{option} {layer} is out of range: the file has layers 0..{num_layers - 1} "
-                "(0 = embeddings, -1 = the last)"
-            )
-        out.append(int(layer) % num_layers)
-    return out
-
-
 # -- analysis ---------------------------------------------------------------------------------------
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis (the stored top-K logits only)."""

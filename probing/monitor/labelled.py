@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from probing.errors import ProbingError
 from probing.features.checks import check_finite, check_shape
 from probing.features.identity import require_same_identity
 from probing.features.store import FeatureFile
+from probing.layers import AUTO_TOLERANCE, check_tolerance, earliest_within
 from probing.models.assemble import sha256_file
 from probing.monitor.calibrate import (
     Calibration,
@@ -166,7 +166,7 @@ def default_split(probe: LoadedProbe) -> str:
 
 
 def choose_layer_cross_source(
-    probe: LoadedProbe, scorer: Scorer, fpr: float, tolerance: float = 0.02
+    probe: LoadedProbe, scorer: Scorer, fpr: float, tolerance: float = AUTO_TOLERANCE
 ) -> int:
     """``--layer auto`` by cross-source validation: on the run's held-out sources (never trained on),
     the threshold of each layer flags at most ``fpr`` of their negatives; the earliest layer whose
@@ -179,14 +179,12 @@ def choose_layer_cross_source(
             "both classes (--data.holdout_sources) or give --layer N"
         )
     cal = calibrate_scores(scorer(probs), positive, probe.layers, fpr, what)
-    tpr = [t if not math.isnan(t) else -1.0 for t in cal.tpr]
-    best = max(tpr)
-    layer = min(layer for layer, t in zip(probe.layers, tpr, strict=True) if t >= best - tolerance)
+    layer, value, best = earliest_within(probe.layers, cal.tpr, check_tolerance(tolerance))
     log.info(
         "--layer auto (cross-source, %s): layer %d (TPR %.3f at FPR %g; best %.3f; earliest within %.3f)",
         what,
         layer,
-        tpr[probe.layers.index(layer)],
+        value,
         fpr,
         best,
         tolerance,
