@@ -240,6 +240,30 @@ def test_no_module_imports_private_names():
     assert not found, "private names imported across modules:\n" + "\n".join(found)
 
 
+# The HDF5 layout is read and written in these modules only; the rest read through FeatureFile.
+LAYOUT_MODULES = {
+    "probing.features.atomic",  # opens the partial file to discard or finish it
+    "probing.features.checks",
+    "probing.features.shards",
+    "probing.features.store",
+    "probing.features.writer",
+}
+
+
+def test_only_the_store_reads_the_hdf5_layout():
+    """``["hidden"]`` was indexed in six modules (data rows, data module, monitor, lens, info,
+    checks) through a public ``FeatureFile.file``."""
+    layout = ('["hidden"]', '["lens_ids"]', '["lens_logits"]', '["rows_done"]', "h5py.File(")
+    found = [
+        f"{module}: {name}"
+        for module, path in MODULES.items()
+        if module not in LAYOUT_MODULES
+        for name in layout
+        if name in path.read_text()
+    ]
+    assert not found, "read the feature file through FeatureFile:\n" + "\n".join(found)
+
+
 def test_library_modules_import_no_driver():
     """``probes`` → ``training`` and ``grafting/callback`` → ``grafting/cli`` were such imports."""
     upward = {

@@ -272,7 +272,7 @@ def test_feature_files_are_the_same_from_gguf_and_cache(
     assert warm.meta["model"] == str(tiny_gguf)
     assert warm.num_rows == cold.num_rows == len(PROMPTS)
     for name in ("hidden", "lens_ids", "lens_logits", "n_tokens"):  # hidden: every layer
-        assert np.array_equal(warm.file[name][()], cold.file[name][()]), name
+        assert np.array_equal(warm.column(name), cold.column(name)), name
     cold.close()
     warm.close()
 

@@ -250,9 +250,9 @@ class ActivationDataModule(L.LightningDataModule):
     def read_layer(self, layer: int, source: str = "main") -> np.ndarray:
         """Raw activations ``[kept rows, D]`` float32 of one absolute layer; checks they are finite."""
         src = self.sources[source]
-        ds = src.ff.file["hidden"]
-        x = ds[:, layer, self.position]  # one layer for all rows: a contiguous read of whole chunks
-        if len(src.rows) != ds.shape[0]:
+        # one layer for all rows: a contiguous read of whole chunks
+        x = src.ff.states(slice(None), [layer], self.position)[:, 0]
+        if len(src.rows) != len(x):
             x = x[src.rows]
         x = np.asarray(x, dtype=np.float32)
         check_finite(x, src.rows, src.ff.path, layer)

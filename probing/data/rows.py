@@ -61,7 +61,7 @@ class ChunkRows(Dataset):
         self.ff, self.layers, self.position = src.ff, layers, position
         self.mean, self.std = stats if stats is not None else (None, None)
         rows, y = src.rows[pos], src.y[pos]
-        chunk = src.ff.file["hidden"].chunks[0] if src.ff.file["hidden"].chunks else 256
+        chunk = src.ff.chunk_rows
         block = rows // chunk
         self.blocks = []
         for b in np.unique(block):
@@ -76,8 +76,7 @@ class ChunkRows(Dataset):
 
     def __getitem__(self, i: int) -> Batch:
         start, stop, rows, y = self.blocks[i]
-        ds = self.ff.file["hidden"]
-        x = np.stack([ds[start:stop, layer, self.position] for layer in self.layers], axis=1)
+        x = self.ff.states(slice(start, stop), self.layers, self.position)
         x = x[rows - start].astype(np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std

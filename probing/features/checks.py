@@ -132,11 +132,6 @@ def check_layout(path: Path, f: h5py.File, meta: dict[str, Any]) -> None:
         )
 
 
-def check_shape(ff: Any) -> None:
-    """:func:`check_layout` of an open :class:`~probing.features.store.FeatureFile`."""
-    check_layout(ff.path, ff.file, ff.meta)
-
-
 def check_finite(x: np.ndarray, rows: np.ndarray, path: Any, layer: int | None = None) -> None:
     """``x`` ``[B, ...]`` holds the activations of file rows ``rows`` (of one ``layer`` when given):
     refuse NaN/inf naming the rows (and the layer, which ``--data.layers`` can leave out)."""

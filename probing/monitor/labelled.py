@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from probing.errors import ProbingError
-from probing.features.checks import check_finite, check_shape
+from probing.features.checks import check_finite
 from probing.features.identity import require_same_identity
 from probing.features.store import FeatureFile
 from probing.layers import AUTO_TOLERANCE, check_tolerance, earliest_within
@@ -71,7 +71,7 @@ def feature_probs(
             "{key}={b!r} there, {a!r} for the probe",
             path=path,
         )  # fmt: skip
-    check_shape(ff)
+    ff.check_layout()
     n = ff.num_rows
     if is_training and split in ("train", "val", "test", "heldout"):
         rows, what = split_rows(probe, path, split, n)
@@ -79,14 +79,9 @@ def feature_probs(
         rows, what = np.arange(n), "all rows"
     label_names = ff.label_names
     labels = ff.labels
-    ds = ff.file["hidden"]
     out = np.empty((len(rows), len(probe.layers), len(probe.class_names)), dtype=np.float32)
     done = 0
-    for lo in range(0, n, block):
-        take = rows[(rows >= lo) & (rows < lo + block)]
-        if not len(take):
-            continue
-        x = ds[lo : min(lo + block, n), :, probe.position][take - lo][:, probe.layers]
+    for take, x in ff.blocks(rows, probe.layers, probe.position, block):
         check_finite(x, take, path)
         p = probe.probs(torch.from_numpy(np.asarray(x, dtype=np.float32)))
         out[done : done + len(take)] = p.numpy()
