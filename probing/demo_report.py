@@ -6,16 +6,13 @@ import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import probing
+from probing.demo_run import Demo
 from probing.errors import ProbingError
 from probing.features.info import summarize
 from probing.generation.intervals import shown, wilson
 from probing.grafting.summary import sentence
-
-if TYPE_CHECKING:
-    from probing.demo import Demo
 
 
 def _rel(demo: Demo, path: Path) -> str:

@@ -1,10 +1,12 @@
 """The package's shape: no import cycle between modules of ``probing/``; imports inside functions
 only for optional or heavy dependencies (and the listed ones still to be moved).
 
-The graph has an edge A → B for every ``import``/``from ... import`` of B in A, at the top level or
-inside a function (a function-local import that hides a cycle is still a cycle); imports under
-``if TYPE_CHECKING:`` are not run and do not count. ``from probing.x import y`` is an edge to
-``probing.x.y`` when ``y`` is a submodule, else to ``probing.x`` (its ``__init__``).
+The graph has an edge A → B for every ``import``/``from ... import`` of B in A, at the top level,
+inside a function (a function-local import that hides a cycle is still a cycle) or under
+``if TYPE_CHECKING:`` (a type-only import that closes a cycle still ties the two modules together: move
+the shared type to a third module). ``from probing.x import y`` is an edge to ``probing.x.y`` when
+``y`` is a submodule, else to ``probing.x`` (its ``__init__``). No module imports another module's
+private (``_name``) names: what a module shares is public.
 """
 
 from __future__ import annotations
@@ -95,13 +97,6 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
     """Absolute names of the modules ``node`` imports (probing's resolved to a file's module)."""
     if isinstance(node, ast.Import):
@@ -119,15 +114,12 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
 
 
 def imports(module: str) -> tuple[set[str], set[str]]:
-    """``(top-level, function-local)`` imported module names of ``module`` (TYPE_CHECKING skipped)."""
+    """``(top-level, function-local)`` imported module names of ``module``; those under
+    ``if TYPE_CHECKING:`` count as top-level."""
     top: set[str] = set()
     local: set[str] = set()
 
     def visit(node: ast.AST, in_function: bool) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child, in_function)
-            return
         if isinstance(node, ast.Import | ast.ImportFrom):
             (local if in_function else top).update(_targets(module, node))
             return
@@ -217,6 +209,59 @@ def test_no_import_cycles():
     edges = graph()
     found = cycles(edges)
     assert not found, "import cycles in probing/:\n" + "\n".join(_path(edges, c) for c in found)
+
+
+def test_type_only_imports_count_as_edges():
+    """``features/plan`` ⇄ ``features/extract`` and ``demo`` ⇄ ``demo_report`` were cycles hidden
+    behind ``if TYPE_CHECKING:``; such an import is an edge like any other."""
+    top, _ = imports("probing.monitor.labelled")
+    assert "probing.monitor.probe" in top  # imported only under TYPE_CHECKING there
+
+
+def private_imports() -> list[str]:
+    """``module: from other import _name`` for every private name a module takes from another
+    module of probing/ (dunders such as ``__version__`` are public)."""
+    found = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            for alias, target in zip(node.names, _targets(module, node), strict=True):
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and target.split(".")[0] == "probing" and _own(target) != module:
+                    found.append(f"{module}: from {target} import {alias.name}")
+    return found
+
+
+def test_no_module_imports_private_names():
+    """``data/datamodule.py`` stayed under 400 lines by importing eight private names of the modules
+    split off it: share a name by making it public, or move the code that needs it."""
+    found = private_imports()
+    assert not found, "private names imported across modules:\n" + "\n".join(found)
+
+
+# The HDF5 layout is read and written in these modules only; the rest read through FeatureFile.
+LAYOUT_MODULES = {
+    "probing.features.atomic",  # opens the partial file to discard or finish it
+    "probing.features.checks",
+    "probing.features.shards",
+    "probing.features.store",
+    "probing.features.writer",
+}
+
+
+def test_only_the_store_reads_the_hdf5_layout():
+    """``["hidden"]`` was indexed in six modules (data rows, data module, monitor, lens, info,
+    checks) through a public ``FeatureFile.file``."""
+    layout = ('["hidden"]', '["lens_ids"]', '["lens_logits"]', '["rows_done"]', "h5py.File(")
+    found = [
+        f"{module}: {name}"
+        for module, path in MODULES.items()
+        if module not in LAYOUT_MODULES
+        for name in layout
+        if name in path.read_text()
+    ]
+    assert not found, "read the feature file through FeatureFile:\n" + "\n".join(found)
 
 
 def test_library_modules_import_no_driver():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
 
-from probing.data import ActivationDataModule, parse_layers, stratified_split
+from probing.data import ActivationDataModule, stratified_split
 from probing.errors import ProbingError
 
 LABELS3 = ["normal", "malicious", "jailbreak"]
@@ -24,21 +24,6 @@ def feat(tmp_path_factory):
 
 def batches(loader):
     return [tuple(t for t in b) for b in loader]
-
-
-@pytest.mark.parametrize(
-    ("spec", "expected"),
-    [("all", [0, 1, 2, 3, 4, 5]), ("2:5", [2, 3, 4]), ("::2", [0, 2, 4]), ("-2:", [4, 5]),
-     (3, [3]), ([0, -1], [0, 5]), ("1,4", [1, 4])],
-)  # fmt: skip
-def test_parse_layers(spec, expected):
-    assert parse_layers(spec, 6) == expected
-
-
-@pytest.mark.parametrize("spec", [7, [0, 6], "a:b", "4:2", [1, 1]])
-def test_parse_layers_rejects_bad_specs(spec):
-    with pytest.raises(ProbingError, match="--data.layers"):
-        parse_layers(spec, 6)
 
 
 def test_split_is_stratified_seeded_and_disjoint():
@@ -164,7 +149,8 @@ def test_nan_activations_are_an_error(tmp_path):
     for mode in ("always", "never"):
         dm = ActivationDataModule(str(path), in_memory=mode)
         with pytest.raises(
-            ProbingError, match=r"NaN/inf activations at layer 2 .*first rows \[7\]"
+            ProbingError,
+            match=r"rows 7 hold non-finite \(NaN/inf\) activations at layer 2; .*--data",
         ):
             dm.setup()
     ActivationDataModule(str(path), layers=[0, 1]).setup()  # the clean layers are usable

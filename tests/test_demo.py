@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import probing.demo as demo_mod
-from probing.demo import Demo, DemoConfig, busy_cores, stage_threads
+import probing.demo_run as demo_mod
+from probing.demo_run import Demo, DemoConfig, busy_cores, stage_threads
 from probing.errors import ProbingError
 
 

@@ -44,7 +44,7 @@ def run(tmp_path, lm, name="f.h5", **kw):
 def by_prompt(ff: FeatureFile, dataset: str) -> np.ndarray:
     """Rows of ``dataset`` back in prompt order."""
     order = np.argsort(ff.column("prompt_index"))
-    return ff.file[dataset][:][order]
+    return ff.column(dataset)[order]
 
 
 def test_every_supported_architecture_has_a_tiny_model():

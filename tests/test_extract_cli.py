@@ -137,7 +137,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, prompts):
     extract(full, lm=lm)
     a, b = FeatureFile(killed), FeatureFile(tmp_path / "full.h5")
     for name in ("hidden", "lens_ids", "lens_logits", "label", "prompt_index", "n_tokens"):
-        np.testing.assert_array_equal(a.file[name][:], b.file[name][:], err_msg=name)
+        np.testing.assert_array_equal(a.column(name), b.column(name), err_msg=name)
     assert a.meta["fingerprint"] == b.meta["fingerprint"]
 
 
@@ -447,14 +447,14 @@ def test_embedded_model_on_paper_data(tmp_path, shared_data):
     assert ff.num_layers == 31 and ff.hidden_size == 576 and ff.num_rows == 32
     assert ff.meta["template"] == "chat" and len(ff.meta["gguf_sha256"]) == 64
     assert np.bincount(ff.labels).tolist() == [16, 16]
-    hidden = ff.file["hidden"][:].astype(np.float32)
+    hidden = ff.column("hidden").astype(np.float32)
     assert np.isfinite(hidden).all() and hidden.std() > 0
     import torch
 
     text = ff.column("rendered")[0]
     with torch.no_grad():
         logits = lm.model(**lm.tokenizer(text, return_tensors="pt")).logits[0, -1]
-    assert ff.file["lens_ids"][0, -1, 0, 0] == int(logits.argmax())
+    assert ff.lens(0)[0][0, -1, 0] == int(logits.argmax())
 
 
 def test_model_free_checks_and_config_errors_come_first(

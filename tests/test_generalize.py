@@ -15,7 +15,8 @@ from sklearn.metrics import roc_auc_score
 
 from probing.cli import main
 from probing.generalize.fit import fit_heads, score_heads
-from probing.probes.rates import auroc_columns, source_metrics
+from probing.probes.auroc import auroc_columns
+from probing.probes.rates import source_metrics
 
 SOURCES = ["normal_a", "normal_b", "harm_real", "harm_styled"]
 

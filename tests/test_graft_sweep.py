@@ -85,6 +85,16 @@ def test_sweep_reports(setup, tmp_path):
     assert (tmp_path / "out" / "graft_sweep.png").stat().st_size > 1000
 
 
+def test_a_row_donor_is_that_rows_state_per_layer(setup):
+    """``--source row``: donor ``[L, D]`` = the row's stored state at every layer (it was the
+    ``[D, L]`` stack reshaped to ``[L, D]``, a scramble, before FeatureFile.states)."""
+    _, ff, _ = setup
+    got = donors(GraftConfig(features=str(ff.path), source="row", source_row=3), ff)
+    assert tuple(got.shape) == (ff.num_layers, ff.hidden_size)
+    want = np.stack([ff.layer(i)[3] for i in range(ff.num_layers)])
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
 def test_bad_input(setup, tmp_path):
     lm, ff, tmp = setup
     with pytest.raises(ProbingError, match="not a class of"):

@@ -355,7 +355,7 @@ def test_bad_class_layer_position_top(tiny_file, tmp_path):
         ProbingError, match=r"--classes 'jailbreak' is not a class .*normal, malicious"
     ):
         cli.run([*base, "--classes", "[jailbreak]"])
-    with pytest.raises(ProbingError, match=r"--layers 4 is out of range.*0\.\.3"):
+    with pytest.raises(ProbingError, match=r"--layers: layer 4 is out of range.*0\.\.3"):
         cli.run([*base, "--layers", "[1, 4]"])
     with pytest.raises(ProbingError, match=r"--position=1 is out of range.*1 position"):
         cli.run([*base, "--position", "1"])

@@ -233,7 +233,8 @@ def test_refusal_and_graft_resolve_the_model_once(tiny_gguf, model_cache, tmp_pa
 def test_demo_alignment_side_resolves_its_model_once(model_cache, tmp_path, monkeypatch):
     """The demo's alignment stages (extract, refusal, lens, grafting) share one resolved model."""
     import probing.models.load as load_mod
-    from probing.demo import Demo, DemoConfig, alignment_side
+    from probing.demo import alignment_side
+    from probing.demo_run import Demo, DemoConfig
 
     path = write_tiny_gguf(tmp_path / "tiny.gguf", context=1024)  # the built-in prompts fit
     calls: list = []
@@ -271,7 +272,7 @@ def test_feature_files_are_the_same_from_gguf_and_cache(
     assert warm.meta["model"] == str(tiny_gguf)
     assert warm.num_rows == cold.num_rows == len(PROMPTS)
     for name in ("hidden", "lens_ids", "lens_logits", "n_tokens"):  # hidden: every layer
-        assert np.array_equal(warm.file[name][()], cold.file[name][()]), name
+        assert np.array_equal(warm.column(name), cold.column(name)), name
     cold.close()
     warm.close()
 

@@ -45,7 +45,7 @@ def quiet(monkeypatch):
 def test_data_module_takes_names(tmp_path):
     path = template_file(tmp_path / "t.h5")
     with ActivationDataModule(str(path), position="inst").sources["main"].ff as ff:
-        hidden = ff.file["hidden"][:]
+        hidden = ff.column("hidden")
     for given, index in [("inst", 0), ("post_1", 1), ("post_2", 2), ("last", 2), (-1, 2), (0, 0)]:
         dm = ActivationDataModule(str(path), position=given)
         assert dm.position == index and dm.hparams["position"] == given

@@ -44,7 +44,7 @@ def run(tmp_path, lm, name, **kw):
 
 
 def in_prompt_order(ff: FeatureFile, dataset: str = "hidden") -> np.ndarray:
-    return ff.file[dataset][:][np.argsort(ff.column("prompt_index"))]
+    return ff.column(dataset)[np.argsort(ff.column("prompt_index"))]
 
 
 def inst_reference(lm, ff: FeatureFile) -> np.ndarray:

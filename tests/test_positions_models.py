@@ -41,7 +41,7 @@ def run(tmp_path, lm, name, **kw):
                         output=str(tmp_path / name), progress=False, storage_dtype="float32",
                         lens_top_k=0, **kw)  # fmt: skip
     ff = FeatureFile(extract(cfg, lm=lm))
-    return ff, ff.file["hidden"][:][np.argsort(ff.column("prompt_index"))]
+    return ff, ff.column("hidden")[np.argsort(ff.column("prompt_index"))]
 
 
 @pytest.mark.parametrize(("name", "stored"), MODELS)

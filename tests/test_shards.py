@@ -43,7 +43,7 @@ def config(prompts, out, **kw):
 
 def assert_same_rows(a: FeatureFile, b: FeatureFile) -> None:
     for name in ROWS:
-        x, y = a.file[name][:], b.file[name][:]
+        x, y = a.column(name), b.column(name)
         if name == "hidden":
             np.testing.assert_allclose(
                 x.astype(np.float32), y.astype(np.float32), atol=2e-3, rtol=2e-3
@@ -95,15 +95,15 @@ def test_lens_off_stores_the_same_states_and_merges(tmp_path, prompts):
     off = FeatureFile(
         extract(config(prompts, tmp_path / "off.h5", storage_dtype="float32", lens_top_k=0), lm=lm)
     )
-    np.testing.assert_array_equal(off.file["hidden"][:], on.file["hidden"][:])
-    assert off.file["lens_ids"].shape == (23, 4, 1, 0) and off.meta["lens_top_k"] == 0
-    assert on.file["lens_ids"].shape == (23, 4, 1, 5)
+    np.testing.assert_array_equal(off.column("hidden"), on.column("hidden"))
+    assert off.column("lens_ids").shape == (23, 4, 1, 0) and off.meta["lens_top_k"] == 0
+    assert on.column("lens_ids").shape == (23, 4, 1, 5)
     out = tmp_path / "sharded" / "merged.h5"
     for i in (0, 1):
         extract(config(prompts, out, shard=f"{i}/2", storage_dtype="float32", lens_top_k=0), lm=lm)
     merged = FeatureFile(out)
-    assert merged.meta["complete"] and merged.file["lens_logits"].shape == (23, 4, 1, 0)
-    np.testing.assert_array_equal(merged.file["hidden"][:], off.file["hidden"][:])
+    assert merged.meta["complete"] and merged.column("lens_logits").shape == (23, 4, 1, 0)
+    np.testing.assert_array_equal(merged.column("hidden"), off.column("hidden"))
 
 
 def test_torchrun_shard_uses_its_local_gpu_without_changing_the_config(

@@ -139,5 +139,5 @@ def test_extraction_shares_the_chat_head(tmp_path, caplog):
         ids = lm.tokenizer(ff.column("rendered")[row], add_special_tokens=False).input_ids
         ref = whole([ids]).hidden[0].numpy()
         torch.testing.assert_close(
-            torch.from_numpy(ff.file["hidden"][row]), torch.from_numpy(ref), atol=1e-5, rtol=1e-5
+            torch.from_numpy(ff.column("hidden")[row]), torch.from_numpy(ref), atol=1e-5, rtol=1e-5
         )

@@ -216,7 +216,7 @@ def test_nan_and_corrupt_files_exit_2(workdir, capsys):
     nan = make_feature_file(workdir / "nan.h5", hidden=hidden, labels=np.arange(30) % 2)
     (workdir / "bad.h5").write_bytes(b"\x89HDF\r\n garbage" * 50)
     for path, message in (
-        (nan, "NaN/inf activations at layer 1"),
+        (nan, "(NaN/inf) activations at layer 1"),
         (workdir / "bad.h5", "not a readable HDF5"),
     ):
         code = main(

@@ -257,7 +257,7 @@ def test_graft_checks_layers_and_output_before_loading_the_model(tmp_path, monke
     feat = feature_file(tmp_path / "f.h5")
     base = ["graft", "--features", str(feat)]
     assert main([*base, "--layers", "[1, 9]", "--output", str(tmp_path / "g")]) == 2
-    one_line_error(capsys, "--layers 9 is out of range")
+    one_line_error(capsys, "--layers: layer 9 is out of range")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main([*base, "--output", str(blocker / "g")]) == 2

@@ -20,11 +20,11 @@ from typing import Any
 
 from probing.compare import plots
 from probing.compare.spec import (
-    _NO_CONTEXT_LIMIT,
     GRID_PNG,
     GRID_RELATIVE_PNG,
     METRIC_COLUMNS,
     METRICS_CSV,
+    NO_CONTEXT_LIMIT,
     PROBE_VAL_FRACTION,
     REPORT_MD,
     RUNS_JSON,
@@ -40,7 +40,6 @@ from probing.compare.summary import (
     first_crossing,  # noqa: F401 (importable from here, as before)
     markdown,
     summarize,
-    write_csv,
 )
 from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
@@ -55,6 +54,7 @@ from probing.models.load import (
     resolve_model,
 )
 from probing.prompts.sources import PromptSource, load_prompts
+from probing.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def ensure_features(cfg: CompareConfig, spec: RunSpec, models: _Models) -> tuple
             meta = read_meta(path)
         except ProbingError:
             meta = {}
-        plan = plan_rows(ecfg, tokenizer, _NO_CONTEXT_LIMIT)
+        plan = plan_rows(ecfg, tokenizer, NO_CONTEXT_LIMIT)
         if meta.get("complete") and meta.get("fingerprint") == fingerprint(
             ecfg, model_identity(models.source_for(ecfg.model)), plan
         ):

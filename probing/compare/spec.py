@@ -29,7 +29,7 @@ METRICS_CSV, SUMMARY_CSV, RUNS_JSON, REPORT_MD = (
 GRID_PNG, GRID_RELATIVE_PNG = "compare_grid.png", "compare_grid_relative.png"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PROBE_VAL_FRACTION = 0.1
-_NO_CONTEXT_LIMIT = 10**9  # plans only to fingerprint: the context length changes no fingerprint
+NO_CONTEXT_LIMIT = 10**9  # plans only to fingerprint: the context length changes no fingerprint
 
 
 @dataclass

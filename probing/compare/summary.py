@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 from typing import Any
 
 from probing.compare.plots import classifier_names
@@ -57,23 +55,6 @@ def summarize(results: list[RunResult], cfg: CompareConfig) -> list[dict[str, An
                 }
             )
     return out
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    return path
-
-
-def _fmt(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.6g}"
-    return value
 
 
 def markdown(result: CompareResult, cfg: CompareConfig) -> str:

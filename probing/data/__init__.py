@@ -1,5 +1,5 @@
 """Stage 3: feature files as Lightning data (per-layer activation batches, splits, standardisation)."""
 
-from probing.data.datamodule import ActivationDataModule, parse_layers, stratified_split
+from probing.data.datamodule import ActivationDataModule, stratified_split
 
-__all__ = ["ActivationDataModule", "parse_layers", "stratified_split"]
+__all__ = ["ActivationDataModule", "stratified_split"]

@@ -18,26 +18,25 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from probing.data.rows import (
-    _available_bytes,
-    _check_finite,
-    _ChunkRows,
-    _MemoryRows,
-    _moments,
-    _Source,
+    ChunkRows,
+    MemoryRows,
+    RowSource,
+    available_bytes,
     cat_batches,
+    moments,
 )
 from probing.data.selection import (
-    _check_split,
-    _layers_text,
+    check_split,
     class_indices,
-    parse_layers,
     resolve_classes,
     stratified_split,
 )
 from probing.errors import ProbingError
+from probing.features.checks import check_finite
 from probing.features.identity import require_same_identity
 from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
+from probing.layers import LayerSpec, layers_text, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class ActivationDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str,
-        layers: str | int | list[int] = "all",
+        layers: LayerSpec = "all",
         classes: list[str] | None = None,
         class_map: dict[str, str] | None = None,
         position: int | str = -1,
@@ -105,14 +104,14 @@ class ActivationDataModule(L.LightningDataModule):
             raise ProbingError(
                 f"--data.batch_size must be a positive integer or 'full', got {batch_size!r}"
             )
-        self.split_fractions = _check_split(split)
+        self.split_fractions = check_split(split)
 
         ff = FeatureFile(self.path)
         self.meta = ff.meta
         self.num_layers, self.hidden_size = ff.num_layers, ff.hidden_size
         self.label_names = ff.label_names
         self.position = resolve_position(ff.meta, position, "--data.position", self.path)
-        self.layers = parse_layers(layers, self.num_layers)
+        self.layers = resolve_layers(layers, self.num_layers, "--data.layers", str(ff.path))
         # Saved with the resolved layer list, equal to the model's (Lightning merges both hparams).
         self.save_hyperparameters({**hparams, "layers": self.layers})
         raw = ff.labels
@@ -130,9 +129,9 @@ class ActivationDataModule(L.LightningDataModule):
         self.holdout_sources = list(holdout_sources or [])
         held = self._held_mask(row_source[keep])
         main, out = keep[~held], keep[held]
-        self.sources = {"main": _Source(ff, main, y[main], row_source[main])}
+        self.sources = {"main": RowSource(ff, main, y[main], row_source[main])}
         if len(out):
-            self.sources["heldout"] = _Source(ff, out, y[out], row_source[out])
+            self.sources["heldout"] = RowSource(ff, out, y[out], row_source[out])
         missing = sorted(set(range(self.num_classes)) - set(y[main].tolist()))
         if missing and self.holdout_sources:
             raise ProbingError(
@@ -155,7 +154,7 @@ class ActivationDataModule(L.LightningDataModule):
                     f"(its classes: {test_ff.label_names}); map them with --data.class_map"
                 )
             tsrc = np.asarray(test_ff.sources, dtype=np.int64)[tkeep]
-            self.sources["transfer"] = _Source(test_ff, tkeep, ty[tkeep], tsrc)
+            self.sources["transfer"] = RowSource(test_ff, tkeep, ty[tkeep], tsrc)
         self.stats: tuple[np.ndarray, np.ndarray] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._ready = False
@@ -204,7 +203,7 @@ class ActivationDataModule(L.LightningDataModule):
         else:
             src, pos = self.sources["main"], self.split_pos[split]
         if src.x is None:
-            ds = _ChunkRows(src, pos, self.layers, self.position, self.stats)
+            ds = ChunkRows(src, pos, self.layers, self.position, self.stats)
             x = torch.cat([ds[i][0] for i in range(len(ds))]) if len(ds) else torch.zeros(0)
             order = np.concatenate([b[2] for b in ds.blocks]) if ds.blocks else np.zeros(0, int)
             pos = np.searchsorted(src.rows, order)
@@ -244,19 +243,19 @@ class ActivationDataModule(L.LightningDataModule):
         limit = (
             self.memory_limit_gb * 1e9
             if self.memory_limit_gb is not None
-            else _available_bytes() / 2
+            else available_bytes() / 2
         )
         return self.block_bytes() <= limit
 
     def read_layer(self, layer: int, source: str = "main") -> np.ndarray:
         """Raw activations ``[kept rows, D]`` float32 of one absolute layer; checks they are finite."""
         src = self.sources[source]
-        ds = src.ff.file["hidden"]
-        x = ds[:, layer, self.position]  # one layer for all rows: a contiguous read of whole chunks
-        if len(src.rows) != ds.shape[0]:
+        # one layer for all rows: a contiguous read of whole chunks
+        x = src.ff.states(slice(None), [layer], self.position)[:, 0]
+        if len(src.rows) != len(x):
             x = x[src.rows]
         x = np.asarray(x, dtype=np.float32)
-        _check_finite(x, src.ff.path, layer)
+        check_finite(x, src.rows, src.ff.path, layer)
         return x
 
     def setup(self, stage: str | None = None) -> None:
@@ -282,7 +281,7 @@ class ActivationDataModule(L.LightningDataModule):
         gb = self.block_bytes() / 1e9
         log.info(
             "loading layers %s of %s into memory (%.2f GB float32)",
-            _layers_text(self.layers),
+            layers_text(self.layers),
             ", ".join(str(s.ff.path) for s in self.sources.values()),
             gb,
         )
@@ -294,7 +293,7 @@ class ActivationDataModule(L.LightningDataModule):
             src.ff.close()
         if self.standardize:
             main = self.sources["main"].x
-            mean, std = _moments(main, self.split_pos["train"])
+            mean, std = moments(main, self.split_pos["train"])
             self.stats = (mean.numpy(), std.numpy())
             for src in self.sources.values():
                 src.x.sub_(mean).div_(std)
@@ -313,7 +312,7 @@ class ActivationDataModule(L.LightningDataModule):
             for other in set(self.sources) - {"main"}:
                 self.read_layer(layer, other)
             if self.standardize:
-                m, s = _moments(torch.from_numpy(x[:, None]), train)
+                m, s = moments(torch.from_numpy(x[:, None]), train)
                 mean[j], std[j] = m[0].numpy(), s[0].numpy()
         self.stats = (mean, std) if self.standardize else None
         for src in self.sources.values():
@@ -329,9 +328,9 @@ class ActivationDataModule(L.LightningDataModule):
             else:
                 src, pos = self.sources["main"], self.split_pos[name]
             if src.x is not None:
-                self._datasets[name] = _MemoryRows(src, pos)
+                self._datasets[name] = MemoryRows(src, pos)
             else:
-                self._datasets[name] = _ChunkRows(src, pos, self.layers, self.position, self.stats)
+                self._datasets[name] = ChunkRows(src, pos, self.layers, self.position, self.stats)
         return self._datasets[name]
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
@@ -339,7 +338,7 @@ class ActivationDataModule(L.LightningDataModule):
         batch = self.batch_size
         if batch == "full":
             batch = max(1, len(ds)) if self.full_batch else FULL_FALLBACK_BATCH
-        if isinstance(ds, _ChunkRows):
+        if isinstance(ds, ChunkRows):
             per_block = max(1.0, sum(len(b[2]) for b in ds.blocks) / max(len(ds), 1))
             batch = max(1, round(batch / per_block))
         return DataLoader(

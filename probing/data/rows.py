@@ -10,13 +10,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _available_bytes() -> int:
+def available_bytes() -> int:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -24,7 +23,7 @@ def _available_bytes() -> int:
 
 
 @dataclass
-class _Source:
+class RowSource:
     """The kept rows of one feature file."""
 
     ff: FeatureFile
@@ -34,10 +33,10 @@ class _Source:
     x: torch.Tensor | None = None  # [kept, L, D] when in memory
 
 
-class _MemoryRows(Dataset):
+class MemoryRows(Dataset):
     """Rows of an in-memory block; ``__getitems__`` slices a whole batch at once."""
 
-    def __init__(self, src: _Source, pos: np.ndarray):
+    def __init__(self, src: RowSource, pos: np.ndarray):
         self.x, self.pos = src.x, torch.as_tensor(pos)
         self.y = torch.as_tensor(src.y)[self.pos]
         self.rows = torch.as_tensor(src.rows)[self.pos]
@@ -53,14 +52,16 @@ class _MemoryRows(Dataset):
         return [(self.x[self.pos[idx_t]], self.y[idx_t], self.rows[idx_t])]
 
 
-class _ChunkRows(Dataset):
+class ChunkRows(Dataset):
     """Rows read from HDF5 in whole chunks: item ``i`` is every wanted row of file chunk ``i``."""
 
-    def __init__(self, src: _Source, pos: np.ndarray, layers: list[int], position: int, stats: Any):
+    def __init__(
+        self, src: RowSource, pos: np.ndarray, layers: list[int], position: int, stats: Any
+    ):
         self.ff, self.layers, self.position = src.ff, layers, position
         self.mean, self.std = stats if stats is not None else (None, None)
         rows, y = src.rows[pos], src.y[pos]
-        chunk = src.ff.file["hidden"].chunks[0] if src.ff.file["hidden"].chunks else 256
+        chunk = src.ff.chunk_rows
         block = rows // chunk
         self.blocks = []
         for b in np.unique(block):
@@ -75,8 +76,7 @@ class _ChunkRows(Dataset):
 
     def __getitem__(self, i: int) -> Batch:
         start, stop, rows, y = self.blocks[i]
-        ds = self.ff.file["hidden"]
-        x = np.stack([ds[start:stop, layer, self.position] for layer in self.layers], axis=1)
+        x = self.ff.states(slice(start, stop), self.layers, self.position)
         x = x[rows - start].astype(np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
@@ -90,16 +90,7 @@ def cat_batches(parts: list[Batch]) -> Batch:
     return tuple(torch.cat(t) for t in zip(*parts, strict=False))  # type: ignore[return-value]
 
 
-def _check_finite(x: np.ndarray, path: Any, layer: int) -> None:
-    if not np.isfinite(x).all():
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))
-        raise ProbingError(
-            f"{path} has NaN/inf activations at layer {layer} in {len(bad)} row(s) (first rows {bad[:5].tolist()}); "
-            "re-extract it (with --storage_dtype float32 if float16 overflowed) or drop the layer with --data.layers"
-        )
-
-
-def _moments(
+def moments(
     x: torch.Tensor, rows: np.ndarray, chunk: int = 512
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std ``[L, D]`` over ``rows`` of ``x [N, L, D]`` in float64, without copying the block."""

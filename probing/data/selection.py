@@ -1,4 +1,5 @@
-"""Which layers, classes and rows a data module uses: layer specs, class resolution, stratified splits."""
+"""Which classes and rows a data module uses: class resolution, stratified splits (its layers:
+:mod:`probing.layers`)."""
 
 from __future__ import annotations
 
@@ -7,47 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from probing.errors import ProbingError
-
-
-def parse_layers(
-    spec: str | int | Sequence[int], num_layers: int, option: str = "--data.layers"
-) -> list[int]:
-    """Absolute layer indices from ``all``, an int, a list, ``"a,b,c"`` or a range ``"start:stop[:step]"``.
-
-    Ranges follow Python slicing (stop excluded); negative indices count from the last layer.
-    """
-    hint = f"{option} takes 'all', an index, a list [i, j, ...] or a range 'start:stop[:step]'"
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text.lower() == "all":
-            return list(range(num_layers))
-        try:
-            if ":" in text:
-                parts = [int(p) if p.strip() else None for p in text.split(":")]
-                if len(parts) > 3:
-                    raise ValueError
-                chosen = list(range(num_layers))[slice(*parts)]
-                if not chosen:
-                    raise ProbingError(f"{option}={spec!r} selects no layer of 0..{num_layers - 1}")
-                return chosen
-            spec = [int(p) for p in text.replace("[", "").replace("]", "").split(",") if p.strip()]
-        except ValueError:
-            raise ProbingError(f"cannot read {option}={spec!r}; {hint}") from None
-    if isinstance(spec, int):
-        spec = [spec]
-    out = []
-    for layer in spec:
-        if not -num_layers <= int(layer) < num_layers:
-            raise ProbingError(
-                f"{option}: layer {layer} is out of range; the feature file has layers 0..{num_layers - 1} "
-                "(0 = embeddings)"
-            )
-        out.append(int(layer) % num_layers)
-    if not out:
-        raise ProbingError(f"{option} is empty; {hint}")
-    if len(set(out)) != len(out):
-        raise ProbingError(f"{option} lists a layer twice: {out}")
-    return out
 
 
 def resolve_classes(
@@ -125,7 +85,7 @@ def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> li
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
 
 
-def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
+def check_split(split: Sequence[float]) -> tuple[float, float, float]:
     split = tuple(float(s) for s in split)
     if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
         raise ProbingError(
@@ -154,9 +114,3 @@ def check_split_rows(
                 f"{path}; give more rows, or a {what} fraction of 0 in --data.split"
                 + (" (training without validation)" if name == "val" else "")
             )
-
-
-def _layers_text(layers: list[int]) -> str:
-    if layers == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}..{layers[-1]}"
-    return ",".join(map(str, layers))

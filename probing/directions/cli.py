@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from probing.config import parse_config
-from probing.data.selection import parse_layers
 from probing.directions import locate as located
 from probing.directions import report
 from probing.directions.compute import Directions, compute, split_label_set
@@ -20,6 +19,7 @@ from probing.directions.labels import label_sets
 from probing.errors import ProbingError
 from probing.features.positions import position_names, resolve_position
 from probing.features.store import FeatureFile
+from probing.layers import LayerSpec, resolve_layers
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
@@ -59,7 +59,7 @@ class DirectionsConfig:
     classes: list[str] = field(default_factory=lambda: ["normal", "malicious"])
     class_map: dict[str, str] = field(default_factory=dict)
     label_sets: list[str] | None = None
-    layers: str | int | list[int] = "all"
+    layers: LayerSpec = "all"
     positions: list[int | str] | None = None
     test_fraction: float = 0.3
     seed: int = 0
@@ -97,7 +97,7 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
     if not Path(cfg.features).is_file():
         raise ProbingError(f"--features {cfg.features} is not a file; give a feature file (.h5)")
     with FeatureFile(cfg.features) as ff:
-        layers = parse_layers(cfg.layers, ff.num_layers, "--layers")
+        layers = resolve_layers(cfg.layers, ff.num_layers, "--layers", str(ff.path))
         positions = _positions(ff, cfg.positions)
         held_out = located.located_rows(ff, cfg.locate) if cfg.locate else {}
         sets = located.leave_out(
@@ -118,7 +118,7 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
         f"{model}: {Path(cfg.features).name}, test fraction {cfg.test_fraction}, seed {cfg.seed}"
     )
     paths = {
-        "csv": report.write_csv(result, out),
+        "csv": report.write_table(result, out),
         "npz": report.write_arrays(result, out),
         "png": report.plot(result, out, title),
     }

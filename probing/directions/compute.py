@@ -19,7 +19,7 @@ from probing.data.selection import stratified_split
 from probing.directions.labels import LabelSet
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
-from probing.probes.rates import auroc_columns
+from probing.probes.auroc import auroc_columns
 
 
 @dataclass(frozen=True)

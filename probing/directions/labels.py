@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import h5py
 import numpy as np
 
 from probing.data.selection import class_indices
@@ -64,20 +63,18 @@ def harm_label_set(ff: FeatureFile, classes: Sequence[str], class_map: dict[str,
 
 def extra_names(ff: FeatureFile) -> list[str]:
     """Names of the file's ``label_<name>`` datasets, in file order."""
-    return [
-        n for n in ff.file if n.startswith(EXTRA_PREFIX) and isinstance(ff.file[n], h5py.Dataset)
-    ]
+    return [n for n in ff.names() if n.startswith(EXTRA_PREFIX)]
 
 
 def extra_label_set(ff: FeatureFile, name: str) -> LabelSet:
     """A ``label_<name>`` dataset: one integer per row, each 1, 0 or -1."""
-    ds = ff.file[name]
+    ds = np.asarray(ff.column(name))
     if ds.shape != (ff.num_rows,) or ds.dtype.kind not in "iub":
         raise ProbingError(
             f"{ff.path}: label set {name!r} has shape {ds.shape} and dtype {ds.dtype}, expected "
             f"({ff.num_rows},) integers 1/0/-1; fix the dataset or leave it out with --label_sets"
         )
-    values = ds[:].astype(np.int64)
+    values = ds.astype(np.int64)
     bad = np.setdiff1d(np.unique(values), [-1, 0, 1])
     if len(bad):
         raise ProbingError(

@@ -16,7 +16,6 @@ classification itself moves.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -30,7 +29,9 @@ from probing.directions.compute import Directions, Split
 from probing.directions.labels import LabelSet
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
-from probing.probes.rates import auroc_columns
+from probing.plotting import save_figure, subplots
+from probing.probes.auroc import auroc_columns
+from probing.tables import write_csv as write_table
 
 LOCATED_CSV = "located.csv"
 LOCATED_PLOT = "located.png"
@@ -134,8 +135,6 @@ def rows_of(found: Located, result: Directions) -> list[dict[str, Any]]:
 
 def plot(found: Located, result: Directions, path: Path, title: str) -> Path:
     """Placement per layer, one panel per label set, one line per position (and located class)."""
-    from probing.plotting import save_figure, subplots
-
     n = len(result.label_sets)
     fig, axes = subplots(1, n, figsize=(5.2 * n, 3.6), squeeze=False)
     for s, ax in enumerate(axes[0]):
@@ -178,16 +177,5 @@ def sentences(found: Located, result: Directions, harm: str = "label") -> list[s
 
 
 def write_csv(found: Located, result: Directions, directory: Path) -> Path:
-    """``located.csv`` (written under a temporary name, renamed when complete)."""
-    path = directory / LOCATED_CSV
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        for row in rows_of(found, result):
-            writer.writerow(
-                {k: (f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else
-                     "" if isinstance(v, float) else v) for k, v in row.items()}
-            )  # fmt: skip
-    os.replace(tmp, path)
-    return path
+    """``located.csv``."""
+    return write_table(directory / LOCATED_CSV, rows_of(found, result), COLUMNS, digits=".4f")

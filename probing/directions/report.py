@@ -5,8 +5,6 @@ Every file is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import numpy as np
 
 from probing.directions.compute import Directions
 from probing.plotting import save_figure, subplots
+from probing.tables import write_csv
 
 CSV_NAME = "directions.csv"
 NPZ_NAME = "directions.npz"
@@ -53,27 +52,13 @@ def rows(result: Directions) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4f}"
-    return "" if value is None else value
-
-
 def _replace_when_written(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp{path.suffix}")
 
 
-def write_csv(result: Directions, directory: Path) -> Path:
-    path = directory / CSV_NAME
-    tmp = _replace_when_written(path)
-    cols = columns(result)
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows(result):
-            writer.writerow({k: _fmt(row.get(k)) for k in cols})
-    os.replace(tmp, path)
-    return path
+def write_table(result: Directions, directory: Path) -> Path:
+    """``directory/directions.csv``."""
+    return write_csv(directory / CSV_NAME, rows(result), columns(result), digits=".4f")
 
 
 def write_arrays(result: Directions, directory: Path) -> Path:

@@ -132,17 +132,15 @@ def check_layout(path: Path, f: h5py.File, meta: dict[str, Any]) -> None:
         )
 
 
-def check_shape(ff: Any) -> None:
-    """:func:`check_layout` of an open :class:`~probing.features.store.FeatureFile`."""
-    check_layout(ff.path, ff.file, ff.meta)
-
-
-def check_finite(x: np.ndarray, rows: np.ndarray, path: Any) -> None:
-    """``x`` ``[B, ...]`` holds the activations of file rows ``rows``: refuse NaN/inf naming them."""
+def check_finite(x: np.ndarray, rows: np.ndarray, path: Any, layer: int | None = None) -> None:
+    """``x`` ``[B, ...]`` holds the activations of file rows ``rows`` (of one ``layer`` when given):
+    refuse NaN/inf naming the rows (and the layer, which ``--data.layers`` can leave out)."""
     bad = ~np.isfinite(np.asarray(x).reshape(len(x), -1)).all(axis=1)
     if bad.any():
+        where = "" if layer is None else f" at layer {layer}"
+        instead = "use another file" if layer is None else "leave the layer out with --data.layers"
         raise ProbingError(
             f"{path}: rows {format_rows(np.asarray(rows)[bad])} hold non-finite (NaN/inf) "
-            "activations; re-extract them (--storage_dtype float32 if float16 overflowed) or use "
-            "another file"
+            f"activations{where}; re-extract them (--storage_dtype float32 if float16 overflowed) "
+            f"or {instead}"
         )

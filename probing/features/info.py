@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from probing.config import parse_config
 from probing.features.atomic import being_written, partial_path
-from probing.features.checks import check_layout, check_links
 from probing.features.positions import position_names
-from probing.features.store import read_meta
+from probing.features.store import FeatureFile
 from probing.prompts.sources import source_names
 
 
@@ -25,22 +23,20 @@ def summarize(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists() and partial_path(path).exists() and not being_written(path):
         path = partial_path(path)  # an interrupted extraction: show how far it got
-    meta = read_meta(path)
-    with h5py.File(path, "r") as f:
+    with FeatureFile(path, require_complete=False) as ff:
+        meta = ff.meta
         # a merged file reads a missing shard's rows as zeros: it is not complete without them
-        missing = check_links(path, f, meta)
-        check_layout(path, f, meta)
-        labels = f["label"][:]
-        row_sources = f["source"][:] if "source" in f else np.zeros(len(labels), np.int64)
-        rows_done = int(f["rows_done"][0])
-        shape = f["hidden"].shape
+        missing = ff.missing_shards
+        labels = ff.labels
+        row_sources = ff.sources if "source" in ff.names() else np.zeros(len(labels), np.int64)
+        rows_done, num_rows = ff.rows_done, ff.num_rows
     names = meta["label_names"]
     counts = Counter(int(x) for x in labels)
     return {
         "path": str(path),
         "complete": bool(meta.get("complete")) and not missing,
         "missing_shards": missing,
-        "rows": int(shape[0]),
+        "rows": num_rows,
         "rows_done": rows_done,
         "layers": int(meta["num_layers"]),
         "decoder_layers": int(meta["num_decoder_layers"]),

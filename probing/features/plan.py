@@ -9,7 +9,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,12 +18,23 @@ from probing.features.positions import names_for, template_names
 from probing.features.store import RowTable
 from probing.prompts.instruction import instruction_tokens
 from probing.prompts.render import Rendered, render
-from probing.prompts.sources import load_prompts
-
-if TYPE_CHECKING:
-    from probing.features.extract import ExtractConfig
+from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)
+
+
+class PlanSettings(Protocol):
+    """The settings that decide an extraction's rows and content (``ExtractConfig`` has them)."""
+
+    prompts: list[PromptSource]
+    template: str
+    system_prompt: str | None
+    positions: str
+    k: int
+    lens_top_k: int
+    max_tokens: int | None
+    too_long: str
+    storage_dtype: str
 
 
 @dataclass
@@ -47,7 +58,7 @@ def context_length(tokenizer: Any, model_length: int | None) -> int:
     return 4096
 
 
-def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
+def plan_rows(cfg: PlanSettings, tokenizer: Any, context_length: int) -> Plan:
     """Load, render and tokenize the prompts, drop or truncate the unusable ones, sort by length."""
     prompts, labels, sources, label_names = load_prompts(cfg.prompts)
     rendered = render(tokenizer, prompts, cfg.template, cfg.system_prompt)
@@ -123,7 +134,7 @@ def plan_rows(cfg: ExtractConfig, tokenizer: Any, context_length: int) -> Plan:
 
 
 def _positions(
-    cfg: ExtractConfig, tokenizer: Any, rendered: Rendered
+    cfg: PlanSettings, tokenizer: Any, rendered: Rendered
 ) -> tuple[list[int] | None, list[str]]:
     """Per row the number of tokens after the instruction's last (``template`` only, else None), and
     the stored positions' names. The template's count m is the one most rows have (a prompt whose
@@ -155,7 +166,7 @@ def slice_plan(plan: Plan, start: int, stop: int) -> Plan:
     return dataclasses.replace(plan, rows=rows, ids=plan.ids[start:stop])
 
 
-def fingerprint(cfg: ExtractConfig, identity: dict[str, Any], plan: Plan) -> str:
+def fingerprint(cfg: PlanSettings, identity: dict[str, Any], plan: Plan) -> str:
     """Hash of everything that determines the file's content (not batch size or progress)."""
     content = {
         "identity": identity,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ import numpy as np
 from probing.errors import ProbingError
 from probing.features.atomic import PARTIAL_SUFFIX, being_written, busy_error, partial_path
 from probing.features.checks import check_layout, check_links
+from probing.features.positions import resolve_position
+from probing.layers import LayerSpec, resolve_layer, resolve_layers
 from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
@@ -114,16 +116,20 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class FeatureFile:
-    """A complete feature file, opened lazily (safe to pass to DataLoader workers before use).
+    """A feature file, opened lazily (safe to pass to DataLoader workers before use); the only reader
+    of its HDF5 layout (``hidden [N, L, P, D]``, ``lens_ids``/``lens_logits [N, L, P, K]``, per-row
+    datasets): everything else reads through the methods below.
 
     Opening checks it (:mod:`probing.features.checks`): no links or virtual sources but a merge's own
-    shards, all present; shapes, labels and ``rows_done`` as the metadata says."""
+    shards, all present; shapes, labels and ``rows_done`` as the metadata says. With
+    ``require_complete=False`` an interrupted or partly merged file opens too (``probing info``):
+    :attr:`rows_done` and :attr:`missing_shards` say how far it got."""
 
     def __init__(self, path: str | os.PathLike, require_complete: bool = True):
         self.path = Path(path)
         self.meta = read_meta(self.path)
         with h5py.File(self.path, "r") as f:
-            missing = check_links(self.path, f, self.meta)
+            self.missing_shards = check_links(self.path, f, self.meta)
             check_layout(self.path, f, self.meta)
             done, total = int(f["rows_done"][0]), f["hidden"].shape[0]
         if require_complete and not self.meta.get("complete"):
@@ -131,10 +137,10 @@ class FeatureFile:
                 f"{self.path} is incomplete ({done} of {total} rows written); finish it with "
                 "`probing extract --resume` and the same config, or re-extract with --overwrite"
             )
-        if missing:
+        if require_complete and self.missing_shards:
             raise ProbingError(
-                f"{self.path} is a merged file whose shard {missing[0]} is missing (it would read "
-                "as zeros); keep shard files beside the merged file or re-extract"
+                f"{self.path} is a merged file whose shard {self.missing_shards[0]} is missing (it "
+                "would read as zeros); keep shard files beside the merged file or re-extract"
             )
         self._file: h5py.File | None = None
         self._pid: int | None = None
@@ -158,7 +164,18 @@ class FeatureFile:
 
     @property
     def num_rows(self) -> int:
-        return int(self.file["hidden"].shape[0])
+        return int(self._h5["hidden"].shape[0])
+
+    @property
+    def rows_done(self) -> int:
+        """Rows written so far (all of them in a complete file)."""
+        return int(self._h5["rows_done"][0])
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per HDF5 chunk of the states: a streaming reader reads whole chunks."""
+        chunks = self._h5["hidden"].chunks
+        return int(chunks[0]) if chunks else 256
 
     @property
     def source_names(self) -> list[str]:
@@ -168,11 +185,15 @@ class FeatureFile:
     @property
     def sources(self) -> np.ndarray:
         """Source index of each row (into :attr:`source_names`)."""
-        return self.file["source"][:]
+        return self._h5["source"][:]
+
+    def check_layout(self) -> None:
+        """Check the open file's shapes, labels and ``rows_done`` against its metadata again."""
+        check_layout(self.path, self._h5, self.meta)
 
     # -- data ---------------------------------------------------------------------------------
     @property
-    def file(self) -> h5py.File:
+    def _h5(self) -> h5py.File:
         """The open h5py handle, reopened after a fork (one handle per process)."""
         if self._file is None or self._pid != os.getpid() or not self._file.id.valid:
             self._file = h5py.File(self.path, "r")
@@ -181,40 +202,69 @@ class FeatureFile:
 
     @property
     def labels(self) -> np.ndarray:
-        return self.file["label"][:]
+        return self._h5["label"][:]
+
+    def names(self) -> list[str]:
+        """The file's datasets, in file order (``hidden``, ``label``, ``label_<set>``, ...)."""
+        return [n for n in self._h5 if isinstance(self._h5[n], h5py.Dataset)]
 
     def column(self, name: str) -> np.ndarray | list[str]:
         """A per-row dataset (`label`, `prompt`, `rendered`, `n_tokens`, ...)."""
-        data = self.file[name][:]
+        data = self._h5[name][:]
         if data.dtype.kind == "O":
             return [x.decode() if isinstance(x, bytes) else x for x in data]
         return data
 
-    def check_layer(self, layer: int, option: str = "layer") -> int:
-        if not -self.num_layers <= layer < self.num_layers:
-            raise ProbingError(
-                f"{option}={layer} is out of range: {self.path} has layers 0..{self.num_layers - 1} "
-                "(0 = embeddings)"
-            )
-        return layer % self.num_layers
+    def states(
+        self, rows: Any = slice(None), layers: LayerSpec | None = None, position: int = -1
+    ) -> np.ndarray:
+        """Stored activations ``[rows, L', D]`` (storage dtype) of ``layers`` (default all) at one
+        stored position; ``rows`` a slice, an index or increasing row indices. One read per layer:
+        a chunk holds a single layer."""
+        ds = self._h5["hidden"]
+        idx = resolve_layers(layers, self.num_layers, "layers", str(self.path))
+        return np.stack([ds[rows, i, position] for i in idx], axis=-2)
 
     def layer(self, layer: int, position: int = -1, dtype: Any = np.float32) -> np.ndarray:
         """Activations ``[N, D]`` of one layer at one stored position (default the last)."""
-        layer = self.check_layer(layer)
-        return self.file["hidden"][:, layer, position].astype(dtype, copy=False)
+        layer = resolve_layer(layer, self.num_layers, "layer", str(self.path))
+        return self._h5["hidden"][:, layer, position].astype(dtype, copy=False)
 
     def layers(
         self, layers: Sequence[int] | None = None, position: int = -1, rows: Any = slice(None)
     ) -> np.ndarray:
         """Activations ``[N, L', D]`` for the chosen layers (all by default), float32."""
-        idx = (
-            list(range(self.num_layers))
-            if layers is None
-            else [self.check_layer(i) for i in layers]
-        )
-        ds = self.file["hidden"]
-        out = np.stack([ds[rows, i, position] for i in idx], axis=1)
-        return out.astype(np.float32, copy=False)
+        return self.states(rows, layers, position).astype(np.float32, copy=False)
+
+    def blocks(
+        self,
+        rows: np.ndarray,
+        layers: LayerSpec | None = None,
+        position: int = -1,
+        block: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream the states of ``rows`` (increasing file rows) a block of ``block`` file rows
+        (default: one chunk) at a time: ``(the block's rows, their states [n, L', D])``."""
+        rows, size, n = np.asarray(rows), block or self.chunk_rows, self.num_rows
+        for lo in range(0, n, size):
+            take = rows[(rows >= lo) & (rows < lo + size)]
+            if len(take):
+                yield take, self.states(slice(lo, min(lo + size, n)), layers, position)[take - lo]
+
+    def lens(self, position: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Logit-lens ids and logits ``[N, L, K]`` at one stored position (an index or a name the
+        file records); an error if the file holds no lens."""
+        k = int(self.meta.get("lens_top_k") or 0)
+        f = self._h5
+        missing = [name for name in ("lens_ids", "lens_logits") if name not in f]
+        if k <= 0 or missing or f["lens_ids"].shape[-1] == 0:
+            found = f"datasets {', '.join(missing)} missing" if missing else f"lens_top_k={k}"
+            raise ProbingError(
+                f"{self.path} holds no logit-lens data ({found}); re-extract with --lens_top_k 5 "
+                "(or more)"
+            )
+        p = resolve_position(self.meta, position, "--position", self.path)
+        return f["lens_ids"][:, :, p, :], f["lens_logits"][:, :, p, :]
 
     def close(self) -> None:
         if self._file is not None and self._file.id.valid:

@@ -85,6 +85,18 @@ def _layout(
     file.flush()
 
 
+def _open_partial(path: Path, mode: str, lock: WriteLock, message: str) -> h5py.File:
+    """Open ``path.partial`` in ``mode``; on failure release ``lock`` and raise ``message`` (its
+    ``{path}``, ``{partial}`` and ``{err}`` filled in)."""
+    try:
+        return h5py.File(partial_path(path), mode)
+    except OSError as err:
+        lock.release()
+        raise ProbingError(
+            message.format(path=path, partial=partial_path(path), err=err.strerror or err)
+        ) from None
+
+
 class FeatureWriter:
     """Appends batches of rows to a feature file; marks it complete only in :meth:`finish`.
 
@@ -125,14 +137,10 @@ class FeatureWriter:
         path = Path(path)
         n = len(rows)
         lock = lock if lock is not None else WriteLock(path).acquire()
-        try:
-            file = h5py.File(partial_path(path), "w")
-        except OSError as err:
-            lock.release()
-            raise ProbingError(
-                f"cannot write the feature file {path}: {err.strerror or err}; "
-                "choose a writable location with --output"
-            ) from None
+        file = _open_partial(
+            path, "w", lock, "cannot write the feature file {path}: {err}; choose a writable "
+            "location with --output",
+        )  # fmt: skip
         try:
             _layout(file, meta, rows, num_layers, num_positions, hidden_size, top_k, storage_dtype)
         except (OSError, RuntimeError) as err:  # h5py raises both for a failed write (disk full)
@@ -145,13 +153,12 @@ class FeatureWriter:
         """Open the incomplete ``path.partial`` to continue writing after its last flushed row."""
         path = Path(path)
         lock = lock if lock is not None else WriteLock(path).acquire()
-        try:
-            file = h5py.File(partial_path(path), "r+")
-        except OSError as err:
-            lock.release()
-            raise ProbingError(
-                f"cannot reopen {partial_path(path)} to resume ({err}); start over with --overwrite"
-            ) from None
+        file = _open_partial(
+            path,
+            "r+",
+            lock,
+            "cannot reopen {partial} to resume ({err}); start over with --overwrite",
+        )
         return cls(file, path, lock)
 
     @property

@@ -18,6 +18,7 @@ from probing.errors import ProbingError
 from probing.generalize import report
 from probing.generalize.data import load_block
 from probing.generalize.matrix import Fold, loso_folds, matrix_folds, run_fold
+from probing.layers import LayerSpec
 from probing.probes import above_words
 from probing.probes.rates import check_fpr
 from probing.probes.text import TEXT
@@ -76,7 +77,7 @@ class GeneralizeConfig:
     probes: list[Literal["linear", "mlp", "text", "poe"]] = field(
         default_factory=lambda: ["linear", "mlp", "text"]
     )
-    layers: str | int | list[int] = "all"
+    layers: LayerSpec = "all"
     position: int | str = -1
     fpr: float = 0.01
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -144,11 +145,11 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     title = f"{model}, {len(names)} sources, {len(folds) - len(skipped)} folds"
     if cfg.repeats > 1:
         title += f", {cfg.repeats} repeats (seeds {cfg.seed}–{cfg.seed + cfg.repeats - 1})"
-    csv_path = report.write_csv(rows, out)
+    csv_path = report.write_generalization(rows, out)
     above = report.above_rows(
         deltas, block.layers, {f.name: set(f.groups) for f in folds if f.groups}
     )
-    above_csv = above_words.write_csv(above, out) if above else None
+    above_csv = above_words.write_above_words(above, out) if above else None
     mean_rows = report.average_repeats(rows)
     averaged = {
         t for f in folds for t in (f.groups or f.test)

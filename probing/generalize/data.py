@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probing.data.datamodule import class_indices, parse_layers, stratified_split
+from probing.data.selection import class_indices, stratified_split
 from probing.errors import ProbingError
 from probing.features.identity import require_same_identity
 from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
+from probing.layers import LayerSpec, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def load_block(
     paths: Sequence[str],
     classes: Sequence[str],
     class_map: dict[str, str] | None = None,
-    layers: str | int | list[int] = "all",
+    layers: LayerSpec = "all",
     position: int | str = -1,
     memory_limit_gb: float = 8.0,
 ) -> SourceBlock:
@@ -76,7 +77,7 @@ def load_block(
     class_map = dict(class_map or {})
     files = [FeatureFile(p) for p in paths]
     check_same_extraction(files)
-    chosen = parse_layers(layers, files[0].num_layers, "--layers")
+    chosen = resolve_layers(layers, files[0].num_layers, "--layers", str(files[0].path))
     picked = []
     for ff in files:
         y = class_indices(ff.labels, ff.label_names, list(classes), class_map)

@@ -3,7 +3,6 @@ part, and where the states beat the prompt's words (``above_words.csv``)."""
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from probing.generalize.matrix import IN_DISTRIBUTION
 from probing.plotting import save_figure, subplots
 from probing.probes.above_words import CROSS_MEAN, delta_rows, mean_deltas, ranges, sentence
 from probing.probes.text import TEXT
+from probing.tables import write_csv
 
 COLUMNS = (
     "train", "test", "split", "layer", "probe", "accuracy", "auroc", "tpr_at_1fpr",
@@ -27,22 +27,9 @@ CSV_NAME, PLOT_NAME, MD_NAME = "generalization.csv", "generalization.png", "gene
 GAP = 0.05  # accuracy gap that counts as "parted"
 
 
-def write_csv(rows: Sequence[dict[str, Any]], directory: Path) -> Path:
-    path = directory / CSV_NAME
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
-    tmp.replace(path)
-    return path
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4f}"
-    return value
+def write_generalization(rows: Sequence[dict[str, Any]], directory: Path) -> Path:
+    """``directory/generalization.csv``."""
+    return write_csv(directory / CSV_NAME, rows, COLUMNS, digits=".4f")
 
 
 def _finite(values: Sequence[float]) -> list[float]:

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 
 from probing.grafting.run import GraftConfig, sweep
+from probing.layers import LayerSpec
 from probing.probes.wandb_utils import run_dir
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ class GraftingCallback(L.Callback):
         target_class: class grafted into.
         jailbreak_class: class of real jailbreaks for comparison (skipped if absent).
         limit: target prompts evaluated (a seeded sample).
-        layers: layers to graft at (default: every ``layer_stride``-th).
+        layers: layers to graft at: an index, a list or ``"start:stop[:step]"`` (default: every
+            ``layer_stride``-th from 1).
         layer_stride: spacing of the default layers.
         max_new_tokens: continuation length judged for refusal.
         batch_size: prompts per prefill pass.
@@ -43,7 +45,7 @@ class GraftingCallback(L.Callback):
         target_class: str = "malicious",
         jailbreak_class: str | None = "jailbreak",
         limit: int = 16,
-        layers: list[int] | None = None,
+        layers: LayerSpec | None = None,
         layer_stride: int = 4,
         max_new_tokens: int = 16,
         batch_size: int = 8,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -29,8 +28,10 @@ from probing.grafting.donors import (
 )
 from probing.grafting.summary import add_intervals
 from probing.grafting.sweep import GraftSweep, SweepResult
+from probing.layers import LayerSpec, resolve_layers
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
+from probing.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class GraftConfig:
         jailbreak_class: class of real jailbreak prompts for comparison (skipped if not in the file).
         limit: prompts per class (a seeded sample).
         seed: seed of the sample.
-        layers: layers to graft at (default: every ``layer_stride``-th layer from 1).
+        layers: layers to graft at: an index, a list or ``"start:stop[:step]"`` (default: every
+            ``layer_stride``-th layer from 1).
         layer_stride: spacing of the default layers.
         max_new_tokens: greedy continuation length judged for refusal.
         batch_size: prompts per prefill pass (length-sorted; their shared prefix runs once for all
@@ -79,7 +81,7 @@ class GraftConfig:
     jailbreak_class: str | None = "jailbreak"
     limit: int = 40
     seed: int = 0
-    layers: list[int] | None = None
+    layers: LayerSpec | None = None
     layer_stride: int = 1
     max_new_tokens: int = 20
     batch_size: int = 8
@@ -145,7 +147,8 @@ def _check_writable(out: Path) -> None:
         ) from None
 
 
-def load_probe(path: str | None, ff: FeatureFile) -> Any:
+def graft_probe(path: str | None, ff: FeatureFile) -> Any:
+    """The probe of ``--probe_ckpt`` (checked against the feature file), or None."""
     if not path:
         return None
     from probing.probes.checkpoint import load_probe_checkpoint
@@ -163,20 +166,12 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
     """Run the sweep and write its files into ``cfg.output``."""
     ff = FeatureFile(cfg.features)
     # everything that needs no model is checked before loading it
-    layers = (
-        cfg.layers
-        if cfg.layers is not None
-        else list(range(1, ff.num_layers, max(1, cfg.layer_stride)))
-    )
-    for layer in layers:
-        if not 0 <= layer < ff.num_layers:
-            raise ProbingError(
-                f"--layers {layer} is out of range: {ff.path} has layers 0..{ff.num_layers - 1} "
-                "(0 = embeddings); fix --layers"
-            )
+    stride = f"1::{max(1, cfg.layer_stride)}"  # the default: every layer_stride-th layer from 1
+    spec = stride if cfg.layers is None else cfg.layers
+    layers = resolve_layers(spec, ff.num_layers, "--layers", str(ff.path))
     position, tail = graft_position(ff, cfg.position)
     targets = sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
-    probe = probe if probe is not None else load_probe(cfg.probe_ckpt, ff)
+    probe = probe if probe is not None else graft_probe(cfg.probe_ckpt, ff)
     donor = donors(cfg, ff, position, len(targets))
     _check_writable(Path(cfg.output))
     if lm is None:
@@ -211,10 +206,7 @@ def write(cfg: GraftConfig, result: SweepResult, lm: LoadedModel) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("graft_results.csv", result.rows), ("graft_summary.csv", result.summary)):
-        with open(out / name, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(out / name, rows, list(rows[0]), digits=None)
     config = dataclasses.asdict(cfg)
     (out / "graft_config.json").write_text(
         json.dumps({"config": config, "model": lm.meta}, indent=2, default=str)

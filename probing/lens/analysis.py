@@ -71,17 +71,7 @@ class LensAnalysis:
 def read_lens(ff: FeatureFile, position: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
     """Lens ids and logits ``[N, L, K]`` at one stored position (an index or a name the file
     records, :func:`~probing.features.positions.resolve_position`); errors if the file has no lens."""
-    k = int(ff.meta.get("lens_top_k") or 0)
-    f = ff.file
-    missing = [name for name in ("lens_ids", "lens_logits") if name not in f]
-    if k <= 0 or missing or f["lens_ids"].shape[-1] == 0:
-        found = f"datasets {', '.join(missing)} missing" if missing else f"lens_top_k={k}"
-        raise ProbingError(
-            f"{ff.path} holds no logit-lens data ({found}); re-extract with --lens_top_k 5 (or more)"
-        )
-    p = resolve_position(ff.meta, position, "--position", ff.path)
-    ids = f["lens_ids"][:, :, p, :]
-    logits = f["lens_logits"][:, :, p, :]
+    ids, logits = ff.lens(position)
     return ids.astype(np.int64, copy=False), logits.astype(np.float64, copy=False)
 
 
@@ -112,23 +102,6 @@ def label(text: str, width: int = 12) -> str:
         s = "".join(_INVISIBLE.get(ch, f"U+{ord(ch):04X}") for ch in text) or "∅"
     s = re.sub(r"\s+", " ", s)
     return s if len(s) <= width else s[: width - 1] + "…"
-
-
-def check_layers(
-    layers: Sequence[int] | None, num_layers: int, option: str = "--layers"
-) -> list[int]:
-    """Layer indices made non-negative (all by default); out of range names ``option``."""
-    if layers is None:
-        return list(range(num_layers))
-    out = []
-    for layer in layers:
-        if not -num_layers <= int(layer) < num_layers:
-            raise ProbingError(
-                f"{option} {layer} is out of range: the file has layers 0..{num_layers - 1} "
-                "(0 = embeddings, -1 = the last)"
-            )
-        out.append(int(layer) % num_layers)
-    return out
 
 
 # -- analysis ---------------------------------------------------------------------------------------

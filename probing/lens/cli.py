@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from probing.config import parse_config
-from probing.lens.analysis import analyse, check_layers, file_tokenizer
+from probing.layers import LayerSpec, resolve_layers
+from probing.lens.analysis import analyse, file_tokenizer
 from probing.lens.emotions import load_emotions
 from probing.lens.plots import plot_all
 from probing.lens.report import SUMMARY_NAME, summary_layers, summary_markdown, write_csvs
@@ -33,7 +34,8 @@ class LensConfig:
         top: most frequent tokens kept per layer and class.
         classes: classes to analyse (default all).
         layers: layers shown in the heatmaps (default all) and the summary's token tables (default 5
-            evenly spaced); CSVs always hold every layer.
+            evenly spaced): ``all``, an index, a list or ``"start:stop[:step]"``; CSVs always hold
+            every layer.
         position: stored position to read: an index (-1 = the last stored) or a name the file
             records (``inst``, ``post_1``, … of ``--positions template``; docs/positions.md).
         tokenizer: model name or folder whose tokenizer decodes the ids (default: the file's model).
@@ -44,7 +46,7 @@ class LensConfig:
     emotions: str | None = None
     top: int = 10
     classes: list[str] | None = None
-    layers: list[int] | None = None
+    layers: LayerSpec | None = None
     position: int | str = -1
     tokenizer: str | None = None
 
@@ -56,7 +58,11 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
 
     emotions = load_emotions(cfg.emotions)
     ff = FeatureFile(cfg.features)
-    layers = check_layers(cfg.layers, ff.num_layers) if cfg.layers is not None else None
+    layers = (
+        resolve_layers(cfg.layers, ff.num_layers, "--layers", str(ff.path))
+        if cfg.layers is not None
+        else None
+    )
     if tokenizer is None:
         tokenizer = file_tokenizer(ff.meta, cfg.tokenizer)
     result = analyse(ff, tokenizer, emotions, cfg.top, cfg.classes, cfg.position)

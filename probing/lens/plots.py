@@ -16,7 +16,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from probing.lens.analysis import LensAnalysis, check_layers, label
+from probing.layers import resolve_layers
+from probing.lens.analysis import LensAnalysis, label
 from probing.plotting import ESCAPED_NOTE, drawable, save_figure
 
 COLOURS = {"negative": "#d62728", "positive": "#2ca02c", "neutral": "#9e9e9e"}
@@ -103,7 +104,7 @@ def heatmap_figure(
     in their top-K at that layer. The last layer is at the top.
     """
     c = result.classes[name]
-    layers = check_layers(layers, result.num_layers)
+    layers = resolve_layers(layers, result.num_layers, "--layers")
     top = max((len(c.top[layer]) for layer in layers), default=1) or 1
     image = np.ones((len(layers), top, 3))
     fig = _figure(1.4 + 0.95 * top, 1.4 + 0.3 * len(layers))

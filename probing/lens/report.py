@@ -5,7 +5,6 @@ Columns and definitions are in ``docs/lens.md``; every CSV holds every layer (0 
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from probing.lens.analysis import METRICS, LensAnalysis, TopToken, label
+from probing.tables import write_csv
 
 CONSISTENCY_COLUMNS = ("layer", "class", "n", "dominant_emotion", *METRICS)
 TOP_TOKEN_COLUMNS = ("layer", "class", "rank", "token", "count", "emotion")
@@ -57,26 +57,13 @@ def top_token_rows(result: LensAnalysis) -> list[dict[str, Any]]:
     ]
 
 
-def _fmt(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value
-
-
-def write_csv(rows: list[dict[str, Any]], columns: Sequence[str], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows({k: _fmt(r[k]) for k in columns} for r in rows)
-    return path
-
-
 def write_csvs(result: LensAnalysis, folder: str | os.PathLike) -> list[Path]:
     """``lens_consistency.csv`` and ``lens_top_tokens.csv`` in ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return [
-        write_csv(consistency_rows(result), CONSISTENCY_COLUMNS, folder / CONSISTENCY_NAME),
-        write_csv(top_token_rows(result), TOP_TOKEN_COLUMNS, folder / TOP_TOKENS_NAME),
+        write_csv(folder / CONSISTENCY_NAME, consistency_rows(result), CONSISTENCY_COLUMNS),
+        write_csv(folder / TOP_TOKENS_NAME, top_token_rows(result), TOP_TOKEN_COLUMNS),
     ]
 
 

@@ -9,7 +9,6 @@ would be flagged. Chosen thresholds are kept in ``monitor.json`` beside the chec
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
@@ -17,16 +16,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from probing.errors import ProbingError
-from probing.probes.rates import auroc, check_fpr, threshold_at_fpr, tpr_at_fpr
-
-if TYPE_CHECKING:
-    pass
+from probing.probes.auroc import auroc
+from probing.probes.rates import check_fpr, threshold_at_fpr, tpr_at_fpr
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +211,6 @@ def evaluate(
 
 
 # -- monitor.json beside the checkpoint -------------------------------------------------------------
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def store_path(ckpt: str | os.PathLike) -> Path:
     return Path(ckpt).with_name(STORE_NAME)
 

@@ -13,6 +13,7 @@ from jsonargparse import ArgumentParser
 from probing.config import build_parser as build_config_parser
 from probing.config import parse_config
 from probing.errors import ProbingError
+from probing.layers import AUTO, AUTO_TOLERANCE, LayerSpec, is_auto
 from probing.models.load import LoadedModel, load_model
 from probing.monitor.calibrate import (
     EVAL_FPRS,
@@ -63,7 +64,7 @@ class MonitorConfig:
     Args:
         ckpt: probe checkpoint of ``probing fit`` (its feature file's model is loaded).
         probe: probe inside the checkpoint (``linear``, ``mlp``; default: the first).
-        layer: layer to screen at: an index, or ``auto`` (the earliest layer within
+        layer: layer to screen at: an index (-1 = the last), or ``auto`` (the earliest layer within
             ``auto_tolerance`` of the best validation accuracy recorded in training; for a probe
             trained with ``--data.holdout_sources``: the earliest layer within ``auto_tolerance`` of the
             best TPR at ``fpr`` on those held-out sources — cross-source validation).
@@ -99,8 +100,8 @@ class MonitorConfig:
 
     ckpt: str
     probe: str | None = None
-    layer: str = "auto"
-    auto_tolerance: float = 0.005
+    layer: LayerSpec = AUTO
+    auto_tolerance: float = AUTO_TOLERANCE
     prompt: str | None = None
     prompts: str | list[PromptSource] | None = None
     json: bool = False
@@ -202,7 +203,7 @@ def monitor(
     prompts = _read_sources(cfg)  # model-free checks first: the model load takes seconds to minutes
     probe = load_probe(cfg.ckpt, cfg.probe)
     scorer = Scorer(tuple(probe.class_names), cfg.positive, cfg.negative)
-    if str(cfg.layer).strip().lower() == "auto" and default_split(probe) == "heldout":
+    if is_auto(cfg.layer) and default_split(probe) == "heldout":
         layer = choose_layer_cross_source(probe, scorer, cfg.fpr, cfg.auto_tolerance)
     else:
         layer = choose_layer(probe, cfg.layer, cfg.auto_tolerance)

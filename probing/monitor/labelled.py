@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,14 +16,15 @@ import numpy as np
 import torch
 
 from probing.errors import ProbingError
-from probing.features.checks import check_finite, check_shape
+from probing.features.checks import check_finite
 from probing.features.identity import require_same_identity
 from probing.features.store import FeatureFile
+from probing.layers import AUTO_TOLERANCE, check_tolerance, earliest_within
+from probing.models.assemble import sha256_file
 from probing.monitor.calibrate import (
     Calibration,
     Scorer,
     calibrate_scores,
-    file_sha256,
     load_calibration,
     save_calibration,
     store_path,
@@ -71,7 +71,7 @@ def feature_probs(
             "{key}={b!r} there, {a!r} for the probe",
             path=path,
         )  # fmt: skip
-    check_shape(ff)
+    ff.check_layout()
     n = ff.num_rows
     if is_training and split in ("train", "val", "test", "heldout"):
         rows, what = split_rows(probe, path, split, n)
@@ -79,14 +79,9 @@ def feature_probs(
         rows, what = np.arange(n), "all rows"
     label_names = ff.label_names
     labels = ff.labels
-    ds = ff.file["hidden"]
     out = np.empty((len(rows), len(probe.layers), len(probe.class_names)), dtype=np.float32)
     done = 0
-    for lo in range(0, n, block):
-        take = rows[(rows >= lo) & (rows < lo + block)]
-        if not len(take):
-            continue
-        x = ds[lo : min(lo + block, n), :, probe.position][take - lo][:, probe.layers]
+    for take, x in ff.blocks(rows, probe.layers, probe.position, block):
         check_finite(x, take, path)
         p = probe.probs(torch.from_numpy(np.asarray(x, dtype=np.float32)))
         out[done : done + len(take)] = p.numpy()
@@ -166,7 +161,7 @@ def default_split(probe: LoadedProbe) -> str:
 
 
 def choose_layer_cross_source(
-    probe: LoadedProbe, scorer: Scorer, fpr: float, tolerance: float = 0.02
+    probe: LoadedProbe, scorer: Scorer, fpr: float, tolerance: float = AUTO_TOLERANCE
 ) -> int:
     """``--layer auto`` by cross-source validation: on the run's held-out sources (never trained on),
     the threshold of each layer flags at most ``fpr`` of their negatives; the earliest layer whose
@@ -179,14 +174,12 @@ def choose_layer_cross_source(
             "both classes (--data.holdout_sources) or give --layer N"
         )
     cal = calibrate_scores(scorer(probs), positive, probe.layers, fpr, what)
-    tpr = [t if not math.isnan(t) else -1.0 for t in cal.tpr]
-    best = max(tpr)
-    layer = min(layer for layer, t in zip(probe.layers, tpr, strict=True) if t >= best - tolerance)
+    layer, value, best = earliest_within(probe.layers, cal.tpr, check_tolerance(tolerance))
     log.info(
         "--layer auto (cross-source, %s): layer %d (TPR %.3f at FPR %g; best %.3f; earliest within %.3f)",
         what,
         layer,
-        tpr[probe.layers.index(layer)],
+        value,
         fpr,
         best,
         tolerance,
@@ -239,6 +232,6 @@ def _source_key(probe: LoadedProbe, source: str | Sequence[Any] | None) -> str:
         path = Path(source)
         stamp = ""
         if path.is_file():
-            stamp = f" sha256:{file_sha256(path)[:16]}"
+            stamp = f" sha256:{sha256_file(path)[:16]}"
         return f"{source}{stamp}"
     return json.dumps([getattr(s, "__dict__", s) for s in source], sort_keys=True)

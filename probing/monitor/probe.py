@@ -5,7 +5,6 @@ belongs to (checked)."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,18 @@ from probing.errors import ProbingError
 from probing.features.identity import loaded_model_identity, model_mismatch, shown
 from probing.features.positions import resolve_position
 from probing.features.store import read_meta
+from probing.layers import (
+    AUTO,
+    AUTO_TOLERANCE,
+    LayerSpec,
+    check_tolerance,
+    earliest_within,
+    is_auto,
+    layers_text,
+    resolve_layer,
+)
+from probing.models.assemble import sha256_file
 from probing.models.load import LoadedModel, ModelConfig
-from probing.monitor.calibrate import file_sha256
 from probing.probes.checkpoint import probe_from_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -70,7 +79,7 @@ class LoadedProbe:
         if layer not in self.layers:
             raise ProbingError(
                 f"--layer {layer} is not probed by {self.path.name}; it probes layers "
-                f"{_layers_text(self.layers)} (0 = embeddings)"
+                f"{layers_text(self.layers)} (0 = embeddings)"
             )
         return self.layers.index(layer)
 
@@ -130,7 +139,7 @@ def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe
         module=module,
         probe=probe,
         path=path,
-        sha256=file_sha256(path),
+        sha256=sha256_file(path),
         layers=list(module.layers),
         class_names=list(module.class_names),
         feature_meta=_feature_meta(module.hparams, data_path, path),
@@ -156,33 +165,28 @@ def _feature_meta(hp: Any, data_path: Path | None, ckpt: Path) -> dict[str, Any]
 
 
 # -- choosing the layer -------------------------------------------------------------------------------
-def choose_layer(probe: LoadedProbe, spec: str | int = "auto", tolerance: float = 0.005) -> int:
-    """``spec`` as a layer index, or ``auto``: the earliest probed layer whose validation accuracy is
-    within ``tolerance`` (0.005 = half a point) of the best one (``tolerance=0``: the recorded best)."""
-    if isinstance(spec, str) and spec.strip().lower() != "auto":
-        try:
-            spec = int(spec)
-        except ValueError:
-            raise ProbingError(f"--layer takes 'auto' or a layer index, got {spec!r}") from None
-    if isinstance(spec, int):
-        probe.column(spec)
-        return spec
-    if not 0 <= tolerance < 1:
-        raise ProbingError(f"--auto_tolerance must be in [0, 1), got {tolerance}")
+def choose_layer(
+    probe: LoadedProbe, spec: LayerSpec = AUTO, tolerance: float = AUTO_TOLERANCE
+) -> int:
+    """``spec`` as one layer (an index; -1 = the last), or ``auto``: the earliest probed layer whose
+    validation accuracy is within ``tolerance`` of the best one (``tolerance=0``: the recorded best)."""
+    if not is_auto(spec):
+        where = f"the training file of {probe.path.name}"
+        layer = resolve_layer(spec, probe.feature_meta["num_layers"], "--layer", where)
+        probe.column(layer)
+        return layer
+    tolerance = check_tolerance(tolerance)
     acc = probe.val_results.get(probe.probe, {}).get("accuracy")
     if not acc:
         raise ProbingError(
             f"--layer auto needs the validation accuracy per layer, which {probe.path.name} does not "
             "record (trained without a validation split?); give --layer N"
         )
-    clean = [a if a is not None and not math.isnan(a) else -math.inf for a in acc]
-    best = max(clean)
-    ok = [layer for layer, a in zip(probe.layers, clean, strict=True) if a >= best - tolerance]
-    layer = min(ok)
+    layer, value, best = earliest_within(probe.layers, acc, tolerance)
     log.info(
         "--layer auto: layer %d (val accuracy %.4f; best %.4f; earliest within %.4f)",
         layer,
-        clean[probe.layers.index(layer)],
+        value,
         best,
         tolerance,
     )
@@ -231,9 +235,3 @@ def check_model(probe: LoadedProbe, lm: LoadedModel) -> None:
             f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); use a checkpoint "
             "trained on this model's features, or load its model (--model.name)"
         )
-
-
-def _layers_text(layers: list[int]) -> str:
-    if layers and layers == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}..{layers[-1]}"
-    return ",".join(map(str, layers))

@@ -13,7 +13,6 @@ A layer *beats* the words when the interval lies above 0, *loses* to them when i
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Sequence
@@ -23,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from probing.probes.rates import auroc_columns
+from probing.probes.auroc import auroc_columns
+from probing.tables import write_csv
 
 METRICS = ("auroc", "tpr_at_1fpr", "accuracy")
 COLUMNS = ("train", "test", "layer", "probe", "metric", "delta", "low", "high")
@@ -234,17 +234,6 @@ def sentence(
     )
 
 
-def write_csv(rows: Sequence[dict[str, Any]], directory: Path) -> Path:
-    """``directory/above_words.csv`` (written to a temporary name, then renamed)."""
-    path = Path(directory) / CSV_NAME
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(
-                {k: (f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else
-                     "" if isinstance(v, float) else v) for k, v in r.items()}
-            )  # fmt: skip
-    tmp.replace(path)
-    return path
+def write_above_words(rows: Sequence[dict[str, Any]], directory: Path) -> Path:
+    """``directory/above_words.csv``."""
+    return write_csv(Path(directory) / CSV_NAME, rows, COLUMNS, digits=".4f")

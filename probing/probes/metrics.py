@@ -6,9 +6,9 @@ decision values) and targets ``[N]`` give accuracy, F1 and AUROC for every layer
 * accuracy: fraction of rows whose arg-max class is the target;
 * F1: binary (C = 2) F1 of the positive class (index 1); multiclass the macro average over classes,
   skipping classes that appear in neither targets nor predictions (as torchmetrics does);
-* AUROC: binary AUROC of the positive class; multiclass the macro one-vs-rest AUROC. Ties count one
-  half (the Mann-Whitney statistic, equal to the trapezoidal ROC area). Undefined (NaN) when a class
-  has no positive or no negative row, e.g. a transfer test set that holds only one class.
+* AUROC: binary AUROC of the positive class; multiclass the macro one-vs-rest AUROC
+  (:mod:`probing.probes.auroc`). Undefined (NaN) when a class has no positive or no negative row,
+  e.g. a transfer test set that holds only one class.
 
 Only the per-class loop (C is 2 or 3) remains; there is no loop over layers.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torchmetrics import Metric
+
+from probing.probes.auroc import auroc_ovr
 
 METRICS = ("accuracy", "f1", "auroc")
 
@@ -42,21 +44,6 @@ def f1_from_confusion(conf: torch.Tensor) -> torch.Tensor:
         return f1[:, 1]
     present = (tp + fp + fn) > 0
     return (f1 * present).sum(1) / present.sum(1).clamp_min(1)
-
-
-def auroc_ovr(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """AUROC per layer of ``scores [N, L]`` for the rows where ``positive`` is true vs the rest."""
-    pos = scores[positive].T.contiguous()
-    neg = scores[~positive].T.contiguous()
-    if pos.shape[1] == 0 or neg.shape[1] == 0:
-        return torch.full(
-            (scores.shape[1],), float("nan"), dtype=torch.float64, device=scores.device
-        )
-    neg_sorted = neg.sort(dim=1).values
-    below = torch.searchsorted(neg_sorted, pos, right=False)
-    at_or_below = torch.searchsorted(neg_sorted, pos, right=True)
-    wins = (below + at_or_below).double().sum(1) / 2
-    return wins / (pos.shape[1] * neg.shape[1])
 
 
 def auroc(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,7 @@ The text baseline (:mod:`probing.probes.text`), fitted on the training split's p
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import torch
 from probing.probes.above_words import Paired, delta_rows, paired_deltas
 from probing.probes.rates import per_source_rows, thresholds_at_fpr
 from probing.probes.text import TEXT, fit_text, harm_score, text_probs
+from probing.tables import write_csv
 
 log = logging.getLogger(__name__)
 CSV_NAME = "per_source_metrics.csv"
@@ -138,13 +137,7 @@ def write_per_source(rows: list[dict[str, Any]], directory: Path) -> Path | None
         return None
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CSV_NAME
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(
-                {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            )
+    write_csv(path, rows, COLUMNS, digits="")
     held = [r for r in rows if r["split"] == "heldout"]
     if held:
         log.info("held-out sources: %s", ", ".join(sorted({r["source"] for r in held})))

@@ -1,5 +1,5 @@
-"""Harm-score primitives: thresholds at a target false positive rate, TPR at FPR, AUROC, and per-source,
-per-layer metrics.
+"""Harm-score primitives: thresholds at a target false positive rate, TPR at FPR, and per-source,
+per-layer metrics (their AUROC from :mod:`probing.probes.auroc`).
 
 A prompt source usually holds one class only (a file of normal prompts, a file of harmful ones). For such a
 source AUROC and TPR cannot be computed from its own rows; they are computed against a *reference*: the
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from probing.errors import ProbingError
+from probing.probes.auroc import auroc_columns
 
 
 def check_fpr(fpr: float, option: str = "--fpr") -> float:
@@ -56,28 +56,6 @@ def tpr_at_fpr(scores: np.ndarray, positive: np.ndarray, fpr: float) -> float:
         return math.nan
     f, t, _ = roc_curve(positive, np.asarray(scores, dtype=np.float64), drop_intermediate=False)
     return float(t[f <= fpr + 1e-12].max())
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    positive = np.asarray(positive, dtype=bool)
-    if positive.all() or not positive.any():
-        return math.nan
-    return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
-
-
-def auroc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """:func:`auroc` of every column of ``scores [n, L]`` at once (NaN with one class only).
-
-    The Mann-Whitney form: the positives' rank sum with ties at their mean rank, which is the
-    trapezoidal area under the ROC curve that scikit-learn computes, one sort per column.
-    """
-    positive = np.asarray(positive, dtype=bool)
-    n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return np.full(np.shape(scores)[1], math.nan)
-    ranks = rankdata(np.asarray(scores, dtype=np.float64), axis=0)
-    return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 METRIC_COLUMNS = ("accuracy", "auroc", "tpr_at_1fpr", "flagged_rate")

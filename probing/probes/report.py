@@ -20,6 +20,7 @@ from typing import Any
 
 from probing.errors import ProbingError
 from probing.plotting import save_figure, subplots
+from probing.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,7 @@ def write_metrics(
     run_dir.mkdir(parents=True, exist_ok=True)
     columns = list(COLUMNS) + [c for c in CI_COLUMNS if any(c in r for r in rows)]
     csv_path, json_path = run_dir / CSV_NAME, run_dir / JSON_NAME
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    write_csv(csv_path, rows, columns)
     payload = {
         **(info or {}),
         "columns": columns,
@@ -73,12 +70,6 @@ def write_metrics(
     }
     json_path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return csv_path, json_path
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.6g}"
-    return value
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

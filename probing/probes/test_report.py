@@ -52,7 +52,7 @@ def write_test_report(
     if write_per_source(per_source, directory):
         wandb_utils.log_table(trainer, "per_source_metrics", COLUMNS, per_source)
     if above:
-        path = above_words.write_csv(above, directory)
+        path = above_words.write_above_words(above, directory)
         wandb_utils.log_table(trainer, "above_words", above_words.COLUMNS, above)
         for probe in module.probe_names:
             for test in dict.fromkeys(r["test"] for r in above):

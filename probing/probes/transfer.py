@@ -7,7 +7,6 @@ representation shows up as a low share at the layers where it works.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from probing.features.store import FeatureFile
 from probing.plotting import save_figure, subplots
 from probing.probes.checkpoint import check_feature_identity
 from probing.probes.module import ProbeModule
+from probing.tables import write_csv
 
 COLUMNS = ["probe", "layer", "class", "n", "share_flagged"]
 
@@ -69,10 +69,7 @@ def flagged_share(
 def write(rows: list[dict[str, Any]], out: Path, title: str = "") -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "jailbreak_transfer.csv"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(csv_path, rows, COLUMNS, digits=None)
     fig, ax = subplots(figsize=(6.5, 3.6))
     for key in sorted({(r["probe"], r["class"]) for r in rows}):
         sel = [r for r in rows if (r["probe"], r["class"]) == key]
