@@ -23,7 +23,9 @@ from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
 FORMAT_VERSION = 1
-JSON_ATTRS = ("label_names", "sources", "skipped", "config", "shards", "position_names")
+JSON_ATTRS = (
+    "label_names", "sources", "skipped", "config", "shards", "position_names", "position_offsets",
+)  # fmt: skip
 
 
 @dataclass
