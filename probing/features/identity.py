@@ -29,6 +29,8 @@ IDENTITY_KEYS = (
     "model", "gguf_sha256", "model_revision", "template", "system_prompt", "positions",
     "hidden_size", "num_layers", "num_positions", "position_names", "position_offsets",
 )  # fmt: skip
+# Refusal verdicts meeting features (``probing refusal --features``): the model and what it was shown.
+VERDICT_MATCH_KEYS = ("gguf_sha256", "model", "model_revision", "template", "system_prompt")
 # "" is a value for these ("no system prompt"); for the others it means "not recorded"
 _EMPTY_IS_A_VALUE = ("system_prompt",)
 
