@@ -6,7 +6,9 @@ with the embedded SmolLM2-135M-Instruct (float32, chat template, its default sys
 plan of each (rendering, tokenizing and, for `template` and `pooled` = `[inst, last, mean]`, the
 character offsets that place `inst`), then every length-sorted batch through each reader in turn
 (order rotating per batch, lens top-5 unless ``--lens-top-k``, shared head as `probing extract` runs
-it). Checks that `post_m` and the pooled `last` equal `last`. Usage:
+it). Reports the total time per reader and the median over batches of its time / `last`'s on the
+same batch (the readers of a batch run back to back, so the median resists the load's spikes).
+Checks that `post_m` and the pooled `last` equal `last`. Usage:
 
     python bench/positions.py [--n 320] [--batch-size 16] [--lens-top-k 5] [--modes last,pooled]
 """
@@ -36,6 +38,7 @@ def main() -> None:
     modes = args.modes.split(",")
     if modes[0] != "last" or not set(modes) <= set(MODES):
         ap.error(f"--modes: 'last' first, then some of {list(MODES)}")
+    import numpy as np
     import torch
 
     from probing.features.activations import ActivationReader
@@ -63,6 +66,7 @@ def main() -> None:
     with torch.inference_mode():
         readers["last"](ids[: args.batch_size])  # warm-up
     times = dict.fromkeys(readers, 0.0)
+    per_batch: dict[str, list[float]] = {name: [] for name in readers}
     diff, load = 0.0, os.getloadavg()[0]
     for b, lo in enumerate(range(0, len(ids), args.batch_size)):
         batch, outs = ids[lo : lo + args.batch_size], {}
@@ -70,7 +74,8 @@ def main() -> None:
             name = list(readers)[(b + j) % len(readers)]
             start = time.perf_counter()
             outs[name] = readers[name](batch)
-            times[name] += time.perf_counter() - start
+            per_batch[name].append(time.perf_counter() - start)
+            times[name] += per_batch[name][-1]
         for name, out in outs.items():
             at = plans[name].position_offsets.index(0)  # post_m / last
             last = outs["last"].hidden[:, :, 0]
@@ -79,10 +84,18 @@ def main() -> None:
         f"{len(ids)} prompts, batch {args.batch_size}, {torch.get_num_threads()} threads, "
         f"load average {load:.2f} -> {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'positions':10s} {'stored':>6s} {'plan s':>8s} {'forward s':>10s} {'/ last':>7s}")
+    print(
+        f"{'positions':10s} {'stored':>6s} {'plan s':>8s} {'forward s':>10s} {'/ last':>7s} "
+        f"{'median batch / last':>20s}"
+    )
+    last_b = np.asarray(per_batch["last"])
     for name in readers:
         stored, ratio = len(plans[name].position_names), times[name] / times["last"]
-        print(f"{name:10s} {stored:6d} {plan_s[name]:8.2f} {times[name]:10.1f} {ratio:7.2f}")
+        median = float(np.median(np.asarray(per_batch[name]) / last_b))
+        print(
+            f"{name:10s} {stored:6d} {plan_s[name]:8.2f} {times[name]:10.1f} {ratio:7.2f} "
+            f"{median:20.2f}"
+        )
     print(f"the last token in every mode vs last: max |diff| {diff:.1e}")
 
 
