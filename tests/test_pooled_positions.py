@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -171,3 +172,12 @@ def test_reader_takes_offsets():
     torch.testing.assert_close(pooled.hidden[:, :, 1], last.hidden[:, :, 0])
     torch.testing.assert_close(pooled.hidden[:, :, 2], mean.hidden[:, :, 0])
     torch.testing.assert_close(pooled.lens_ids[:, :, 1], last.lens_ids[:, :, 0])
+
+
+def test_damaged_position_offsets_are_refused(tmp_path):
+    ff = run(tmp_path, tiny_lm("llama"), "p.h5", positions=["last", "mean"])
+    ff.close()
+    with h5py.File(ff.path, "r+") as f:
+        f.attrs["position_offsets"] = "[0, -1]"
+    with pytest.raises(ProbingError, match=r"position_offsets \[0, -1\] is not a list of 2 token"):
+        FeatureFile(ff.path)
