@@ -244,6 +244,7 @@ def test_no_module_imports_private_names():
 LAYOUT_MODULES = {
     "probing.features.atomic",  # opens the partial file to discard or finish it
     "probing.features.checks",
+    "probing.features.labels",  # adds a label set to a copy of the file
     "probing.features.shards",
     "probing.features.store",
     "probing.features.writer",

@@ -23,6 +23,7 @@ from probing.data.rows import (
     RowSource,
     available_bytes,
     cat_batches,
+    describe_rows,
     moments,
 )
 from probing.data.selection import (
@@ -34,6 +35,7 @@ from probing.data.selection import (
 from probing.errors import ProbingError
 from probing.features.checks import check_finite
 from probing.features.identity import require_same_identity
+from probing.features.labels import read_label_set
 from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
 from probing.layers import LayerSpec, layers_text, resolve_layers
@@ -55,6 +57,9 @@ class ActivationDataModule(L.LightningDataModule):
         classes: Class names to keep, in class-index order (default: every class present, file order).
             Binary when two classes (positive = the second), multiclass otherwise.
         class_map: Renames/merges classes before selection, e.g. ``{jailbreak: malicious}``.
+        label: Label set to train on: ``label``, the prompts' classes (default), or one the file
+            adds, e.g. ``refused`` (the model refused / complied, from ``probing refusal --features``;
+            rows without a verdict are left out): ``classes``/``class_map`` then name its classes.
         position: Stored token position: an index (``-1`` = the last stored) or a name the file
             records (``probing info`` lists them), e.g. ``inst`` or ``post_2`` of ``--positions
             template``; ``last`` is the last prompt token (docs/positions.md).
@@ -82,6 +87,7 @@ class ActivationDataModule(L.LightningDataModule):
         layers: LayerSpec = "all",
         classes: list[str] | None = None,
         class_map: dict[str, str] | None = None,
+        label: str = "label",
         position: int | str = -1,
         split: tuple[float, float, float] = (0.7, 0.15, 0.15),
         seed: int = 42,
@@ -109,17 +115,17 @@ class ActivationDataModule(L.LightningDataModule):
         ff = FeatureFile(self.path)
         self.meta = ff.meta
         self.num_layers, self.hidden_size = ff.num_layers, ff.hidden_size
-        self.label_names = ff.label_names
+        raw, self.label_names = read_label_set(ff, label, "--data.label")
         self.position = resolve_position(ff.meta, position, "--data.position", self.path)
         self.layers = resolve_layers(layers, self.num_layers, "--data.layers", str(ff.path))
         # Saved with the resolved layer list, equal to the model's (Lightning merges both hparams).
         self.save_hyperparameters({**hparams, "layers": self.layers})
-        raw = ff.labels
         present = [self.label_names[i] for i in np.unique(raw) if 0 <= i < len(self.label_names)]
         test_ff = self._open_test(ff) if self.test_path else None
-        known = test_ff.label_names if test_ff else ()
+        test_y, known = read_label_set(test_ff, label, "--data.label") if test_ff else (None, ())
+        what = "the feature file" if label == "label" else f"the label set {label!r}"
         self.class_names = resolve_classes(
-            self.label_names, present, classes, self.class_map, known
+            self.label_names, present, classes, self.class_map, known, what
         )
         y = class_indices(raw, self.label_names, self.class_names, self.class_map)
         keep = np.flatnonzero(y >= 0)
@@ -143,15 +149,13 @@ class ActivationDataModule(L.LightningDataModule):
         if len(self.split_pos["train"]) == 0:
             raise ProbingError(f"--data.split={list(split)} leaves no training rows")
         if test_ff is not None:
-            ty = class_indices(
-                test_ff.labels, test_ff.label_names, self.class_names, self.class_map
-            )
+            ty = class_indices(test_y, known, self.class_names, self.class_map)
             tkeep = np.flatnonzero(ty >= 0)
             test_ff.close()
             if len(tkeep) == 0:
                 raise ProbingError(
                     f"--data.test_path {self.test_path} has no rows of the selected classes {self.class_names} "
-                    f"(its classes: {test_ff.label_names}); map them with --data.class_map"
+                    f"(its classes: {known}); map them with --data.class_map"
                 )
             tsrc = np.asarray(test_ff.sources, dtype=np.int64)[tkeep]
             self.sources["transfer"] = RowSource(test_ff, tkeep, ty[tkeep], tsrc)
@@ -382,18 +386,5 @@ class ActivationDataModule(L.LightningDataModule):
     def describe_rows(self, rows: np.ndarray, source: str | None = None) -> dict[str, list]:
         """``prompt_index``, ``split`` and class name of file rows of the predict set."""
         source = source or ("transfer" if self.test_path else "main")
-        src = self.sources[source]
-        pos_of_row = {int(r): i for i, r in enumerate(src.rows)}
-        split_of_pos = np.full(
-            len(src.rows), "transfer" if source == "transfer" else "", dtype=object
-        )
-        if source == "main":
-            for name, pos in self.split_pos.items():
-                split_of_pos[pos] = name
-        prompt_index = FeatureFile(src.ff.path).column("prompt_index")
-        pos = [pos_of_row[int(r)] for r in rows]
-        return {
-            "prompt_index": [int(prompt_index[int(r)]) for r in rows],
-            "split": [split_of_pos[p] for p in pos],
-            "label": [self.class_names[int(src.y[p])] for p in pos],
-        }
+        splits = {"main": self.split_pos, "transfer": {"transfer": None}}.get(source, {})
+        return describe_rows(self.sources[source], splits, self.class_names, rows)

@@ -107,3 +107,24 @@ def moments(
     std = var.sqrt()
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
     return mean.float(), std.float()
+
+
+def describe_rows(
+    src: RowSource,
+    split_pos: dict[str, np.ndarray | None],
+    class_names: list[str],
+    rows: np.ndarray,
+) -> dict[str, list]:
+    """``prompt_index``, ``split`` and class name of file rows of ``src``; ``split_pos``: the kept
+    rows' positions per split (``{"transfer": None}``: every row is of that split)."""
+    pos_of_row = {int(r): i for i, r in enumerate(src.rows)}
+    split_of_pos = np.full(len(src.rows), "", dtype=object)
+    for name, pos in split_pos.items():
+        split_of_pos[slice(None) if pos is None else pos] = name
+    prompt_index = FeatureFile(src.ff.path).column("prompt_index")
+    pos = [pos_of_row[int(r)] for r in rows]
+    return {
+        "prompt_index": [int(prompt_index[int(r)]) for r in rows],
+        "split": [split_of_pos[p] for p in pos],
+        "label": [class_names[int(src.y[p])] for p in pos],
+    }

@@ -16,13 +16,15 @@ def resolve_classes(
     classes: Sequence[str] | None,
     class_map: dict[str, str] | None,
     known: Sequence[str] = (),
+    what: str = "the feature file",
 ) -> list[str]:
-    """The selected class names (order = class index) after mapping; checks the options."""
+    """The selected class names (order = class index) after mapping; checks the options. ``what``
+    has the classes (for messages: another label set than the file's classes)."""
     class_map = dict(class_map or {})
     unknown = sorted(set(class_map) - set(label_names) - set(known))
     if unknown:
         raise ProbingError(
-            f"--data.class_map maps {unknown}, which are not classes of the feature file "
+            f"--data.class_map maps {unknown}, which are not classes of {what} "
             f"(its classes: {list(label_names)})"
         )
     mapped_present = list(dict.fromkeys(class_map.get(n, n) for n in present))
@@ -36,7 +38,7 @@ def resolve_classes(
         for name in chosen:
             if name not in mapped_all:
                 raise ProbingError(
-                    f"--data.classes has {name!r}, which is not a class of the feature file (its classes: "
+                    f"--data.classes has {name!r}, which is not a class of {what} (its classes: "
                     f"{list(label_names)}; merge classes with --data.class_map)"
                 )
             if name not in mapped_present:

@@ -2,9 +2,9 @@
 
 The harmfulness label set is the file's ``label`` dataset read through ``--classes [negative, positive]``
 and ``--class_map`` (as in ``probing generalize``). Every other per-row integer dataset named
-``label_<name>`` (e.g. ``label_refused``: 1 = refused, 0 = complied, -1 = not judged) is a label set of
-its own, used as stored. That is the hook for refusal verdicts (issue 24, deliverable 2): whatever writes
-them adds such a dataset to the feature file and ``probing directions`` picks it up.
+``label_<name>`` (e.g. ``label_refused``: 1 = refused, 0 = complied, -1 = not judged, written by
+``probing refusal --features``; :mod:`probing.features.labels`) is a label set of its own, used as
+stored.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import numpy as np
 
 from probing.data.selection import class_indices
 from probing.errors import ProbingError
+from probing.features.labels import HARM, extra_names, read_extra
 from probing.features.store import FeatureFile
-
-HARM = "label"  # the harmfulness label set: the file's ``label`` dataset
-EXTRA_PREFIX = "label_"
 
 
 @dataclass(frozen=True)
@@ -61,27 +59,10 @@ def harm_label_set(ff: FeatureFile, classes: Sequence[str], class_map: dict[str,
     return LabelSet(HARM, values.astype(np.int64), (str(classes[0]), str(classes[1])))
 
 
-def extra_names(ff: FeatureFile) -> list[str]:
-    """Names of the file's ``label_<name>`` datasets, in file order."""
-    return [n for n in ff.names() if n.startswith(EXTRA_PREFIX)]
-
-
 def extra_label_set(ff: FeatureFile, name: str) -> LabelSet:
     """A ``label_<name>`` dataset: one integer per row, each 1, 0 or -1."""
-    ds = np.asarray(ff.column(name))
-    if ds.shape != (ff.num_rows,) or ds.dtype.kind not in "iub":
-        raise ProbingError(
-            f"{ff.path}: label set {name!r} has shape {ds.shape} and dtype {ds.dtype}, expected "
-            f"({ff.num_rows},) integers 1/0/-1; fix the dataset or leave it out with --label_sets"
-        )
-    values = ds.astype(np.int64)
-    bad = np.setdiff1d(np.unique(values), [-1, 0, 1])
-    if len(bad):
-        raise ProbingError(
-            f"{ff.path}: label set {name!r} holds values {bad[:5].tolist()}, expected 1 (positive), "
-            "0 (negative) or -1 (no verdict); fix the dataset or leave it out with --label_sets"
-        )
-    return LabelSet(name, values)
+    values, names = read_extra(ff, name, "--label_sets")
+    return LabelSet(name, values, (names[0], names[1]))
 
 
 def label_sets(
@@ -109,7 +90,7 @@ def label_sets(
     for s in sets:
         for value, count in ((0, s.negatives), (1, s.positives)):
             if count == 0:
-                what = s.classes[value] if s.name == HARM else str(value)
+                what = s.classes[value]
                 option = "--classes/--class_map" if s.name == HARM else "--label_sets"
                 raise ProbingError(
                     f"label set {s.name!r} has no rows of class {what!r} in {ff.path} "

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from probing.features.layout import Positions
 from probing.features.prefix import SharedHead
 from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
 
-Positions = Literal["last", "mean", "last_k", "template"]
+Offsets = Sequence[int | None]  # per stored position: tokens before the last (0: last; None: mean)
 
 
 @dataclass
@@ -28,33 +28,53 @@ class BatchOutput:
     logits: torch.Tensor | None = None  # [B, V] float32 next-token logits, when asked for
 
 
-def num_positions(positions: Positions, k: int) -> int:
-    return k if positions in ("last_k", "template") else 1
+def offsets_of(positions: Positions | Offsets, k: int = 1) -> list[int | None]:
+    """The stored positions' offsets: given, or those of one setting (``last_k`` and ``template``:
+    the last ``k`` tokens)."""
+    if not isinstance(positions, str):
+        return list(positions)
+    if positions in ("last_k", "template"):
+        if k < 1:
+            raise ValueError(f"k must be >= 1 for {positions}")
+        return list(range(k - 1, -1, -1))
+    if positions in ("last", "mean"):
+        return [0 if positions == "last" else None]
+    raise ValueError(f"unknown positions {positions!r}")
 
 
 class Selector:
-    """Reduces hidden states ``[B, T, D]`` to the selected positions ``[B, P, D]``.
+    """Reduces hidden states ``[B, T, D]`` to the stored positions ``[B, P, D]``, in order: the
+    token ``offset`` places before the last (rows are left-padded, so every row's last token is at
+    ``T - 1``), or the mean over every prompt token (None; padding excluded by ``mask``).
 
-    ``template`` keeps the last ``k`` tokens: the instruction's last token and the ``k - 1`` template
-    tokens after it, where the extraction plan found them from character offsets (rows where they
-    lie elsewhere are skipped there)."""
+    ``template`` keeps the instruction's last token and the template tokens after it at the offsets
+    where the extraction plan found them from character offsets (rows where they lie elsewhere are
+    skipped there)."""
 
-    def __init__(self, positions: Positions, k: int = 1):
-        self.positions = positions
-        self.k = k
+    def __init__(self, positions: Positions | Offsets = "last", k: int = 1):
+        self.offsets = offsets_of(positions, k)
+        tokens = [o for o in self.offsets if o is not None]
+        if any(o < 0 for o in tokens) or not self.offsets:
+            raise ValueError(f"offsets must be >= 0 (None: mean), got {self.offsets}")
+        # the common case, a run of last tokens oldest first: one slice
+        n = len(self.offsets)
+        self.tail = n if self.offsets == list(range(n - 1, -1, -1)) else 0
         self.mask: torch.Tensor | None = None
 
     def within_last(self, n: int) -> bool:
         """Whether the selected positions are all among the last ``n`` tokens of every row."""
-        if self.positions == "last":
-            return n >= 1
-        return self.positions in ("last_k", "template") and n >= self.k
+        return None not in self.offsets and max(self.offsets) < n
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        if self.positions == "last":
-            return h[:, -1:, :]
-        if self.positions in ("last_k", "template"):
-            return h[:, -self.k :, :]
+        if self.tail:
+            return h[:, -self.tail :, :]
+        parts = [
+            self._mean(h) if o is None else h[:, h.shape[1] - 1 - o : h.shape[1] - o, :]
+            for o in self.offsets
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _mean(self, h: torch.Tensor) -> torch.Tensor:
         mask = self.mask.to(h.device).unsqueeze(-1).bool()
         total = torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(
             1, keepdim=True
@@ -64,11 +84,12 @@ class Selector:
 
 class ActivationReader:
     """Runs the decoder backbone on batches and returns selected per-layer states and their lens
-    (``top_k`` 0: no lens; the lens arrays are zero-width)."""
+    (``top_k`` 0: no lens; the lens arrays are zero-width). ``positions``: one setting (with ``k``)
+    or the stored positions' offsets (:class:`Selector`)."""
 
-    def __init__(self, lm: LoadedModel, positions: Positions = "last", k: int = 1, top_k: int = 5):
-        if positions in ("last_k", "template") and k < 1:
-            raise ValueError(f"k must be >= 1 for {positions}")
+    def __init__(
+        self, lm: LoadedModel, positions: Positions | Offsets = "last", k: int = 1, top_k: int = 5
+    ):
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         self.lm = lm

@@ -94,6 +94,17 @@ def check_layout(path: Path, f: h5py.File, meta: dict[str, Any]) -> None:
             f"its position_names {positions!r} is not a list of {meta['num_positions']} distinct "
             "names (num_positions)",
         )
+    offsets = meta.get("position_offsets")
+    if offsets is not None and (
+        not isinstance(offsets, list)
+        or len(offsets) != int(meta["num_positions"])
+        or not all(o is None or (isinstance(o, int) and o >= 0) for o in offsets)
+    ):
+        raise damaged(
+            path,
+            f"its position_offsets {offsets!r} is not a list of {meta['num_positions']} token "
+            "offsets (integers >= 0, or null for the mean)",
+        )
     hidden = f["hidden"]
     want = tuple(int(meta[k]) for k in ("num_layers", "num_positions", "hidden_size"))
     if hidden.ndim != 4 or tuple(hidden.shape[1:]) != want:

@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 import probing
 from probing.errors import ProbingError
-from probing.features.activations import ActivationReader, Positions
+from probing.features.activations import ActivationReader
 from probing.features.atomic import WriteLock, partial_path
+from probing.features.layout import PositionName, Positions, normalize, positions_text
 from probing.features.plan import Plan, context_length, fingerprint, plan_rows, slice_plan
 from probing.features.shards import (
     all_shards_complete,
@@ -54,10 +55,11 @@ class ExtractConfig:
         template: ``chat`` (the tokenizer's chat template with the generation prompt), ``raw`` text, or
             ``auto`` (chat when the tokenizer has a template).
         system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
-        positions: ``last`` prompt token, ``mean`` over prompt tokens, the ``last_k`` tokens, or
+        positions: ``last`` prompt token, ``mean`` over prompt tokens, the ``last_k`` tokens,
             ``template``: the last token of the user's instruction (``inst``) and every chat-template
             token after it (``post_1 … post_m``; ``post_m`` is ``last``), found from character
-            offsets; see docs/positions.md.
+            offsets; or a list of these and ``inst``, e.g. ``[inst, last, mean]``: all of them from
+            one forward pass; see docs/positions.md.
         k: number of positions for ``last_k``.
         lens_top_k: logit-lens tokens kept per layer and position; 0 stores no lens (the states only,
             for probes and monitors; 12-19 % less time on the embedded default; `probing lens` cannot
@@ -80,7 +82,7 @@ class ExtractConfig:
     output: str = "features/features.h5"
     template: Template = "auto"
     system_prompt: str | None = None
-    positions: Positions = "last"
+    positions: Positions | list[PositionName] = "last"
     k: int = 4
     lens_top_k: int = 5
     batch_size: int = 16
@@ -110,6 +112,7 @@ def _validate(cfg: ExtractConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ProbingError(message)
+    normalize(cfg.positions)  # a list that cannot be stored is refused before anything loads
 
 
 def _check_existing(
@@ -198,8 +201,9 @@ def _metadata(
         "num_decoder_layers": lm.parts.num_decoder_layers,
         "template": plan.template,
         "system_prompt": cfg.system_prompt or "",
-        "positions": cfg.positions,
+        "positions": positions_text(normalize(cfg.positions)),
         "position_names": plan.position_names,
+        "position_offsets": plan.position_offsets,
         "label_names": plan.label_names,
         "sources": [dataclasses.asdict(s) for s in cfg.prompts],
         "prompt_hash": plan.prompt_hash,
@@ -290,7 +294,7 @@ def _extract_rows(
     lock: WriteLock,
 ) -> None:
     stored = len(plan.position_names)
-    reader = ActivationReader(lm, cfg.positions, stored, cfg.lens_top_k)
+    reader = ActivationReader(lm, plan.position_offsets, top_k=cfg.lens_top_k)
     shared = reader.share_prefix(plan.ids)
     if shared:
         log.info("the %d tokens every prompt starts with run once; their cache is reused", shared)

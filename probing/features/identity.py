@@ -27,8 +27,10 @@ IDENTITY_MATCH_KEYS = (
 # What a probe checkpoint records of its training features (its ``feature_meta`` hyperparameter).
 IDENTITY_KEYS = (
     "model", "gguf_sha256", "model_revision", "template", "system_prompt", "positions",
-    "hidden_size", "num_layers", "num_positions", "position_names",
+    "hidden_size", "num_layers", "num_positions", "position_names", "position_offsets",
 )  # fmt: skip
+# Refusal verdicts meeting features (``probing refusal --features``): the model and what it was shown.
+VERDICT_MATCH_KEYS = ("gguf_sha256", "model", "model_revision", "template", "system_prompt")
 # "" is a value for these ("no system prompt"); for the others it means "not recorded"
 _EMPTY_IS_A_VALUE = ("system_prompt",)
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from probing.errors import ProbingError
-from probing.features.positions import names_for, template_names
+from probing.features.layout import Layout, layout, needs_instruction, normalize, positions_text
 from probing.features.store import RowTable
 from probing.prompts.instruction import instruction_tokens
 from probing.prompts.render import Rendered, render
@@ -29,7 +29,7 @@ class PlanSettings(Protocol):
     prompts: list[PromptSource]
     template: str
     system_prompt: str | None
-    positions: str
+    positions: str | list[str]
     k: int
     lens_top_k: int
     max_tokens: int | None
@@ -48,6 +48,7 @@ class Plan:
     prompt_hash: str
     skipped: dict[str, int]
     position_names: list[str] = field(default_factory=lambda: ["last"])
+    position_offsets: list[int | None] = field(default_factory=lambda: [0])
 
 
 def context_length(tokenizer: Any, model_length: int | None) -> int:
@@ -63,14 +64,15 @@ def plan_rows(cfg: PlanSettings, tokenizer: Any, context_length: int) -> Plan:
     prompts, labels, sources, label_names = load_prompts(cfg.prompts)
     rendered = render(tokenizer, prompts, cfg.template, cfg.system_prompt)
     limit = min(cfg.max_tokens or context_length, context_length)
-    post, names = _positions(cfg, tokenizer, rendered)
-    need = len(names) if cfg.positions in ("last_k", "template") else 1
+    post, stored = _positions(cfg, tokenizer, rendered)
+    names, need = stored.names, stored.tokens_needed
+    m = stored.offsets[0] if post is not None else None  # the instruction's offset
     skipped = {"too_long": 0, "too_short": 0, "template_boundary": 0}
     keep: list[int] = []
     truncated: set[int] = set()
     ids = rendered.ids
     for i, seq in enumerate(ids):
-        if post is not None and post[i] != len(names) - 1:
+        if post is not None and post[i] != m:
             skipped["template_boundary"] += 1
             continue
         if len(seq) > limit:
@@ -93,14 +95,16 @@ def plan_rows(cfg: PlanSettings, tokenizer: Any, context_length: int) -> Plan:
         log.warning("truncated %d prompts from the left to %d tokens", len(truncated), limit)
     if skipped["too_short"]:
         log.warning(
-            "skipped %d prompts shorter than the %d stored positions", skipped["too_short"], need
+            "skipped %d prompts shorter than the %d tokens the stored positions need",
+            skipped["too_short"],
+            need,
         )
     if skipped["template_boundary"]:
         log.warning(
             "skipped %d prompts whose last token also holds chat-template text (their end merges "
             "with the template's): the other prompts have %d template tokens after the instruction",
             skipped["template_boundary"],
-            len(names) - 1,
+            m,
         )
     if not keep:
         raise ProbingError(
@@ -130,17 +134,20 @@ def plan_rows(cfg: PlanSettings, tokenizer: Any, context_length: int) -> Plan:
         prompt_hash=digest.hexdigest(),
         skipped={k: v for k, v in skipped.items() if v},
         position_names=names,
+        position_offsets=stored.offsets,
     )
 
 
 def _positions(
     cfg: PlanSettings, tokenizer: Any, rendered: Rendered
-) -> tuple[list[int] | None, list[str]]:
-    """Per row the number of tokens after the instruction's last (``template`` only, else None), and
-    the stored positions' names. The template's count m is the one most rows have (a prompt whose
-    last characters share a token with the template's has fewer and is skipped)."""
-    if cfg.positions != "template":
-        return None, names_for(cfg.positions, cfg.k if cfg.positions == "last_k" else 1)
+) -> tuple[list[int] | None, Layout]:
+    """Per row the number of tokens after the instruction's last (None unless ``inst`` or
+    ``template`` is asked for), and the stored positions. The template's count m is the one most
+    rows have (a prompt whose last characters share a token with the template's has fewer and is
+    skipped)."""
+    request = normalize(cfg.positions)
+    if not needs_instruction(request):
+        return None, layout(request, k=cfg.k)
     inst = instruction_tokens(tokenizer, rendered, cfg.system_prompt)
     post = [len(s) - 1 - j if j >= 0 else -1 for s, j in zip(rendered.ids, inst, strict=True)]
     counts = Counter(m for m in post if m >= 0)
@@ -149,7 +156,7 @@ def _positions(
             "--positions template: no prompt has a token of the user's message; check --prompts"
         )
     m = max(counts, key=lambda m: (counts[m], -m))
-    return post, template_names(m)
+    return post, layout(request, k=cfg.k, post=m)
 
 
 def slice_plan(plan: Plan, start: int, stop: int) -> Plan:
@@ -168,12 +175,13 @@ def slice_plan(plan: Plan, start: int, stop: int) -> Plan:
 
 def fingerprint(cfg: PlanSettings, identity: dict[str, Any], plan: Plan) -> str:
     """Hash of everything that determines the file's content (not batch size or progress)."""
+    request = normalize(cfg.positions)
     content = {
         "identity": identity,
         "template": plan.template,
         "system_prompt": cfg.system_prompt or "",
-        "positions": cfg.positions,
-        "k": cfg.k if cfg.positions == "last_k" else None,
+        "positions": positions_text(request),
+        "k": cfg.k if "last_k" in request else None,
         "lens_top_k": cfg.lens_top_k,
         "storage_dtype": cfg.storage_dtype,
         "max_tokens": cfg.max_tokens,

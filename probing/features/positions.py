@@ -10,13 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from probing.errors import ProbingError
+from probing.features.layout import Layout, layout
 
-INST = "inst"  # the last token of the user's instruction
 
-
-def template_names(post: int) -> list[str]:
-    """``inst`` then the ``post`` chat-template tokens after it (``post_1 … post_m``)."""
-    return [INST] + [f"post_{j}" for j in range(1, post + 1)]
+def _implied(positions: str, num_positions: int) -> Layout | None:
+    """The layout a single ``--positions`` setting with ``num_positions`` stored positions has."""
+    if positions == "template":
+        return layout(("template",), post=num_positions - 1)
+    if positions == "last_k":
+        return layout(("last_k",), k=num_positions)
+    if positions in ("last", "mean") and num_positions == 1:
+        return layout((positions,))
+    return None
 
 
 def names_for(positions: str, num_positions: int) -> list[str]:
@@ -25,13 +30,9 @@ def names_for(positions: str, num_positions: int) -> list[str]:
     ``last`` → ``[last]``; ``mean`` → ``[mean]``; ``last_k`` → ``[last-(k-1), …, last-1, last]``
     (oldest first); ``template`` → ``[inst, post_1, …, post_m]`` with m = ``num_positions`` - 1.
     """
-    if positions == "template":
-        return template_names(num_positions - 1)
-    if positions == "last_k":
-        return [f"last-{num_positions - 1 - j}" if j < num_positions - 1 else "last"
-                for j in range(num_positions)]  # fmt: skip
-    if positions in ("last", "mean") and num_positions == 1:
-        return [positions]
+    implied = _implied(positions, num_positions)
+    if implied is not None:
+        return implied.names
     return [str(j) for j in range(num_positions)]  # unknown settings: indices as names
 
 
@@ -43,6 +44,17 @@ def position_names(meta: dict[str, Any]) -> list[str]:
     return names_for(str(meta.get("positions", "")), int(meta.get("num_positions", 1)))
 
 
+def position_offsets(meta: dict[str, Any]) -> list[int | None]:
+    """Per stored position its distance in tokens from the prompt's last token (None: the mean):
+    recorded in ``position_offsets``, else implied by ``positions`` (files written before it)."""
+    recorded = meta.get("position_offsets")
+    if recorded:
+        return [None if o is None else int(o) for o in recorded]
+    count = int(meta.get("num_positions", 1))
+    implied = _implied(str(meta.get("positions", "")), count)
+    return implied.offsets if implied is not None else list(range(count - 1, -1, -1))
+
+
 def resolve_position(
     meta: dict[str, Any], position: int | str, option: str, where: Any = "the feature file"
 ) -> int:
@@ -50,7 +62,7 @@ def resolve_position(
 
     ``position`` is an index (negative counts from the end) or a name of :func:`position_names`;
     ``last`` also names the last prompt token where it is stored under another name (``post_m`` of
-    ``template``, ``inst`` of a ``raw`` template file). ``option`` and ``where`` go into the error.
+    ``template``, ``inst`` of raw prompts). ``option`` and ``where`` go into the error.
     """
     names = position_names(meta)
     count = len(names)
@@ -66,8 +78,9 @@ def resolve_position(
     name = str(position).strip()
     if name in names:
         return names.index(name)
-    if name == "last" and meta.get("positions") == "template":
-        return count - 1  # post_m (raw prompts: inst) is the last prompt token
+    offsets = position_offsets(meta)
+    if name == "last" and 0 in offsets:
+        return offsets.index(0)  # post_m (raw prompts: inst) is the last prompt token
     raise ProbingError(
         f"{option}={name!r} is not a position of {where}: it stores {names} "
         f"(extracted with --positions {meta.get('positions')}); choose one of those"

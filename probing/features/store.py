@@ -25,7 +25,9 @@ from probing.prompts.sources import source_names
 
 FORMAT = "probing-features"
 FORMAT_VERSION = 1
-JSON_ATTRS = ("label_names", "sources", "skipped", "config", "shards", "position_names")
+JSON_ATTRS = (
+    "label_names", "sources", "skipped", "config", "shards", "position_names", "position_offsets",
+)  # fmt: skip
 
 
 @dataclass
@@ -207,6 +209,10 @@ class FeatureFile:
     def names(self) -> list[str]:
         """The file's datasets, in file order (``hidden``, ``label``, ``label_<set>``, ...)."""
         return [n for n in self._h5 if isinstance(self._h5[n], h5py.Dataset)]
+
+    def attrs_of(self, name: str) -> dict[str, Any]:
+        """The attributes of a per-row dataset (e.g. a label set's ``names``)."""
+        return dict(self._h5[name].attrs)
 
     def column(self, name: str) -> np.ndarray | list[str]:
         """A per-row dataset (`label`, `prompt`, `rendered`, `n_tokens`, ...)."""

@@ -40,6 +40,8 @@ class GeneralizeConfig:
         output: folder for ``generalization.csv``, ``generalization.png`` and ``generalization.md``.
         classes: ``[negative, harmful]`` class names after ``class_map``; rows of other classes are dropped.
         class_map: renames/merges classes first, e.g. ``{contrast: normal, jailbreak: malicious}``.
+        label: label set: ``label``, the prompts' classes (default), or one the files add, e.g.
+            ``refused`` (``probing refusal --features``) with ``--classes [complied, refused]``.
         loso: leave-one-source-out: for every source, train on all the others and test on it.
         matrix: explicit folds ``[{train: [sources], test: [sources], name: optional}]``; a ``test``
             item may be ``{name: NAME, sources: [sources]}``, one test set pooled from several sources
@@ -72,6 +74,7 @@ class GeneralizeConfig:
     output: str = "runs/generalize"
     classes: list[str] = field(default_factory=lambda: ["normal", "malicious"])
     class_map: dict[str, str] = field(default_factory=dict)
+    label: str = "label"
     loso: bool = True
     matrix: list[dict[str, Any]] = field(default_factory=list)
     probes: list[Literal["linear", "mlp", "text", "poe"]] = field(
@@ -114,8 +117,9 @@ def generalize(cfg: GeneralizeConfig) -> dict[str, Any]:
     """Run every fold; write the CSV, heatmap and markdown; return rows, summaries and paths."""
     _validate(cfg)
     block = load_block(
-        cfg.features, cfg.classes, cfg.class_map, cfg.layers, cfg.position, cfg.memory_limit_gb
-    )
+        cfg.features, cfg.classes, cfg.class_map, cfg.layers, cfg.position, cfg.memory_limit_gb,
+        cfg.label,
+    )  # fmt: skip
     names = block.source_names
     folds: list[Fold] = (loso_folds(names) if cfg.loso else []) + matrix_folds(cfg.matrix, names)
     rows, skipped, deltas = [], [], {}

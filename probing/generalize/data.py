@@ -20,6 +20,7 @@ import torch
 from probing.data.selection import class_indices, stratified_split
 from probing.errors import ProbingError
 from probing.features.identity import require_same_identity
+from probing.features.labels import read_label_set
 from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
 from probing.layers import LayerSpec, resolve_layers
@@ -66,8 +67,10 @@ def load_block(
     layers: LayerSpec = "all",
     position: int | str = -1,
     memory_limit_gb: float = 8.0,
+    label: str = "label",
 ) -> SourceBlock:
-    """Rows of ``classes`` from every file in ``paths``, with their source names."""
+    """Rows of ``classes`` of the label set ``label`` from every file in ``paths``, with their
+    source names."""
     if not paths:
         raise ProbingError("--features is empty; give one or more feature files (.h5)")
     if len(classes) != 2 or len(set(classes)) != 2:
@@ -78,13 +81,21 @@ def load_block(
     files = [FeatureFile(p) for p in paths]
     check_same_extraction(files)
     chosen = resolve_layers(layers, files[0].num_layers, "--layers", str(files[0].path))
-    picked = []
+    picked, known = [], {}
     for ff in files:
-        y = class_indices(ff.labels, ff.label_names, list(classes), class_map)
+        values, names = read_label_set(ff, label, "--label")
+        known.update(dict.fromkeys(class_map.get(n, n) for n in names))
+        y = class_indices(values, names, list(classes), class_map)
         keep = np.flatnonzero(y >= 0)
         names = ff.source_names
         src = np.asarray([names[int(i)] for i in ff.sources[keep]], dtype=object)
         picked.append((ff, keep, y[keep], src))
+    missing = [c for c in classes if c not in known]
+    if missing:
+        raise ProbingError(
+            f"--classes {list(classes)}: {missing} is not a class of the label set {label!r} (the "
+            f"files have {list(known)}); change --classes, --class_map or --label"
+        )
     counts = Counter(n for _, _, _, src in picked for n in set(src.tolist()))
     total = sum(len(k) for _, k, _, _ in picked)
     need = total * len(chosen) * files[0].hidden_size * 4 / 1e9

@@ -4,6 +4,8 @@ Greedy continuations of labelled prompts, judged by keywords. The alignment anal
 association, grafting) only mean something on a model that refuses harmful requests and answers
 normal ones; this reports whether it does. Writes ``refusal.csv`` (per prompt; continuations cut to
 ``CONTINUATION_CHARS`` characters, so no harmful answer is stored) and ``refusal_summary.json``.
+With ``--features FILE`` the verdicts also join that feature file as the label set ``refused``
+(:mod:`probing.generation.verdicts`); ``--verdicts DIR`` joins an earlier run's without generating.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 import probing
 from probing.config import parse_config
 from probing.errors import ProbingError
+from probing.features.store import FeatureFile
 from probing.generation.generate import generate
 from probing.generation.intervals import wilson
 from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
+from probing.generation.verdicts import Verdicts, join_verdicts, read_verdicts, verdict_identity
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.prompts.render import Template, render
 from probing.prompts.sources import PromptSource, load_prompts
@@ -48,6 +52,11 @@ class RefusalConfig:
             that reaches a stop token leaves the batch).
         judge: keyword file of the judge (default: configs/judge/keywords.yaml).
         progress: show a progress bar.
+        features: a feature file of the same model, template and prompts: the verdicts join it as
+            the label set ``refused`` (dataset ``label_refused``: 1 refused, 0 complied, -1
+            unclear), for ``probing fit --data.label refused`` (docs/directions.md).
+        verdicts: join this earlier run's verdicts (its ``--output`` folder) to ``--features``
+            instead of generating: no model is loaded.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -60,6 +69,8 @@ class RefusalConfig:
     decode_rows: int = 64
     judge: str | None = None
     progress: bool = True
+    features: str | None = None
+    verdicts: str | None = None
 
 
 @dataclass
@@ -70,6 +81,7 @@ class RefusalResult:
     verdict: list[str]
     summary: dict[str, dict[str, Any]]
     model_meta: dict[str, Any] = field(default_factory=dict)
+    template: str = ""  # as rendered: chat or raw
 
 
 def _validate(cfg: RefusalConfig) -> None:
@@ -79,6 +91,10 @@ def _validate(cfg: RefusalConfig) -> None:
         raise ProbingError(f"--batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.decode_rows < 1:
         raise ProbingError(f"--decode_rows must be >= 1, got {cfg.decode_rows}")
+    if cfg.verdicts and not cfg.features:
+        raise ProbingError(
+            "--verdicts joins an earlier run's verdicts to a feature file; give --features FILE"
+        )
 
 
 def summarize(
@@ -138,6 +154,7 @@ def evaluate_refusal(
         verdict=verdicts,
         summary=summarize(label_names, verdicts, names),
         model_meta=lm.meta,
+        template=rendered.template,
     )
 
 
@@ -170,11 +187,14 @@ def write(cfg: RefusalConfig, result: RefusalResult, meta: dict[str, Any]) -> Pa
 
 def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
     """Run the evaluation, write the files, log the table."""
+    _validate(cfg)
+    if cfg.features:
+        FeatureFile(cfg.features).close()  # a missing or damaged file fails before generating
     judge = load_judge(cfg.judge)
     result = evaluate_refusal(cfg, lm, judge)
     meta = {
         "model": result.model_meta,
-        "template": cfg.template,
+        "template": result.template or cfg.template,
         "system_prompt": cfg.system_prompt or "",
         "max_new_tokens": cfg.max_new_tokens,
         "decoding": "greedy",
@@ -192,6 +212,11 @@ def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
         table(result.summary),
     )
     log.info("wrote %s and %s", folder / "refusal.csv", folder / "refusal_summary.json")
+    if cfg.features:
+        identity = verdict_identity(result.model_meta, meta["template"], meta["system_prompt"])
+        verdicts = Verdicts(result.label, result.prompt, result.verdict, identity, str(folder))
+        verdicts.provenance = {k: meta[k] for k in ("judge", "max_new_tokens", "decoding")}
+        join_verdicts(cfg.features, verdicts)
     return result
 
 
@@ -205,5 +230,10 @@ def parse(argv: list[str]) -> RefusalConfig:
 
 
 def run(argv: list[str]) -> int:
-    refusal(parse(argv))
+    cfg = parse(argv)
+    if cfg.verdicts:
+        _validate(cfg)
+        join_verdicts(cfg.features, read_verdicts(cfg.verdicts))
+    else:
+        refusal(cfg)
     return 0

@@ -19,6 +19,7 @@ import torch
 
 from probing.errors import ProbingError
 from probing.features.activations import Selector
+from probing.features.positions import position_offsets
 from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
 from probing.monitor.calibrate import Scorer
@@ -90,8 +91,8 @@ class Screener:
         meta = probe.feature_meta
         self.template = meta.get("template") or "auto"
         self.system_prompt = meta.get("system_prompt") or None
-        positions = meta.get("positions", "last")
-        self.selector = Selector(positions, int(meta.get("num_positions", 1)))
+        # only the probed position: its offset from the last token, or the mean
+        self.selector = Selector([position_offsets(meta)[probe.position]])
         self.pad_id = pad_token_id(lm.tokenizer)
         cfg = lm.model.config
         self.max_tokens = next(
@@ -134,7 +135,7 @@ class Screener:
         captured: dict[int, torch.Tensor] = {}
 
         def keep(index: int, h: torch.Tensor) -> None:
-            captured[index] = self.selector(h)[:, self.probe.position].detach()
+            captured[index] = self.selector(h)[:, 0].detach()
 
         device = self.lm.input_device
         with self.lm.parts.capture(want, keep, stop=True):

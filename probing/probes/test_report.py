@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from probing.features.positions import position_names
 from probing.probes import above_words, report, wandb_utils
 from probing.probes.metrics import layer_metrics
 from probing.probes.per_source import COLUMNS, per_source_results, text_baseline, write_per_source
@@ -58,8 +59,8 @@ def write_test_report(
             for test in dict.fromkeys(r["test"] for r in above):
                 got = [r for r in above if r["test"] == test]
                 log.info("%s", above_words.sentence(got, probe, "auroc", f", {test}"))
-        if dm.meta.get("positions") == "mean" and 0 in dm.layers:
-            log.info("layer 0 of this mean-position file is a bag of token embeddings: the lexical "
+        if position_names(dm.meta)[dm.position] == "mean" and 0 in dm.layers:
+            log.info("layer 0 at the mean position is a bag of token embeddings: the lexical "
                      "control among the layers")  # fmt: skip
         log.info("above the words: %s", path)
     return directory
