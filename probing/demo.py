@@ -22,7 +22,8 @@ from threadpoolctl import threadpool_limits
 
 from probing import demo_generalise as generalise
 from probing import demo_words as words
-from probing.config import load_config, parse_config
+from probing.config import load_config
+from probing.demo_config import DemoConfig, parse
 from probing.demo_report import alignment_report, probing_report, write_report
 from probing.errors import ProbingError
 from probing.resources import builtin_path
@@ -30,57 +31,6 @@ from probing.resources import builtin_path
 log = logging.getLogger(__name__)
 CONFIGS = builtin_path("configs")
 DECODE_ROWS = 256  # rows decoded together (refusal, grafting): the demo's models are small
-
-
-@dataclass
-class DemoConfig:
-    """The demo's sizes (defaults: about 6 minutes on 2 otherwise idle CPU cores).
-
-    Args:
-        output: folder of the report and every stage's files.
-        model: model of the probing side.
-        alignment_model: model of the alignment side (refusal, emotions, grafting).
-        normal: built-in normal prompts used.
-        malicious: built-in malicious prompts used.
-        jailbreak: built-in jailbreak prompts used.
-        contrast: built-in contrast prompts (safe requests in harmful words) for "Does it generalise?".
-        heldout: prompts of each held-out set and form (safe-sounding / harmful × imperative / question).
-        crosslingual: prompts of each built-in set (normal, malicious, contrast) in English and in each
-            translation (es, zh, ru) for "Does the model know more than the words?" (0: none).
-        alignment_per_class: prompts per class on the alignment model.
-        epochs: probe training epochs.
-        graft_prompts: malicious prompts grafted into.
-        graft_stride: graft at every n-th layer.
-        max_new_tokens: greedy tokens judged for refusal.
-        alignment: run the alignment side.
-        compare: run the model/format comparison.
-        compare_per_class: normal and malicious prompts per run of the comparison.
-        threads: CPU threads of every stage (torch and the BLAS/OpenMP pools of numpy and
-            scikit-learn). Default: chosen at the start of each stage — the cores other processes
-            leave free (measured over 0.25 s), at least 1 (on a shared machine, threads
-            that wait for a busy core made small forward passes and scikit-learn fits 2-10× slower)
-            — except that stages training or applying torch probes keep torch's default: their
-            numbers depend on the thread count, and the report must not depend on the load.
-    """
-
-    output: str = "demo_out"
-    model: str = "smollm2-135m-instruct"
-    alignment_model: str = "qwen2.5-coder-0.5b-instruct"
-    normal: int = 200
-    malicious: int = 200
-    jailbreak: int = 100
-    contrast: int = 150
-    heldout: int = 50
-    crosslingual: int = 30
-    alignment_per_class: int = 50
-    epochs: int = 30
-    graft_prompts: int = 24
-    graft_stride: int = 4
-    compare_per_class: int = 100
-    max_new_tokens: int = 16
-    alignment: bool = True
-    compare: bool = True
-    threads: int | None = None
 
 
 @dataclass
@@ -161,10 +111,10 @@ def stage_threads(requested: int | None, previous: int | None) -> int:
 
 # -- probing side --------------------------------------------------------------------------------------
 def probing_side(demo: Demo) -> None:
-    from probing.data import ActivationDataModule
+    from probing.data.options import DataOptions
     from probing.features.extract import ExtractConfig, extract
     from probing.models import ModelConfig, load_model, resolve_model
-    from probing.probes import weak
+    from probing.probes import weak, weak_config
     from probing.training.cli import fit_probes
 
     cfg = demo.cfg
@@ -188,8 +138,8 @@ def probing_side(demo: Demo) -> None:
         )
 
     def do_weak() -> None:
-        data = ActivationDataModule(str(feats), classes=["normal", "malicious"], split=weak.SPLIT)
-        weak.run_weak(weak.WeakConfig(data=data, output_dir=str(demo.out / "weak")))
+        data = DataOptions(str(feats), classes=["normal", "malicious"], split=weak_config.SPLIT)
+        weak.run_weak(weak_config.WeakConfig(data=data, output_dir=str(demo.out / "weak")))
 
     def fit(name: str, config: str, classes: list[str]) -> None:
         root = demo.out / name
@@ -384,12 +334,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     path = write_report(demo)
     log.info("demo finished in %.0f s: %s", sum(demo.timings.values()), path)
     return path
-
-
-def parse(argv: list[str]) -> DemoConfig:
-    return parse_config(
-        DemoConfig, argv, "probing demo", "The whole pipeline on the embedded models."
-    )
 
 
 def run(argv: list[str]) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from probing.config import parse_config
 from probing.errors import ProbingError
-from probing.features.activations import Positions
+from probing.features.positions import Positions
 from probing.prompts.sources import PromptSource
 
 Classifier = Literal["svm", "mlp"]
@@ -173,3 +175,14 @@ def validate(cfg: CompareConfig) -> None:
     for probe in cfg.probes:
         if not Path(probe).is_file():
             raise ProbingError(f"--probes: probe config {probe} does not exist")
+
+
+def parse(argv: Sequence[str]) -> CompareConfig:
+    """``probing compare`` options → :class:`CompareConfig` (no torch: ``--help`` stays fast)."""
+    return parse_config(
+        CompareConfig,
+        argv,
+        "probing compare",
+        "Compare models and prompt formats: weak-classifier accuracy per layer for each run, drawn as "
+        "the paper's grid.",
+    )

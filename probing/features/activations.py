@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from probing.features.positions import Positions
 from probing.features.prefix import SharedHead
 from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
-
-Positions = Literal["last", "mean", "last_k", "template"]
 
 
 @dataclass

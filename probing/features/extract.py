@@ -7,16 +7,16 @@ import datetime as dt
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tqdm.auto import tqdm
 
 import probing
 from probing.errors import ProbingError
-from probing.features.activations import ActivationReader, Positions
+from probing.features.activations import ActivationReader
 from probing.features.atomic import WriteLock, partial_path
+from probing.features.extract_config import ExtractConfig
 from probing.features.plan import Plan, context_length, fingerprint, plan_rows, slice_plan
 from probing.features.shards import (
     all_shards_complete,
@@ -31,66 +31,14 @@ from probing.features.writer import FeatureWriter
 from probing.models.context import config_context_length, model_context_length
 from probing.models.load import (
     LoadedModel,
-    ModelConfig,
     load_model,
     load_tokenizer,
     model_identity,
     resolve_model,
 )
-from probing.prompts.render import Template
-from probing.prompts.sources import BUILTIN_SETS, PromptSource
+from probing.prompts.sources import BUILTIN_SETS
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ExtractConfig:
-    """What to extract and where to write it.
-
-    Args:
-        model: the model to read activations from.
-        prompts: labelled prompt sources, in order.
-        output: the HDF5 feature file to write.
-        template: ``chat`` (the tokenizer's chat template with the generation prompt), ``raw`` text, or
-            ``auto`` (chat when the tokenizer has a template).
-        system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
-        positions: ``last`` prompt token, ``mean`` over prompt tokens, the ``last_k`` tokens, or
-            ``template``: the last token of the user's instruction (``inst``) and every chat-template
-            token after it (``post_1 … post_m``; ``post_m`` is ``last``), found from character
-            offsets; see docs/positions.md.
-        k: number of positions for ``last_k``.
-        lens_top_k: logit-lens tokens kept per layer and position; 0 stores no lens (the states only,
-            for probes and monitors; 12-19 % less time on the embedded default; `probing lens` cannot
-            read the file).
-        batch_size: prompts per forward pass (batches are length-sorted, left-padded).
-        max_tokens: longest rendered prompt allowed (default: the model's context length).
-        too_long: ``skip`` prompts longer than ``max_tokens`` (counted in the file), or ``truncate``
-            them from the left with a warning.
-        storage_dtype: ``float16`` (half the size; values beyond ±65504 stop the run) or ``float32``.
-        resume: continue an interrupted run of the same config.
-        overwrite: replace an existing file of another model, prompt set or config.
-        progress: show a progress bar.
-        shard: extract only slice ``i`` of ``n`` (``"i/n"``) into ``OUTPUT.shardIII-of-NNN.h5``; under
-            torchrun the rank and world size are used. The shard that finds all shards complete merges
-            them into ``output`` (see ``probing merge``).
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompts: list[PromptSource] = field(default_factory=list)
-    output: str = "features/features.h5"
-    template: Template = "auto"
-    system_prompt: str | None = None
-    positions: Positions = "last"
-    k: int = 4
-    lens_top_k: int = 5
-    batch_size: int = 16
-    max_tokens: int | None = None
-    too_long: Literal["skip", "truncate"] = "skip"
-    storage_dtype: Literal["float16", "float32"] = "float16"
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    shard: str | None = None
 
 
 def _validate(cfg: ExtractConfig) -> None:

@@ -7,11 +7,13 @@ names a new file of those settings records). See ``docs/positions.md``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from probing.errors import ProbingError
 
 INST = "inst"  # the last token of the user's instruction
+# what `probing extract --positions` stores
+Positions = Literal["last", "mean", "last_k", "template"]
 
 
 def template_names(post: int) -> list[str]:

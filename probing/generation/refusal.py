@@ -18,47 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import probing
-from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.generation.generate import generate
 from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
-from probing.models.load import LoadedModel, ModelConfig, load_model
-from probing.prompts.render import Template, render
-from probing.prompts.sources import PromptSource, load_prompts
+from probing.generation.refusal_config import RefusalConfig, parse
+from probing.models.load import LoadedModel, load_model
+from probing.prompts.render import render
+from probing.prompts.sources import load_prompts
 
 log = logging.getLogger(__name__)
 
 CONTINUATION_CHARS = 80
-
-
-@dataclass
-class RefusalConfig:
-    """Which model, which prompts, how long to generate, where to write.
-
-    Args:
-        model: the model to evaluate.
-        prompts: labelled prompt sources (e.g. ``[{path: malicious}, {path: normal}]``).
-        output: folder for ``refusal.csv`` and ``refusal_summary.json``.
-        template: ``chat``, ``raw`` or ``auto`` (chat when the tokenizer has a template).
-        system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
-        max_new_tokens: greedy tokens generated per prompt.
-        batch_size: prompts per prefill batch (length-sorted, left-padded).
-        decode_rows: prompts decoded together (their prefill batches' KV caches joined; a prompt
-            that reaches a stop token leaves the batch).
-        judge: keyword file of the judge (default: configs/judge/keywords.yaml).
-        progress: show a progress bar.
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompts: list[PromptSource] = field(default_factory=list)
-    output: str = "runs/refusal"
-    template: Template = "auto"
-    system_prompt: str | None = None
-    max_new_tokens: int = 20
-    batch_size: int = 8
-    decode_rows: int = 64
-    judge: str | None = None
-    progress: bool = True
 
 
 @dataclass
@@ -188,15 +158,6 @@ def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
     )
     log.info("wrote %s and %s", folder / "refusal.csv", folder / "refusal_summary.json")
     return result
-
-
-def parse(argv: list[str]) -> RefusalConfig:
-    return parse_config(
-        RefusalConfig,
-        argv,
-        "probing refusal",
-        "Greedy continuations of labelled prompts and the keyword judge's refusal rate per class.",
-    )
 
 
 def run(argv: list[str]) -> int:

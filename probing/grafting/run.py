@@ -7,9 +7,8 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ import torch
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
+from probing.grafting.config import GraftConfig
 from probing.grafting.sweep import (
     GraftSweep,
     SweepResult,
@@ -29,58 +29,6 @@ from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GraftConfig:
-    """A grafting sweep.
-
-    Args:
-        features: feature file of the model to graft (donor states and target prompts come from it).
-        model: the model; default: the feature file's model as it was extracted.
-        source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, or a
-            ``vector`` file (.npy, ``[D]`` or ``[layers, D]``).
-        source_class: class whose mean state is grafted (``source: class_mean``).
-        source_row: row of the feature file whose states are grafted (``source: row``).
-        vector: .npy file with the donor (``source: vector``).
-        target_class: class of the prompts grafted into.
-        jailbreak_class: class of real jailbreak prompts for comparison (skipped if not in the file).
-        limit: prompts per class (a seeded sample).
-        seed: seed of the sample.
-        layers: layers to graft at (default: every ``layer_stride``-th layer from 1).
-        layer_stride: spacing of the default layers.
-        max_new_tokens: greedy continuation length judged for refusal.
-        batch_size: prompts per prefill pass (length-sorted; their shared prefix runs once for all
-            conditions).
-        rows_per_pass: prompt × condition rows decoded together (the conditions of a prompt batch
-            share its prefix's KV cache).
-        probe_ckpt: a trained probe checkpoint; its predictions after the grafted layer give the flip rate.
-        positive_class: the probe's class that counts as flagged.
-        judge: refusal keyword list (default configs/judge/keywords.yaml).
-        emotions: emotion token lists (default configs/emotion/default.yaml).
-        output: folder for graft_results.csv, graft_summary.csv, graft_sweep.png.
-    """
-
-    features: str
-    model: ModelConfig | None = None
-    source: Literal["class_mean", "row", "vector"] = "class_mean"
-    source_class: str = "normal"
-    source_row: int = 0
-    vector: str | None = None
-    target_class: str = "malicious"
-    jailbreak_class: str | None = "jailbreak"
-    limit: int = 40
-    seed: int = 0
-    layers: list[int] | None = None
-    layer_stride: int = 1
-    max_new_tokens: int = 20
-    batch_size: int = 8
-    rows_per_pass: int = 64
-    probe_ckpt: str | None = None
-    positive_class: str = "malicious"
-    judge: str | None = None
-    emotions: str | None = None
-    output: str = "runs/graft"
 
 
 def _sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:

@@ -3,50 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probing.config import parse_config
 from probing.lens.analysis import analyse, check_layers, file_tokenizer
+from probing.lens.config import LensConfig, parse
 from probing.lens.emotions import load_emotions
 from probing.lens.plots import plot_all
 from probing.lens.report import SUMMARY_NAME, summary_layers, summary_markdown, write_csvs
 
 log = logging.getLogger(__name__)
-DESCRIPTION = (
-    "Logit-lens analysis of a feature file's stored top-K: the most frequent tokens per layer and "
-    "class, their emotion, and the Top-K Intermediate Consistency (docs/lens.md). Writes "
-    "lens_consistency.csv, lens_top_tokens.csv, consistency.png, emotion_mass.png, "
-    "lens_heatmap_<class>.png and lens_summary.md into --output."
-)
-
-
-@dataclass
-class LensConfig:
-    """Logit-lens analysis of a feature file.
-
-    Args:
-        features: feature file (``.h5``) with lens data; may be given without ``--features``.
-        output: folder for the results.
-        emotions: emotion token lists (default ``configs/emotion/default.yaml``).
-        top: most frequent tokens kept per layer and class.
-        classes: classes to analyse (default all).
-        layers: layers shown in the heatmaps (default all) and the summary's token tables (default 5
-            evenly spaced); CSVs always hold every layer.
-        position: stored position to read: an index (-1 = the last stored) or a name the file
-            records (``inst``, ``post_1``, … of ``--positions template``; docs/positions.md).
-        tokenizer: model name or folder whose tokenizer decodes the ids (default: the file's model).
-    """
-
-    features: str
-    output: str
-    emotions: str | None = None
-    top: int = 10
-    classes: list[str] | None = None
-    layers: list[int] | None = None
-    position: int | str = -1
-    tokenizer: str | None = None
 
 
 def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
@@ -81,10 +47,6 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     log.info("wrote %s", ", ".join(p.name for p in paths))
     log.info("results in %s", out)
     return paths
-
-
-def parse(argv: list[str]) -> LensConfig:
-    return parse_config(LensConfig, argv, "probing lens", DESCRIPTION, positional=("features",))
 
 
 def run(argv: list[str], tokenizer: Any = None) -> int:

@@ -22,12 +22,11 @@ from probing.features.activations import Selector
 from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
 from probing.monitor.calibrate import Scorer
+from probing.monitor.config import DEFAULT_REFUSAL
 from probing.monitor.probe import LoadedProbe, check_model
 from probing.prompts.render import render
 
 log = logging.getLogger(__name__)
-
-DEFAULT_REFUSAL = "I can't help with that request."
 
 
 # -- screening ---------------------------------------------------------------------------------------

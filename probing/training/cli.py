@@ -28,6 +28,7 @@ from probing.probes import wandb_utils
 from probing.probes.checkpoint import probe_class, read_checkpoint
 from probing.probes.linked import LINKED
 from probing.probes.module import ProbeModule
+from probing.training.help import full_help_argv
 from probing.training.summary import best_layers, fit_summary
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
 def run(argv: Sequence[str]) -> int:
     """Entry of ``probing fit|validate|test|predict`` (argv starts with the subcommand)."""
     try:
-        build_cli(argv)
+        build_cli(full_help_argv(argv))
     finally:
         _finish_wandb()
     return 0
