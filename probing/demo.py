@@ -196,7 +196,6 @@ def probing_side(demo: Demo) -> None:
                 output=str(demo.out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
                 decode_rows=DECODE_ROWS,
-                progress=False,
             ),
             lm=state["lm"],
         )
@@ -269,7 +268,6 @@ def alignment_side(demo: Demo) -> None:
                 output=str(out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
                 decode_rows=DECODE_ROWS,
-                progress=False,
             ),
             lm=lm,
         ),

@@ -14,7 +14,8 @@ from probing.features import FeatureFile
 from probing.features.extract import ExtractConfig, extract
 from probing.generation.judge import KeywordJudge
 from probing.grafting.run import GraftConfig, donors, plot, write
-from probing.grafting.sweep import GraftSweep, check_same_model, class_rows, target_sequences
+from probing.grafting.sweep import GraftSweep
+from probing.grafting.targets import check_same_model, class_rows, target_sequences
 from probing.prompts import PromptSource
 
 
@@ -205,7 +206,7 @@ def one_at_a_time(lm, seqs, layer, donor, n):
     from contextlib import nullcontext
 
     from probing.features.activations import ActivationReader
-    from probing.generation import generate
+    from probing.generation.generate import generate
     from probing.grafting import graft
 
     reader = ActivationReader(lm, "last")

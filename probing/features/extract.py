@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 import probing
 from probing.errors import ProbingError
 from probing.features.activations import ActivationReader
@@ -36,6 +34,7 @@ from probing.models.load import (
     model_identity,
     resolve_model,
 )
+from probing.progress import progress_bar
 from probing.prompts.sources import BUILTIN_SETS
 
 log = logging.getLogger(__name__)
@@ -239,7 +238,7 @@ def _extract_rows(
 ) -> None:
     stored = len(plan.position_names)
     reader = ActivationReader(lm, cfg.positions, stored, cfg.lens_top_k)
-    shared = reader.share_prefix(plan.ids)
+    shared = reader.share_prefix(plan.ids, cfg.progress)
     if shared:
         log.info("the %d tokens every prompt starts with run once; their cache is reused", shared)
     if state == "resume":
@@ -286,15 +285,7 @@ def _merge_if_last(cfg: ExtractConfig, count: int) -> Path | None:
 
 def _run(writer: FeatureWriter, reader: ActivationReader, plan: Plan, cfg: ExtractConfig) -> None:
     start, total = writer.rows_done, len(plan.ids)
-    bar = tqdm(
-        total=total,
-        initial=start,
-        unit="prompt",
-        desc="extract",
-        disable=not cfg.progress,
-        dynamic_ncols=True,
-    )
-    with bar:
+    with progress_bar(total, "extract", "prompt", cfg.progress, initial=start) as bar:
         for lo in range(start, total, cfg.batch_size):
             batch = plan.ids[lo : lo + cfg.batch_size]
             out = reader(batch)

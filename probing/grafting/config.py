@@ -38,6 +38,7 @@ class GraftConfig:
         judge: refusal keyword list (default configs/judge/keywords.yaml).
         emotions: emotion token lists (default configs/emotion/default.yaml).
         output: folder for graft_results.csv, graft_summary.csv, graft_sweep.png.
+        progress: show a progress bar (prompt × condition rows, with their rate).
     """
 
     features: str
@@ -60,6 +61,7 @@ class GraftConfig:
     judge: str | None = None
     emotions: str | None = None
     output: str = "runs/graft"
+    progress: bool = True
 
 
 def parse(argv: Sequence[str]) -> GraftConfig:

@@ -17,14 +17,8 @@ from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
 from probing.grafting.config import GraftConfig
-from probing.grafting.sweep import (
-    GraftSweep,
-    SweepResult,
-    check_same_model,
-    class_mean,
-    class_rows,
-    target_sequences,
-)
+from probing.grafting.sweep import GraftSweep, SweepResult
+from probing.grafting.targets import check_same_model, class_mean, class_rows, target_sequences
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
 
@@ -137,6 +131,7 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
         rows_per_pass=cfg.rows_per_pass,
         probe=probe,
         positive_class=positive,
+        progress=cfg.progress,
     )
     result = runner.run(seqs, prompts, layers, donor, jb)
     write(cfg, result, lm)

@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from probing.errors import ProbingError
-from probing.features.identity import loaded_model_identity, model_mismatch, shown
-from probing.features.store import FeatureFile
 from probing.generation.generate import (
     Prefilled,
     greedy_continue,
@@ -33,7 +31,7 @@ from probing.grafting.hooks import check_graft, graft
 from probing.models.batching import cache_arg_name, cache_of
 from probing.models.load import LoadedModel
 from probing.models.lookup import ModelParts
-from probing.prompts.render import tokenize_rendered
+from probing.progress import progress_bar
 
 log = logging.getLogger(__name__)
 TRUNCATE = 60  # characters of a continuation kept in reports (never store whole answers)
@@ -45,41 +43,6 @@ EmotionFn = Callable[[str], str]  # token string -> "negative" | "positive" | "n
 class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # per prompt and condition
     summary: list[dict[str, Any]] = field(default_factory=list)  # per condition
-
-
-def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:
-    """Grafting needs donor states from the model being grafted."""
-    meta = ff.meta
-    mine = loaded_model_identity(lm)
-    diff = model_mismatch(meta, mine)
-    if diff is not None:
-        key, want, found = diff
-        raise ProbingError(
-            f"{ff.path} holds states of model {meta.get('model')!r} ({ff.num_layers} layers × "
-            f"{ff.hidden_size}), but the loaded model is {mine['model']!r} ({mine['num_layers']} × "
-            f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); extract features with "
-            "the model you graft, or set --model.name to the file's model"
-        )
-    if meta.get("positions") != "last":
-        raise ProbingError(
-            f"{ff.path} stores positions={meta.get('positions')!r}; grafting replaces the last prompt "
-            "token's state, so extract donors with --positions last"
-        )
-
-
-def class_rows(ff: FeatureFile, name: str, option: str = "--source_class") -> np.ndarray:
-    names = ff.label_names
-    if name not in names:
-        raise ProbingError(
-            f"{option} {name!r} is not a class of {ff.path} (its classes: {', '.join(names)})"
-        )
-    return np.flatnonzero(ff.labels == names.index(name))
-
-
-def class_mean(ff: FeatureFile, name: str) -> torch.Tensor:
-    """Mean last-token state ``[L, D]`` of a class, every layer."""
-    rows = class_rows(ff, name)
-    return torch.from_numpy(np.stack([ff.layer(i)[rows].mean(0) for i in range(ff.num_layers)]))
 
 
 def _emotion_first(tokenizer: Any, ids: list[int], emotion: EmotionFn) -> str:
@@ -151,6 +114,7 @@ class GraftSweep:
         probe: Any = None,
         positive_class: int = 1,
         rows_per_pass: int = 64,
+        progress: bool = False,
     ):
         if batch_size < 1 or rows_per_pass < 1:
             raise ProbingError(
@@ -159,7 +123,7 @@ class GraftSweep:
         self.lm, self.judge, self.emotion = lm, judge, emotion
         self.max_new_tokens, self.batch_size, self.top_k = max_new_tokens, batch_size, top_k
         self.probe, self.positive = probe, positive_class
-        self.rows_per_pass = rows_per_pass
+        self.rows_per_pass, self.progress = rows_per_pass, progress
         self.stop_ids = stop_token_ids(lm)
 
     def condition(
@@ -170,8 +134,11 @@ class GraftSweep:
         out = self.conditions(seqs, [(layer, donor)])[0]
         return out.hidden, out.logits, out.texts, out.first_ids
 
-    def conditions(self, seqs: Sequence[Sequence[int]], grafts: Sequence[Graft]) -> list[Outcome]:
-        """Every graft of ``grafts`` over all of ``seqs`` (one :class:`Outcome` per graft)."""
+    def conditions(
+        self, seqs: Sequence[Sequence[int]], grafts: Sequence[Graft], desc: str = "graft"
+    ) -> list[Outcome]:
+        """Every graft of ``grafts`` over all of ``seqs`` (one :class:`Outcome` per graft); the bar
+        counts prompt × condition rows."""
         if any(len(s) == 0 for s in seqs):
             raise ProbingError("every grafted prompt needs at least one token")
         n = len(seqs)
@@ -180,28 +147,32 @@ class GraftSweep:
         hidden: list[list[torch.Tensor]] = [[None] * n for _ in grafts]  # type: ignore[list-item]
         logits: list[list[torch.Tensor]] = [[None] * n for _ in grafts]  # type: ignore[list-item]
         tokens: list[list[list[int]]] = [[[] for _ in range(n)] for _ in grafts]
-        for lo in range(0, n, per_group):
-            group = order[lo : lo + per_group]
-            heads = [seqs[i][:-1] for i in group]
-            at = 0
-            for prefix in prefill_batches(self.lm, heads, self.batch_size):
-                rows = group[at : at + prefix.rows]
-                at += prefix.rows
-                per_pass = max(1, self.rows_per_pass // len(rows))  # conditions decoded together
-                for g in range(0, len(grafts), per_pass):
-                    chunk = list(range(g, min(g + per_pass, len(grafts))))
-                    last = g + per_pass >= len(grafts)
-                    cache = prefix.cache if last else copy.deepcopy(prefix.cache)
-                    out = self._pass(
-                        [seqs[i] for i in rows], prefix, cache, [grafts[k] for k in chunk]
-                    )
-                    for j, k in enumerate(chunk):
-                        for r, i in enumerate(rows):
-                            hidden[k][i], logits[k][i], tokens[k][i] = (
-                                out[0][r, j],
-                                out[1][r, j],
-                                out[2][r][j],
-                            )
+        with progress_bar(n * len(grafts), desc, "row", self.progress) as bar:
+            for lo in range(0, n, per_group):
+                group = order[lo : lo + per_group]
+                heads = [seqs[i][:-1] for i in group]
+                at = 0
+                for prefix in prefill_batches(self.lm, heads, self.batch_size):
+                    rows = group[at : at + prefix.rows]
+                    at += prefix.rows
+                    per_pass = max(
+                        1, self.rows_per_pass // len(rows)
+                    )  # conditions decoded together
+                    for g in range(0, len(grafts), per_pass):
+                        chunk = list(range(g, min(g + per_pass, len(grafts))))
+                        last = g + per_pass >= len(grafts)
+                        cache = prefix.cache if last else copy.deepcopy(prefix.cache)
+                        out = self._pass(
+                            [seqs[i] for i in rows], prefix, cache, [grafts[k] for k in chunk]
+                        )
+                        for j, k in enumerate(chunk):
+                            for r, i in enumerate(rows):
+                                hidden[k][i], logits[k][i], tokens[k][i] = (
+                                    out[0][r, j],
+                                    out[1][r, j],
+                                    out[2][r][j],
+                                )
+                        bar.update(len(rows) * len(chunk))
         decode = self.lm.tokenizer.decode
         return [
             Outcome(
@@ -272,6 +243,13 @@ class GraftSweep:
             check_graft(self.lm.parts, layer, donor)
             grafts.append((layer, donor))
         result = SweepResult()
+        log.info(
+            "grafting %d prompts × %d conditions (ungrafted + %d layers), %d new tokens each",
+            len(targets),
+            len(grafts),
+            len(layers),
+            self.max_new_tokens,
+        )
         base, *grafted = self.conditions(targets, grafts)
         base_probe = _probe_positive(self.probe, base.hidden, -1, self.positive)
         self._record(
@@ -287,7 +265,7 @@ class GraftSweep:
             base_probe,
         )
         if len(jailbreaks):
-            jb = self.conditions(jailbreaks, [(None, None)])[0]
+            jb = self.conditions(jailbreaks, [(None, None)], "jailbreak prompts")[0]
             jb_probe = _probe_positive(self.probe, jb.hidden, -1, self.positive)
             self._record(
                 result,
@@ -378,13 +356,3 @@ class GraftSweep:
                 "probe_flip_rate": "" if flips is None else flips,
             }
         )
-
-
-def target_sequences(
-    ff: FeatureFile, rows: np.ndarray, tokenizer: Any
-) -> tuple[list[list[int]], list[str]]:
-    """Token ids (as extraction tokenized them) and prompts of feature-file rows."""
-    rendered = ff.column("rendered")
-    prompts = ff.column("prompt")
-    ids, _ = tokenize_rendered(tokenizer, [rendered[i] for i in rows])
-    return ids, [prompts[i] for i in rows]

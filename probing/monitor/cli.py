@@ -114,7 +114,9 @@ def monitor(
     screener = None
     if _needs_model(cfg):
         lm = _load_lm(cfg, probe, lm)
-        screener = Screener(lm, probe, layer, cfg.threshold, scorer, cfg.batch_size)
+        screener = Screener(
+            lm, probe, layer, cfg.threshold, scorer, cfg.batch_size, progress=cfg.progress
+        )
     if cfg.eval:
         return _evaluate(cfg, probe, scorer, layer, screener)
     assert screener is not None

@@ -77,6 +77,7 @@ class MonitorConfig:
             ``--model.dtype``, ``--model.trust_remote_code``; the old ``--model_name``, ``--device``,
             ``--dtype``, ``--trust_remote_code`` still work, with a warning).
         batch_size: prompts per forward pass.
+        progress: show progress bars (prompts screened or generated, with their rate).
     """
 
     ckpt: str
@@ -101,6 +102,7 @@ class MonitorConfig:
     refusal: str = DEFAULT_REFUSAL
     model: MonitorModel = field(default_factory=MonitorModel)
     batch_size: int = 8
+    progress: bool = True
 
 
 ALIASES = {  # deprecated option -> current option
