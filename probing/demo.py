@@ -26,6 +26,7 @@ from probing.config import load_config
 from probing.demo_config import DemoConfig, parse
 from probing.demo_report import alignment_report, probing_report, write_report
 from probing.errors import ProbingError
+from probing.outputs import check_output_folder
 from probing.resources import builtin_path
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,9 @@ def compare_side(demo: Demo) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> Path:
+    check_output_folder(cfg.output)  # before the first model loads
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ProbingError(f"--threads must be >= 1 (or left out), got {cfg.threads}")
     demo = Demo(cfg)
     probing_side(demo)
     if cfg.alignment:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.features.positions import Positions
+from probing.outputs import check_output_folder
 from probing.prompts.sources import PromptSource
 
 Classifier = Literal["svm", "mlp"]
@@ -175,6 +176,14 @@ def validate(cfg: CompareConfig) -> None:
     for probe in cfg.probes:
         if not Path(probe).is_file():
             raise ProbingError(f"--probes: probe config {probe} does not exist")
+    for spec in cfg.runs:
+        if spec.features and not Path(spec.features).is_file():
+            raise ProbingError(
+                f"run {spec.run_name!r}: features file {spec.features} does not exist; fix its "
+                "`features` (or leave it out to extract)"
+            )
+    check_output_folder(cfg.output_dir, "--output_dir")
+    check_output_folder(cfg.features_dir, "--features_dir")
 
 
 def parse(argv: Sequence[str]) -> CompareConfig:

@@ -34,8 +34,9 @@ from probing.models.load import (
     model_identity,
     resolve_model,
 )
+from probing.outputs import check_output_file
 from probing.progress import progress_bar
-from probing.prompts.sources import BUILTIN_SETS
+from probing.prompts.sources import BUILTIN_SETS, load_prompts
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,10 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
     _validate(cfg)
     shard = _shard(cfg)
     cfg = _on_local_gpu(cfg, shard)
+    # model-free checks first: the tokenizer and model load take seconds to minutes
+    prompts = load_prompts(cfg.prompts)
+    _check_not_an_input(cfg, [Path(cfg.output)])
+    check_output_file(cfg.output, example="features.h5", existing=False)  # finished: only read
     if lm is None:
         source = resolve_model(cfg.model)  # once: the loaders below reuse it (and its GGUF hash)
         tokenizer = load_tokenizer(source)
@@ -195,7 +200,7 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
             for k in ("model", "model_source", "model_revision", "gguf_sha256", "dtype")
         }
         model_length = config_context_length(lm.model.config)
-    plan = plan_rows(cfg, tokenizer, context_length(tokenizer, model_length))
+    plan = plan_rows(cfg, tokenizer, context_length(tokenizer, model_length), prompts)
     fp = fingerprint(cfg, identity, plan)
     path, file_fp, extra = Path(cfg.output), fp, {"plan_fingerprint": fp}
     if shard:

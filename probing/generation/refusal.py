@@ -23,6 +23,7 @@ from probing.generation.generate import generate
 from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
 from probing.generation.refusal_config import RefusalConfig, parse
 from probing.models.load import LoadedModel, load_model
+from probing.outputs import check_output_folder
 from probing.prompts.render import render
 from probing.prompts.sources import load_prompts
 
@@ -80,9 +81,10 @@ def evaluate_refusal(
     cfg: RefusalConfig, lm: LoadedModel | None = None, judge: KeywordJudge | None = None
 ) -> RefusalResult:
     """Generate, judge and summarise; ``lm``/``judge`` skip loading them (tests, notebooks)."""
-    _validate(cfg)
+    _validate(cfg)  # model-free checks first: loading and generating take minutes
     judge = judge or load_judge(cfg.judge)
     prompts, labels, _, names = load_prompts(cfg.prompts)
+    check_output_folder(cfg.output)
     lm = lm or load_model(cfg.model)
     rendered = render(lm.tokenizer, prompts, cfg.template, cfg.system_prompt)
     gen = generate(

@@ -18,7 +18,13 @@ from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
 from probing.grafting.config import GraftConfig
 from probing.grafting.sweep import GraftSweep, SweepResult
-from probing.grafting.targets import check_same_model, class_mean, class_rows, target_sequences
+from probing.grafting.targets import (
+    check_last_position,
+    check_same_model,
+    class_mean,
+    class_rows,
+    target_sequences,
+)
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
 
@@ -93,8 +99,12 @@ def emotion_classifier(path: str | None):
 
 def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) -> SweepResult:
     """Run the sweep and write its files into ``cfg.output``."""
-    ff = FeatureFile(cfg.features)
     # everything that needs no model is checked before loading it
+    for option in ("limit", "max_new_tokens", "batch_size", "rows_per_pass", "layer_stride"):
+        if getattr(cfg, option) < 1:
+            raise ProbingError(f"--{option} must be >= 1, got {getattr(cfg, option)}")
+    ff = FeatureFile(cfg.features)
+    check_last_position(ff)
     layers = (
         cfg.layers
         if cfg.layers is not None
@@ -109,6 +119,7 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
     targets = _sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
     probe = probe if probe is not None else load_probe(cfg.probe_ckpt, ff)
     donor = donors(cfg, ff)
+    judge, emotion = load_judge(cfg.judge), emotion_classifier(cfg.emotions)
     _check_writable(Path(cfg.output))
     if lm is None:
         model_cfg = cfg.model or file_model_config(ff.meta)
@@ -124,8 +135,8 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
         positive = probe.class_names.index(cfg.positive_class)
     runner = GraftSweep(
         lm,
-        load_judge(cfg.judge),
-        emotion_classifier(cfg.emotions),
+        judge,
+        emotion,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         rows_per_pass=cfg.rows_per_pass,

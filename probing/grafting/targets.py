@@ -28,10 +28,15 @@ def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:
             f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); extract features with "
             "the model you graft, or set --model.name to the file's model"
         )
-    if meta.get("positions") != "last":
+    check_last_position(ff)
+
+
+def check_last_position(ff: FeatureFile) -> None:
+    """Donor states are the last prompt token's (what a graft replaces); no model needed."""
+    if ff.meta.get("positions") != "last":
         raise ProbingError(
-            f"{ff.path} stores positions={meta.get('positions')!r}; grafting replaces the last prompt "
-            "token's state, so extract donors with --positions last"
+            f"{ff.path} stores positions={ff.meta.get('positions')!r}; grafting replaces the last "
+            "prompt token's state, so extract donors with --positions last"
         )
 
 

@@ -68,9 +68,9 @@ class LensAnalysis:
 
 
 # -- reading ----------------------------------------------------------------------------------------
-def read_lens(ff: FeatureFile, position: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Lens ids and logits ``[N, L, K]`` at one stored position (an index or a name the file
-    records, :func:`~probing.features.positions.resolve_position`); errors if the file has no lens."""
+def lens_position(ff: FeatureFile, position: int | str = -1) -> int:
+    """The stored index of ``position`` in a file that holds logit-lens data (errors otherwise);
+    reads metadata only."""
     k = int(ff.meta.get("lens_top_k") or 0)
     f = ff.file
     missing = [name for name in ("lens_ids", "lens_logits") if name not in f]
@@ -79,9 +79,15 @@ def read_lens(ff: FeatureFile, position: int | str = -1) -> tuple[np.ndarray, np
         raise ProbingError(
             f"{ff.path} holds no logit-lens data ({found}); re-extract with --lens_top_k 5 (or more)"
         )
-    p = resolve_position(ff.meta, position, "--position", ff.path)
-    ids = f["lens_ids"][:, :, p, :]
-    logits = f["lens_logits"][:, :, p, :]
+    return resolve_position(ff.meta, position, "--position", ff.path)
+
+
+def read_lens(ff: FeatureFile, position: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Lens ids and logits ``[N, L, K]`` at one stored position (an index or a name the file
+    records, :func:`~probing.features.positions.resolve_position`); errors if the file has no lens."""
+    p = lens_position(ff, position)
+    ids = ff.file["lens_ids"][:, :, p, :]
+    logits = ff.file["lens_logits"][:, :, p, :]
     return ids.astype(np.int64, copy=False), logits.astype(np.float64, copy=False)
 
 
@@ -138,7 +144,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _select_classes(
+def select_classes(
     labels: np.ndarray, label_names: Sequence[str], classes: Sequence[str] | None, where: str
 ) -> list[str]:
     counts = np.bincount(labels, minlength=len(label_names))
@@ -179,7 +185,7 @@ def analyse_arrays(
     if ids.ndim != 3 or ids.shape != logits.shape or ids.shape[0] != labels.shape[0]:
         raise ValueError(f"lens ids {ids.shape}, logits {logits.shape}, labels {labels.shape}")
     emotions = emotions or load_emotions()
-    names = _select_classes(labels, label_names, classes, where)
+    names = select_classes(labels, label_names, classes, where)
     _, num_layers, k = ids.shape
 
     uniq, inv = np.unique(ids, return_inverse=True)
@@ -290,5 +296,7 @@ __all__ = [
     "analyse_arrays",
     "decode_tokens",
     "file_tokenizer",
+    "lens_position",
     "read_lens",
+    "select_classes",
 ]

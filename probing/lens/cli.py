@@ -6,11 +6,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from probing.lens.analysis import analyse, check_layers, file_tokenizer
+from probing.lens.analysis import (
+    analyse,
+    check_layers,
+    file_tokenizer,
+    lens_position,
+    select_classes,
+)
 from probing.lens.config import LensConfig, parse
 from probing.lens.emotions import load_emotions
 from probing.lens.plots import plot_all
 from probing.lens.report import SUMMARY_NAME, summary_layers, summary_markdown, write_csvs
+from probing.outputs import check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,10 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     emotions = load_emotions(cfg.emotions)
     ff = FeatureFile(cfg.features)
     layers = check_layers(cfg.layers, ff.num_layers) if cfg.layers is not None else None
+    # model-free checks first: a tokenizer from a GGUF file takes seconds to load
+    lens_position(ff, cfg.position)
+    select_classes(ff.labels, ff.label_names, cfg.classes, str(ff.path))
+    check_output_folder(cfg.output)
     if tokenizer is None:
         tokenizer = file_tokenizer(ff.meta, cfg.tokenizer)
     result = analyse(ff, tokenizer, emotions, cfg.top, cfg.classes, cfg.position)

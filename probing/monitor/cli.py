@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from probing.errors import ProbingError
@@ -28,6 +26,7 @@ from probing.monitor.output import write_results
 from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe, model_config
 from probing.monitor.screen import Guarded, Screener, Screening, guarded_generate
 from probing.monitor.words import labelled_prompts, text_report
+from probing.outputs import check_output_file
 from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)
@@ -53,25 +52,7 @@ def _validate(cfg: MonitorConfig) -> None:
             "--prompts is a feature file; screening needs prompts (a feature file only works with --eval)"
         )
     if cfg.output is not None:
-        _check_output(Path(cfg.output))
-
-
-def _check_output(out: Path) -> None:
-    """``--output`` can be written (checked before the probe and model load; its folder is made
-    when the results are written)."""
-    if out.is_dir():
-        raise ProbingError(
-            f"--output {out} is a folder; give a file name, e.g. {out / 'out.jsonl'}"
-        )
-    folder = next(p for p in out.absolute().parents if p.exists())
-    if not folder.is_dir():
-        raise ProbingError(
-            f"--output {out}: {folder} is a file, not a folder; choose another --output"
-        )
-    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ProbingError(
-            f"cannot write --output {out} (permission denied); choose another --output"
-        )
+        check_output_file(cfg.output)
 
 
 def _needs_model(cfg: MonitorConfig) -> bool:
