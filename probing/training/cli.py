@@ -204,10 +204,17 @@ class ProbingCLI(LightningCLI):
                 weights_only=True,
                 verbose=False,
             )
+        self._summary(best_ckpt or None)
+
+    def after_test(self) -> None:
+        self._summary(None)
+
+    def _summary(self, best_ckpt: str | None) -> None:
+        """The run folder, each probe's best layer and the files written: the last lines."""
         directory = wandb_utils.run_dir(self.trainer)  # a collective: on every rank
         if self.trainer.is_global_zero:
             best = best_layers(directory, self.model.best_layers())
-            log.info("%s", fit_summary(directory, best, best_ckpt or None))
+            log.info("%s", fit_summary(directory, best, best_ckpt))
 
 
 def _resume_in_own_run(cfg: Any) -> None:
@@ -251,6 +258,11 @@ def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
         # Lightning's pytree helper on torch >= 2.10 (upstream; nothing a user can change)
         warnings.filterwarnings(
             "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+        )
+        # the probes log per epoch only, so the step-logging interval never hides a value; its
+        # warning came with every small or full-batch run (fewer batches than log_every_n_steps)
+        warnings.filterwarnings(
+            "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
         )
         return ProbingCLI(
             ProbeModule,
