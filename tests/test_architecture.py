@@ -77,9 +77,10 @@ DRIVER_IMPORTS_KNOWN = {("probing.compare.run", "probing.training.cli")}
 
 
 def is_driver(module: str) -> bool:
-    """``probing.cli``, ``probing.demo*``, every ``*.cli`` and ``probing.training``."""
+    """``probing.cli`` (and ``python -m probing``), ``probing.demo*``, every ``*.cli`` and
+    ``probing.training``."""
     return (
-        module == "probing.cli"
+        module in ("probing.cli", "probing.__main__")
         or module.startswith("probing.demo")
         or module.endswith(".cli")
         or module.split(".")[:2] == ["probing", "training"]
