@@ -16,9 +16,12 @@ from typing import Any
 
 from probing import demo_generalise as generalise
 from probing import demo_words as words
-from probing.config import load_config, parse_config
+from probing.config import load_config
+from probing.demo_config import DemoConfig, parse
 from probing.demo_report import alignment_report, probing_report, write_report
-from probing.demo_run import Demo, DemoConfig
+from probing.demo_run import Demo
+from probing.errors import ProbingError
+from probing.outputs import check_output_folder
 from probing.resources import builtin_path
 
 log = logging.getLogger(__name__)
@@ -28,10 +31,10 @@ DECODE_ROWS = 256  # rows decoded together (refusal, grafting): the demo's model
 
 # -- probing side --------------------------------------------------------------------------------------
 def probing_side(demo: Demo) -> None:
-    from probing.data import ActivationDataModule
+    from probing.data.options import DataOptions
     from probing.features.extract import ExtractConfig, extract
     from probing.models import ModelConfig, load_model, resolve_model
-    from probing.probes import weak
+    from probing.probes import weak, weak_config
     from probing.training.cli import fit_probes
 
     cfg = demo.cfg
@@ -55,8 +58,8 @@ def probing_side(demo: Demo) -> None:
         )
 
     def do_weak() -> None:
-        data = ActivationDataModule(str(feats), classes=["normal", "malicious"], split=weak.SPLIT)
-        weak.run_weak(weak.WeakConfig(data=data, output_dir=str(demo.out / "weak")))
+        data = DataOptions(str(feats), classes=["normal", "malicious"], split=weak_config.SPLIT)
+        weak.run_weak(weak_config.WeakConfig(data=data, output_dir=str(demo.out / "weak")))
 
     def fit(name: str, config: str, classes: list[str]) -> None:
         root = demo.out / name
@@ -113,7 +116,6 @@ def probing_side(demo: Demo) -> None:
                 output=str(demo.out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
                 decode_rows=DECODE_ROWS,
-                progress=False,
             ),
             lm=state["lm"],
         )
@@ -186,7 +188,6 @@ def alignment_side(demo: Demo) -> None:
                 output=str(out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
                 decode_rows=DECODE_ROWS,
-                progress=False,
             ),
             lm=lm,
         ),
@@ -243,6 +244,9 @@ def compare_side(demo: Demo) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> Path:
+    check_output_folder(cfg.output)  # before the first model loads
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ProbingError(f"--threads must be >= 1 (or left out), got {cfg.threads}")
     demo = Demo(cfg)
     probing_side(demo)
     if cfg.alignment:
@@ -252,12 +256,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     path = write_report(demo)
     log.info("demo finished in %.0f s: %s", sum(demo.timings.values()), path)
     return path
-
-
-def parse(argv: list[str]) -> DemoConfig:
-    return parse_config(
-        DemoConfig, argv, "probing demo", "The whole pipeline on the embedded models."
-    )
 
 
 def run(argv: list[str]) -> int:

@@ -174,3 +174,21 @@ def test_bad_files(tmp_path):
 def test_bad_split(feat):
     with pytest.raises(ProbingError, match="--data.split"):
         ActivationDataModule(str(feat), split=(0.5, 0.2, 0.2))
+
+
+def test_data_options_are_the_data_modules_arguments():
+    """``DataOptions`` (read by `probing weak` and the short `fit --help` without Lightning) has the
+    data module's arguments: names, types, defaults and help."""
+    import dataclasses
+    import inspect
+
+    from probing.data.options import DataOptions, args_doc
+
+    params = list(inspect.signature(ActivationDataModule.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(DataOptions)
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields, strict=True):
+        assert str(p.annotation) == str(f.type), p.name
+        default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        assert p.default == default, p.name
+    assert args_doc() in (ActivationDataModule.__doc__ or "")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import probing.demo_run as demo_mod
-from probing.demo_run import Demo, DemoConfig, busy_cores, stage_threads
+from probing.demo_config import DemoConfig
+from probing.demo_run import Demo, busy_cores, stage_threads
 from probing.errors import ProbingError
 
 

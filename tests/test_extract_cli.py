@@ -286,7 +286,7 @@ def test_unwritable_output(tmp_path, model_dir, prompts, capsys):
         )
         == 2
     )
-    _one_line_error(capsys, "choose a writable location with --output")
+    _one_line_error(capsys, "is a file, not a folder; choose another --output")
 
 
 def test_unknown_architecture(tmp_path, prompts, capsys):
@@ -468,7 +468,7 @@ def test_model_free_checks_and_config_errors_come_first(
     blocker.write_text("x")
     base = ["--model.name", str(model_dir), "--prompts", f'[{{"path": "{prompts}"}}]']
     assert cli(*base, "--output", str(blocker / "o.h5")) == 2
-    _one_line_error(capsys, "choose a writable location with --output")
+    _one_line_error(capsys, "is a file, not a folder; choose another --output")
     # a config error is one line with the --help hint, not a usage dump
     for args, match in (
         (["--batch_size", "abc"], 'Parser key "batch_size"'),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,8 +42,13 @@ def test_fit_ends_with_a_summary_without_tables(workdir, feat, capsys, monkeypat
     monkeypatch.delenv("WANDB_SILENT", raising=False)  # W&B's own output as a user sees it
     monkeypatch.delenv("WANDB_QUIET", raising=False)
     argv = ["fit", "--config", LINEAR_MLP, "--data.path", feat, "--trainer.max_epochs", "2"]
-    assert main([*argv, "--trainer.enable_progress_bar", "false"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*argv, "--trainer.enable_progress_bar", "false"]) == 0
+    # a full-batch run has 1 batch per epoch, fewer than log_every_n_steps: no warning about it
+    assert not [w for w in caught if "log_every_n_steps" in str(w.message)]
     out, err = capsys.readouterr()
+    assert err.count("linear: best layer on val") == err.count("mlp: best layer on val") == 1
     assert "Trainable params" not in out + err  # Lightning's model summary is off by default
     assert "Run history" not in out + err and "Run summary" not in out + err  # W&B is quiet
     (run,) = (workdir / "runs" / "probing").iterdir()
@@ -55,6 +61,21 @@ def test_fit_ends_with_a_summary_without_tables(workdir, feat, capsys, monkeypat
     assert tail[4].startswith("  best checkpoint: ") and tail[4].endswith(".ckpt")
     assert Path(tail[4].split(": ", 1)[1]).is_file()
     assert len(tail) == 5  # the summary is the last thing written
+
+
+def test_test_ends_with_the_summary(workdir, feat, capsys):
+    common = ["--config", LINEAR, "--data.path", feat, "--trainer.logger", "false"]
+    quiet = ["--trainer.enable_progress_bar", "false"]
+    assert main(["fit", *common, *quiet, "--trainer.default_root_dir", "fit"]) == 0
+    capsys.readouterr()
+    assert (
+        main(["test", *common, *quiet, "--ckpt_path", "fit", "--trainer.default_root_dir", "t"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    tail = err[err.index("done: run folder t") :].splitlines()
+    assert tail[1].startswith("  linear: best layer on val 3 (val acc ") and "test acc" in tail[1]
+    assert err.count("best layer on val") == 1
 
 
 def test_summary_without_test(workdir, feat, caplog):

@@ -12,7 +12,8 @@ from tiny import save_tiny, tiny_lm
 
 import probing.generation.refusal as refusal_mod
 from probing.errors import ProbingError
-from probing.generation import Generation, generate, stop_token_ids
+from probing.generation import Generation, stop_token_ids
+from probing.generation.generate import generate
 from probing.generation.refusal import (
     CONTINUATION_CHARS,
     RefusalConfig,

@@ -217,7 +217,7 @@ def one_at_a_time(lm, seqs, layer, donor, n, position=-1):
     from contextlib import nullcontext
 
     from probing.features.activations import ActivationReader
-    from probing.generation import generate
+    from probing.generation.generate import generate
     from probing.grafting import graft
 
     reader = ActivationReader(lm, "last")

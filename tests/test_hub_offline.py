@@ -74,6 +74,7 @@ def test_cli_one_line(hub_cache, tmp_path, capsys):
     code = main(["extract", "--model.name", "tiny-org/missing", *prompts,
                  "--output", str(tmp_path / "o.h5")])  # fmt: skip
     assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("probing extract: error: --model.name")
-    assert "HF_HUB_OFFLINE is set and it is not in the local cache" in err[0]
+    err = capsys.readouterr().err.strip().splitlines()  # the prompts are read first (logged)
+    assert [line for line in err if "error" in line] == err[-1:]
+    assert err[-1].startswith("probing extract: error: --model.name")
+    assert "HF_HUB_OFFLINE is set and it is not in the local cache" in err[-1]

@@ -234,7 +234,8 @@ def test_demo_alignment_side_resolves_its_model_once(model_cache, tmp_path, monk
     """The demo's alignment stages (extract, refusal, lens, grafting) share one resolved model."""
     import probing.models.load as load_mod
     from probing.demo import alignment_side
-    from probing.demo_run import Demo, DemoConfig
+    from probing.demo_config import DemoConfig
+    from probing.demo_run import Demo
 
     path = write_tiny_gguf(tmp_path / "tiny.gguf", context=1024)  # the built-in prompts fit
     calls: list = []

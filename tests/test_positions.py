@@ -84,11 +84,11 @@ def test_template_positions(tmp_path, arch, monkeypatch):
     shared = []
     share = ActivationReader.share_prefix
     monkeypatch.setattr(
-        ActivationReader, "share_prefix", lambda s, q: shared.append(share(s, q)) or shared[-1]
+        ActivationReader, "share_prefix", lambda s, q, *a: shared.append(share(s, q)) or shared[-1]
     )
     run(tmp_path, lm, "shared.h5", positions="template", batch_size=6, system_prompt="Be brief.")
     assert shared and shared[0] > M, "the system turn is shared by every prompt"
-    monkeypatch.setattr(ActivationReader, "share_prefix", lambda s, q: 0)
+    monkeypatch.setattr(ActivationReader, "share_prefix", lambda s, q, *a: 0)
     whole = run(
         tmp_path, lm, "whole.h5", positions="template", batch_size=6, system_prompt="Be brief."
     )

@@ -10,7 +10,8 @@ import importlib.util
 
 import pytest
 
-from probing.generation import generate, load_judge
+from probing.generation import load_judge
+from probing.generation.generate import generate
 from probing.models.assemble import QWEN25_CODER_05B_INSTRUCT as QWEN
 from probing.models.assemble import known_sha256
 from probing.models.load import ModelConfig, load_model

@@ -10,21 +10,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from probing.compare.run import CompareConfig, compare
-from probing.config import parse_config
+from probing.compare.run import compare
+from probing.compare.spec import CompareConfig, parse
 from probing.errors import ProbingError
 
 log = logging.getLogger(__name__)
 
 
-def parse(argv: list[str]) -> CompareConfig:
-    return parse_config(
-        CompareConfig,
-        argv,
-        "probing compare",
-        "Compare models and prompt formats: weak-classifier accuracy per layer for each run, drawn as "
-        "the paper's grid.",
-    )
+__all__ = ["parse", "run", "run_compare"]
 
 
 def run(argv: list[str]) -> int:

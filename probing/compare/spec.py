@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from probing.config import parse_config
 from probing.errors import ProbingError
-from probing.features.activations import Positions
+from probing.features.layout import Positions
+from probing.outputs import check_output_folder
 from probing.prompts.sources import PromptSource
 
 Classifier = Literal["svm", "mlp"]
@@ -173,3 +176,22 @@ def validate(cfg: CompareConfig) -> None:
     for probe in cfg.probes:
         if not Path(probe).is_file():
             raise ProbingError(f"--probes: probe config {probe} does not exist")
+    for spec in cfg.runs:
+        if spec.features and not Path(spec.features).is_file():
+            raise ProbingError(
+                f"run {spec.run_name!r}: features file {spec.features} does not exist; fix its "
+                "`features` (or leave it out to extract)"
+            )
+    check_output_folder(cfg.output_dir, "--output_dir")
+    check_output_folder(cfg.features_dir, "--features_dir")
+
+
+def parse(argv: Sequence[str]) -> CompareConfig:
+    """``probing compare`` options → :class:`CompareConfig` (no torch: ``--help`` stays fast)."""
+    return parse_config(
+        CompareConfig,
+        argv,
+        "probing compare",
+        "Compare models and prompt formats: weak-classifier accuracy per layer for each run, drawn as "
+        "the paper's grid.",
+    )

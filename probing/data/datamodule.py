@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from probing.data.options import args_doc
 from probing.data.rows import (
     ChunkRows,
     MemoryRows,
@@ -48,38 +49,11 @@ FULL_FALLBACK_BATCH = 256  # batch_size: full on data that is not in memory (or 
 
 @final  # always this class: jsonargparse adds its options flat (`--data.path`), not as a subclass
 class ActivationDataModule(L.LightningDataModule):
-    """Per-layer activations of a feature file as batches ``(x [B, L, D] float32, y [B], row [B])``.
-
-    Args:
-        path: Feature file (HDF5) written by ``probing extract``.
-        layers: Layers to probe: ``all``, an index, a list ``[i, j]``, or a range ``"start:stop[:step]"``
-            (Python slicing; 0 = embeddings, i = output of decoder block i).
-        classes: Class names to keep, in class-index order (default: every class present, file order).
-            Binary when two classes (positive = the second), multiclass otherwise.
-        class_map: Renames/merges classes before selection, e.g. ``{jailbreak: malicious}``.
-        label: Label set to train on: ``label``, the prompts' classes (default), or one the file
-            adds, e.g. ``refused`` (the model refused / complied, from ``probing refusal --features``;
-            rows without a verdict are left out): ``classes``/``class_map`` then name its classes.
-        position: Stored token position: an index (``-1`` = the last stored) or a name the file
-            records (``probing info`` lists them), e.g. ``inst`` or ``post_2`` of ``--positions
-            template``; ``last`` is the last prompt token (docs/positions.md).
-        split: Train/val/test fractions (stratified per class). A val fraction of 0 disables validation.
-        seed: Seed of the split.
-        standardize: Standardise each layer and dimension with train-split mean and std.
-        test_path: A feature file of the same model to test on instead of the test split (transfer);
-            its classes are mapped by name through ``class_map``/``classes``; unknown ones are dropped.
-        holdout_sources: Prompt sources (names as ``probing info`` lists them) kept out of training,
-            validation and the test split entirely: the probe never sees them, and the per-source report
-            (``per_source_metrics.csv``) shows how it does on them.
-        batch_size: Rows per batch, or ``full``: every split is one batch (the whole training split in
-            one step) when the layer block is in memory and the run is one process; the probes then
-            fit in one pass (L-BFGS for linear heads, full-batch AdamW with per-layer early stopping
-            for MLP heads). Otherwise ``full`` falls back to mini-batches of 256 rows (logged).
-        num_workers: DataLoader workers (only useful for chunked reads).
-        in_memory: ``auto`` loads the layer block into memory when it fits ``memory_limit_gb``,
-            ``always``/``never`` force it.
-        memory_limit_gb: Memory allowed for the float32 block (default: half the available memory).
-    """
+    # its options' help is DataOptions' (one text for `probing fit --help` and `probing weak --help`)
+    __doc__ = (
+        "Per-layer activations of a feature file as batches ``(x [B, L, D] float32, y [B], row [B])``."
+        "\n\n" + args_doc()
+    )
 
     def __init__(
         self,

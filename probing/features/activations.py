@@ -100,11 +100,14 @@ class ActivationReader:
         self.head: SharedHead | None = None
 
     @torch.inference_mode()
-    def share_prefix(self, seqs: Sequence[Sequence[int]]) -> int:
+    def share_prefix(self, seqs: Sequence[Sequence[int]], progress: bool = False) -> int:
         """Run the head that all of ``seqs`` (a run's prompts) start with once — a chat template's
         system turn — and continue every later batch that starts with it from its cache. Results
-        are those of running each batch whole. Returns the head's length (0: nothing shared)."""
-        self.head = SharedHead.of(self.parts, seqs, self.lm.input_device, self.pad_id)
+        are those of running each batch whole. Returns the head's length (0: nothing shared).
+        ``progress``: a bar over the head's layers (one long prompt is all head)."""
+        self.head = SharedHead.of(
+            self.parts, seqs, self.lm.input_device, self.pad_id, progress=progress
+        )
         return len(self.head.ids) if self.head is not None else 0
 
     @property

@@ -7,17 +7,15 @@ import datetime as dt
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from tqdm.auto import tqdm
+from typing import Any
 
 import probing
 from probing.errors import ProbingError
 from probing.features.activations import ActivationReader
 from probing.features.atomic import WriteLock, partial_path
-from probing.features.layout import PositionName, Positions, normalize, positions_text
+from probing.features.extract_config import ExtractConfig
+from probing.features.layout import normalize, positions_text
 from probing.features.plan import Plan, context_length, fingerprint, plan_rows, slice_plan
 from probing.features.shards import (
     all_shards_complete,
@@ -32,67 +30,16 @@ from probing.features.writer import FeatureWriter
 from probing.models.context import config_context_length, model_context_length
 from probing.models.load import (
     LoadedModel,
-    ModelConfig,
     load_model,
     load_tokenizer,
     model_identity,
     resolve_model,
 )
-from probing.prompts.render import Template
-from probing.prompts.sources import BUILTIN_SETS, PromptSource
+from probing.outputs import check_output_file
+from probing.progress import progress_bar
+from probing.prompts.sources import BUILTIN_SETS, load_prompts
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ExtractConfig:
-    """What to extract and where to write it.
-
-    Args:
-        model: the model to read activations from.
-        prompts: labelled prompt sources, in order.
-        output: the HDF5 feature file to write.
-        template: ``chat`` (the tokenizer's chat template with the generation prompt), ``raw`` text, or
-            ``auto`` (chat when the tokenizer has a template).
-        system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
-        positions: ``last`` prompt token, ``mean`` over prompt tokens, the ``last_k`` tokens,
-            ``template``: the last token of the user's instruction (``inst``) and every chat-template
-            token after it (``post_1 … post_m``; ``post_m`` is ``last``), found from character
-            offsets; or a list of these and ``inst``, e.g. ``[inst, last, mean]``: all of them from
-            one forward pass; see docs/positions.md.
-        k: number of positions for ``last_k``.
-        lens_top_k: logit-lens tokens kept per layer and position; 0 stores no lens (the states only,
-            for probes and monitors; 12-19 % less time on the embedded default; `probing lens` cannot
-            read the file).
-        batch_size: prompts per forward pass (batches are length-sorted, left-padded).
-        max_tokens: longest rendered prompt allowed (default: the model's context length).
-        too_long: ``skip`` prompts longer than ``max_tokens`` (counted in the file), or ``truncate``
-            them from the left with a warning.
-        storage_dtype: ``float16`` (half the size; values beyond ±65504 stop the run) or ``float32``.
-        resume: continue an interrupted run of the same config.
-        overwrite: replace an existing file of another model, prompt set or config.
-        progress: show a progress bar.
-        shard: extract only slice ``i`` of ``n`` (``"i/n"``) into ``OUTPUT.shardIII-of-NNN.h5``; under
-            torchrun the rank and world size are used. The shard that finds all shards complete merges
-            them into ``output`` (see ``probing merge``).
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompts: list[PromptSource] = field(default_factory=list)
-    output: str = "features/features.h5"
-    template: Template = "auto"
-    system_prompt: str | None = None
-    positions: Positions | list[PositionName] = "last"
-    k: int = 4
-    lens_top_k: int = 5
-    batch_size: int = 16
-    max_tokens: int | None = None
-    too_long: Literal["skip", "truncate"] = "skip"
-    storage_dtype: Literal["float16", "float32"] = "float16"
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    shard: str | None = None
 
 
 def _validate(cfg: ExtractConfig) -> None:
@@ -240,6 +187,10 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
     _validate(cfg)
     shard = _shard(cfg)
     cfg = _on_local_gpu(cfg, shard)
+    # model-free checks first: the tokenizer and model load take seconds to minutes
+    prompts = load_prompts(cfg.prompts)
+    _check_not_an_input(cfg, [Path(cfg.output)])
+    check_output_file(cfg.output, example="features.h5", existing=False)  # finished: only read
     if lm is None:
         source = resolve_model(cfg.model)  # once: the loaders below reuse it (and its GGUF hash)
         tokenizer = load_tokenizer(source)
@@ -252,7 +203,7 @@ def extract(cfg: ExtractConfig, lm: LoadedModel | None = None) -> Path:
             for k in ("model", "model_source", "model_revision", "gguf_sha256", "dtype")
         }
         model_length = config_context_length(lm.model.config)
-    plan = plan_rows(cfg, tokenizer, context_length(tokenizer, model_length))
+    plan = plan_rows(cfg, tokenizer, context_length(tokenizer, model_length), prompts)
     fp = fingerprint(cfg, identity, plan)
     path, file_fp, extra = Path(cfg.output), fp, {"plan_fingerprint": fp}
     if shard:
@@ -295,7 +246,7 @@ def _extract_rows(
 ) -> None:
     stored = len(plan.position_names)
     reader = ActivationReader(lm, plan.position_offsets, top_k=cfg.lens_top_k)
-    shared = reader.share_prefix(plan.ids)
+    shared = reader.share_prefix(plan.ids, cfg.progress)
     if shared:
         log.info("the %d tokens every prompt starts with run once; their cache is reused", shared)
     if state == "resume":
@@ -342,15 +293,7 @@ def _merge_if_last(cfg: ExtractConfig, count: int) -> Path | None:
 
 def _run(writer: FeatureWriter, reader: ActivationReader, plan: Plan, cfg: ExtractConfig) -> None:
     start, total = writer.rows_done, len(plan.ids)
-    bar = tqdm(
-        total=total,
-        initial=start,
-        unit="prompt",
-        desc="extract",
-        disable=not cfg.progress,
-        dynamic_ncols=True,
-    )
-    with bar:
+    with progress_bar(total, "extract", "prompt", cfg.progress, initial=start) as bar:
         for lo in range(start, total, cfg.batch_size):
             batch = plan.ids[lo : lo + cfg.batch_size]
             out = reader(batch)

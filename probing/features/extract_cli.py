@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from probing.config import parse_config
-from probing.features.extract import ExtractConfig, extract
+from probing.features.extract import extract
+from probing.features.extract_config import DESCRIPTION, parse
 
-DESCRIPTION = (
-    "Extract per-layer hidden states and logit-lens top-k of prompts into an HDF5 feature file."
-)
-
-
-def parse(argv: list[str]) -> ExtractConfig:
-    return parse_config(ExtractConfig, argv, "probing extract", DESCRIPTION)
+__all__ = ["DESCRIPTION", "parse", "run"]
 
 
 def run(argv: list[str]) -> int:

@@ -59,9 +59,15 @@ def context_length(tokenizer: Any, model_length: int | None) -> int:
     return 4096
 
 
-def plan_rows(cfg: PlanSettings, tokenizer: Any, context_length: int) -> Plan:
-    """Load, render and tokenize the prompts, drop or truncate the unusable ones, sort by length."""
-    prompts, labels, sources, label_names = load_prompts(cfg.prompts)
+def plan_rows(
+    cfg: PlanSettings,
+    tokenizer: Any,
+    context_length: int,
+    loaded: tuple[list[str], list[int], list[int], list[str]] | None = None,
+) -> Plan:
+    """Load (unless ``loaded``: :func:`load_prompts` of ``cfg.prompts``), render and tokenize the
+    prompts, drop or truncate the unusable ones, sort by length."""
+    prompts, labels, sources, label_names = loaded or load_prompts(cfg.prompts)
     rendered = render(tokenizer, prompts, cfg.template, cfg.system_prompt)
     limit = min(cfg.max_tokens or context_length, context_length)
     post, stored = _positions(cfg, tokenizer, rendered)

@@ -22,21 +22,34 @@ from probing.models.batching import (
     plain_cache,
 )
 from probing.models.lookup import ModelParts
+from probing.progress import progress_bar
 
 
 class SharedHead:
     """The first ``len(ids)`` tokens of every sequence: their states at every layer and their cache."""
 
-    def __init__(self, parts: ModelParts, ids: Sequence[int], device: torch.device, pad_id: int):
+    def __init__(
+        self,
+        parts: ModelParts,
+        ids: Sequence[int],
+        device: torch.device,
+        pad_id: int,
+        progress: bool = False,
+    ):
+        """``progress``: a bar over the layers of this one forward pass (a long prompt's head takes
+        as long as a whole extraction of short ones)."""
         self.parts, self.ids, self.pad_id = parts, list(ids), pad_id
         self.mask = torch.ones((1, len(self.ids)), dtype=torch.long, device=device)
         self._states: list[torch.Tensor | None] = [None] * parts.num_layers
         self._order: torch.Tensor | None = None
+        desc = f"shared prefix ({len(self.ids)} tokens)"
+        bar = progress_bar(parts.num_layers, desc, "layer", progress)
 
         def keep(index: int, h: torch.Tensor) -> None:
             self._states[index] = h.detach()
+            bar.update(1)
 
-        with parts.capture(range(parts.num_layers), keep):
+        with bar, parts.capture(range(parts.num_layers), keep):
             out = parts.backbone(
                 input_ids=torch.tensor([self.ids], device=device),
                 attention_mask=self.mask,
@@ -53,13 +66,14 @@ class SharedHead:
         device: torch.device,
         pad_id: int,
         min_shared: int = MIN_SHARED,
+        progress: bool = False,
     ) -> SharedHead | None:
         """The head all of ``seqs`` share, run once; ``None`` when it is shorter than ``min_shared``
         tokens or the model's cache cannot be repeated after it (:func:`plain_cache`)."""
         shared = common_prefix(seqs)
         if shared < min_shared:
             return None
-        head = cls(parts, seqs[0][:shared], device, pad_id)
+        head = cls(parts, seqs[0][:shared], device, pad_id, progress)
         return head if plain_cache(head.cache, width=shared + 1) else None
 
     def fits(self, seqs: Sequence[Sequence[int]]) -> bool:

@@ -257,9 +257,9 @@ class FeatureFile:
             if len(take):
                 yield take, self.states(slice(lo, min(lo + size, n)), layers, position)[take - lo]
 
-    def lens(self, position: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
-        """Logit-lens ids and logits ``[N, L, K]`` at one stored position (an index or a name the
-        file records); an error if the file holds no lens."""
+    def lens_position(self, position: int | str = -1) -> int:
+        """The stored index of ``position`` in a file that holds logit-lens data (an error
+        otherwise); reads metadata and shapes only."""
         k = int(self.meta.get("lens_top_k") or 0)
         f = self._h5
         missing = [name for name in ("lens_ids", "lens_logits") if name not in f]
@@ -269,8 +269,13 @@ class FeatureFile:
                 f"{self.path} holds no logit-lens data ({found}); re-extract with --lens_top_k 5 "
                 "(or more)"
             )
-        p = resolve_position(self.meta, position, "--position", self.path)
-        return f["lens_ids"][:, :, p, :], f["lens_logits"][:, :, p, :]
+        return resolve_position(self.meta, position, "--position", self.path)
+
+    def lens(self, position: int | str = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Logit-lens ids and logits ``[N, L, K]`` at one stored position (an index or a name the
+        file records); an error if the file holds no lens."""
+        p = self.lens_position(position)
+        return self._h5["lens_ids"][:, :, p, :], self._h5["lens_logits"][:, :, p, :]
 
     def close(self) -> None:
         if self._file is not None and self._file.id.valid:

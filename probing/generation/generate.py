@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from probing.models.batching import (
     MIN_SHARED,
@@ -28,6 +27,7 @@ from probing.models.batching import (
     position_ids_from_mask,
 )
 from probing.models.load import LoadedModel
+from probing.progress import progress_bar
 
 
 @dataclass
@@ -242,7 +242,7 @@ def generate(
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     tokens: list[list[int]] = [[] for _ in seqs]
     stopped = [False] * len(seqs)
-    with tqdm(total=len(seqs), unit="prompt", desc="generate", disable=not progress) as bar:
+    with progress_bar(len(seqs), "generate", "prompt", progress) as bar:
         for lo in range(0, len(order), decode_rows):
             group = order[lo : lo + decode_rows]
             at = 0

@@ -20,57 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import probing
-from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.generation.generate import generate
 from probing.generation.intervals import wilson
 from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
+from probing.generation.refusal_config import RefusalConfig, parse
 from probing.generation.verdicts import Verdicts, join_verdicts, read_verdicts, verdict_identity
-from probing.models.load import LoadedModel, ModelConfig, load_model
-from probing.prompts.render import Template, render
-from probing.prompts.sources import PromptSource, load_prompts
+from probing.models.load import LoadedModel, load_model
+from probing.outputs import check_output_folder
+from probing.prompts.render import render
+from probing.prompts.sources import load_prompts
 
 log = logging.getLogger(__name__)
 
 CONTINUATION_CHARS = 80
-
-
-@dataclass
-class RefusalConfig:
-    """Which model, which prompts, how long to generate, where to write.
-
-    Args:
-        model: the model to evaluate.
-        prompts: labelled prompt sources (e.g. ``[{path: malicious}, {path: normal}]``).
-        output: folder for ``refusal.csv`` and ``refusal_summary.json``.
-        template: ``chat``, ``raw`` or ``auto`` (chat when the tokenizer has a template).
-        system_prompt: system message for ``chat`` (default: none, or whatever the template adds).
-        max_new_tokens: greedy tokens generated per prompt.
-        batch_size: prompts per prefill batch (length-sorted, left-padded).
-        decode_rows: prompts decoded together (their prefill batches' KV caches joined; a prompt
-            that reaches a stop token leaves the batch).
-        judge: keyword file of the judge (default: configs/judge/keywords.yaml).
-        progress: show a progress bar.
-        features: a feature file of the same model, template and prompts: the verdicts join it as
-            the label set ``refused`` (dataset ``label_refused``: 1 refused, 0 complied, -1
-            unclear), for ``probing fit --data.label refused`` (docs/directions.md).
-        verdicts: join this earlier run's verdicts (its ``--output`` folder) to ``--features``
-            instead of generating: no model is loaded.
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    prompts: list[PromptSource] = field(default_factory=list)
-    output: str = "runs/refusal"
-    template: Template = "auto"
-    system_prompt: str | None = None
-    max_new_tokens: int = 20
-    batch_size: int = 8
-    decode_rows: int = 64
-    judge: str | None = None
-    progress: bool = True
-    features: str | None = None
-    verdicts: str | None = None
 
 
 @dataclass
@@ -131,9 +95,10 @@ def evaluate_refusal(
     cfg: RefusalConfig, lm: LoadedModel | None = None, judge: KeywordJudge | None = None
 ) -> RefusalResult:
     """Generate, judge and summarise; ``lm``/``judge`` skip loading them (tests, notebooks)."""
-    _validate(cfg)
+    _validate(cfg)  # model-free checks first: loading and generating take minutes
     judge = judge or load_judge(cfg.judge)
     prompts, labels, _, names = load_prompts(cfg.prompts)
+    check_output_folder(cfg.output)
     lm = lm or load_model(cfg.model)
     rendered = render(lm.tokenizer, prompts, cfg.template, cfg.system_prompt)
     gen = generate(
@@ -218,15 +183,6 @@ def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
         verdicts.provenance = {k: meta[k] for k in ("judge", "max_new_tokens", "decoding")}
         join_verdicts(cfg.features, verdicts)
     return result
-
-
-def parse(argv: list[str]) -> RefusalConfig:
-    return parse_config(
-        RefusalConfig,
-        argv,
-        "probing refusal",
-        "Greedy continuations of labelled prompts and the keyword judge's refusal rate per class.",
-    )
 
 
 def run(argv: list[str]) -> int:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from probing.config import parse_config
-from probing.grafting.run import GraftConfig, donors, plot, sweep, write
+from probing.grafting.config import GraftConfig, parse
+from probing.grafting.run import donors, plot, sweep, write
 
 __all__ = ["GraftConfig", "donors", "parse", "plot", "run", "sweep", "write"]
-
-
-def parse(argv: list[str]) -> GraftConfig:
-    return parse_config(GraftConfig, argv, "probing graft", "Logit-grafting sweep over layers.")
 
 
 def run(argv: list[str]) -> int:

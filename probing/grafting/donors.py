@@ -1,8 +1,8 @@
 """What a graft puts where: the donor states and target prompts of a feature file, at a named position.
 
-The graft position is a stored position that is a *token* of the prompt: ``last`` (any file that
-stores the last token), ``inst`` or ``post_j`` of a ``--positions template`` file, ``last-j`` of a
-``last_k`` file. Grafting there replaces that token's state; the ``tail`` (that token and every one
+The graft position is a stored position that is a *token* of the prompt (``position_offsets``:
+its distance from the last token): ``last``, ``inst`` or ``post_j`` of a ``--positions template``
+file (or a list holding them), ``last-j`` of a ``last_k`` file. Grafting there replaces that token's state; the ``tail`` (that token and every one
 after it) is what runs differently per condition, the tokens before it are shared.
 
 Donors: the mean state of a class (``class_mean``), one row (``row``), a vector file (``vector``), or
@@ -19,7 +19,7 @@ import torch
 
 from probing.errors import ProbingError
 from probing.features.identity import loaded_model_identity, model_mismatch, shown
-from probing.features.positions import position_names, resolve_position
+from probing.features.positions import position_names, position_offsets, resolve_position
 from probing.features.store import FeatureFile
 from probing.models.load import LoadedModel
 from probing.prompts.render import tokenize_rendered
@@ -29,19 +29,15 @@ def graft_position(ff: FeatureFile, position: str) -> tuple[int, int]:
     """The stored index of ``position`` and its ``tail``: how many prompt tokens, counted from the
     end, the grafted token is (1 = the last token)."""
     index = resolve_position(ff.meta, position, "--position", ff.path)
-    names = position_names(ff.meta)
-    name, kind = names[index], ff.meta.get("positions")
-    if kind == "template":
-        return index, len(names) - index  # inst, post_1 … post_m: one token each, in order
-    if name == "last":
-        return index, 1
-    if kind == "last_k" and name.startswith("last-") and name[5:].isdigit():
-        return index, int(name[5:]) + 1
-    raise ProbingError(
-        f"--position {position}: {ff.path} stores {name!r}, which is not one token of the prompt "
-        f"(it stores {names}, --positions {kind}); graft at a token position: last, or inst / "
-        "post_j of a file extracted with --positions template"
-    )
+    offset = position_offsets(ff.meta)[index]  # tokens before the last; None: a mean
+    if offset is None:
+        names = position_names(ff.meta)
+        raise ProbingError(
+            f"--position {position}: {ff.path} stores {names[index]!r}, which is not one token of "
+            f"the prompt (it stores {names}); graft at a token position: last, or inst / post_j "
+            "of a file extracted with --positions template (or a list holding inst)"
+        )
+    return index, offset + 1
 
 
 def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:

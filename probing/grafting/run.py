@@ -6,9 +6,8 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +15,7 @@ import torch
 from probing.errors import ProbingError
 from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
+from probing.grafting.config import GraftConfig
 from probing.grafting.donors import (
     check_same_model,
     class_mean,
@@ -28,69 +28,12 @@ from probing.grafting.donors import (
 )
 from probing.grafting.summary import add_intervals
 from probing.grafting.sweep import GraftSweep, SweepResult
-from probing.layers import LayerSpec, resolve_layers
+from probing.layers import resolve_layers
 from probing.models.load import LoadedModel, ModelConfig, load_model
 from probing.plotting import save_figure, subplots
 from probing.tables import write_csv
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GraftConfig:
-    """A grafting sweep.
-
-    Args:
-        features: feature file of the model to graft (donor states and target prompts come from it).
-        model: the model; default: the feature file's model as it was extracted.
-        source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, a
-            ``vector`` file (.npy, ``[D]`` or ``[layers, D]``), or ``paired`` (the paper's way:
-            each target prompt gets the state of its own prompt of ``source_class``, a seeded draw).
-        source_class: class whose states are grafted (``source: class_mean`` or ``paired``).
-        source_row: row of the feature file whose states are grafted (``source: row``).
-        vector: .npy file with the donor (``source: vector``).
-        position: the prompt token grafted, by its stored name: ``last`` (the paper's), or ``inst``
-            / ``post_j`` of a ``--positions template`` file; donors are read at the same position.
-        target_class: class of the prompts grafted into.
-        jailbreak_class: class of real jailbreak prompts for comparison (skipped if not in the file).
-        limit: prompts per class (a seeded sample).
-        seed: seed of the sample.
-        layers: layers to graft at: an index, a list or ``"start:stop[:step]"`` (default: every
-            ``layer_stride``-th layer from 1).
-        layer_stride: spacing of the default layers.
-        max_new_tokens: greedy continuation length judged for refusal.
-        batch_size: prompts per prefill pass (length-sorted; their shared prefix runs once for all
-            conditions).
-        rows_per_pass: prompt × condition rows decoded together (the conditions of a prompt batch
-            share its prefix's KV cache).
-        probe_ckpt: a trained probe checkpoint; its predictions after the grafted layer give the flip rate.
-        positive_class: the probe's class that counts as flagged.
-        judge: refusal keyword list (default configs/judge/keywords.yaml).
-        emotions: emotion token lists (default configs/emotion/default.yaml).
-        output: folder for graft_results.csv, graft_summary.csv, graft_sweep.png.
-    """
-
-    features: str
-    model: ModelConfig | None = None
-    source: Literal["class_mean", "row", "vector", "paired"] = "class_mean"
-    source_class: str = "normal"
-    source_row: int = 0
-    vector: str | None = None
-    position: str = "last"
-    target_class: str = "malicious"
-    jailbreak_class: str | None = "jailbreak"
-    limit: int = 40
-    seed: int = 0
-    layers: LayerSpec | None = None
-    layer_stride: int = 1
-    max_new_tokens: int = 20
-    batch_size: int = 8
-    rows_per_pass: int = 64
-    probe_ckpt: str | None = None
-    positive_class: str = "malicious"
-    judge: str | None = None
-    emotions: str | None = None
-    output: str = "runs/graft"
 
 
 def donors(
@@ -164,8 +107,11 @@ def emotion_classifier(path: str | None):
 
 def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) -> SweepResult:
     """Run the sweep and write its files into ``cfg.output``."""
-    ff = FeatureFile(cfg.features)
     # everything that needs no model is checked before loading it
+    for option in ("limit", "max_new_tokens", "batch_size", "rows_per_pass", "layer_stride"):
+        if getattr(cfg, option) < 1:
+            raise ProbingError(f"--{option} must be >= 1, got {getattr(cfg, option)}")
+    ff = FeatureFile(cfg.features)
     stride = f"1::{max(1, cfg.layer_stride)}"  # the default: every layer_stride-th layer from 1
     spec = stride if cfg.layers is None else cfg.layers
     layers = resolve_layers(spec, ff.num_layers, "--layers", str(ff.path))
@@ -173,6 +119,7 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
     targets = sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
     probe = probe if probe is not None else graft_probe(cfg.probe_ckpt, ff)
     donor = donors(cfg, ff, position, len(targets))
+    judge, emotion = load_judge(cfg.judge), emotion_classifier(cfg.emotions)
     _check_writable(Path(cfg.output))
     if lm is None:
         model_cfg = cfg.model or file_model_config(ff.meta)
@@ -188,13 +135,14 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
         positive = probe.class_names.index(cfg.positive_class)
     runner = GraftSweep(
         lm,
-        load_judge(cfg.judge),
-        emotion_classifier(cfg.emotions),
+        judge,
+        emotion,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         rows_per_pass=cfg.rows_per_pass,
         probe=probe,
         positive_class=positive,
+        progress=cfg.progress,
     )
     result = runner.run(seqs, prompts, layers, donor, jb, tail)
     add_intervals(result)

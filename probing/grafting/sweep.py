@@ -31,6 +31,7 @@ from probing.grafting.hooks import check_graft, graft
 from probing.models.batching import cache_arg_name, cache_of
 from probing.models.load import LoadedModel
 from probing.models.lookup import ModelParts
+from probing.progress import progress_bar
 
 log = logging.getLogger(__name__)
 TRUNCATE = 60  # characters of a continuation kept in reports (never store whole answers)
@@ -124,6 +125,7 @@ class GraftSweep:
         probe: Any = None,
         positive_class: int = 1,
         rows_per_pass: int = 64,
+        progress: bool = False,
     ):
         if batch_size < 1 or rows_per_pass < 1:
             raise ProbingError(
@@ -132,7 +134,7 @@ class GraftSweep:
         self.lm, self.judge, self.emotion = lm, judge, emotion
         self.max_new_tokens, self.batch_size, self.top_k = max_new_tokens, batch_size, top_k
         self.probe, self.positive = probe, positive_class
-        self.rows_per_pass = rows_per_pass
+        self.rows_per_pass, self.progress = rows_per_pass, progress
         self.stop_ids = stop_token_ids(lm)
 
     def condition(
@@ -144,11 +146,15 @@ class GraftSweep:
         return out.hidden, out.logits, out.texts, out.first_ids
 
     def conditions(
-        self, seqs: Sequence[Sequence[int]], grafts: Sequence[Graft], tail: int = 1
+        self,
+        seqs: Sequence[Sequence[int]],
+        grafts: Sequence[Graft],
+        tail: int = 1,
+        desc: str = "graft",
     ) -> list[Outcome]:
         """Every graft of ``grafts`` over all of ``seqs`` (one :class:`Outcome` per graft), grafted
         at the ``tail``-th token from the end. A donor ``[D]`` goes into every prompt; ``[N, D]``
-        has one row per prompt of ``seqs`` (paired donors)."""
+        has one row per prompt of ``seqs`` (paired donors). The bar counts prompt × condition rows."""
         if tail < 1 or any(len(s) < tail for s in seqs):
             raise ProbingError(f"every grafted prompt needs at least {max(tail, 1)} token(s)")
         for layer, donor in grafts:
@@ -162,32 +168,36 @@ class GraftSweep:
         hidden: list[list[torch.Tensor]] = [[None] * n for _ in grafts]  # type: ignore[list-item]
         logits: list[list[torch.Tensor]] = [[None] * n for _ in grafts]  # type: ignore[list-item]
         tokens: list[list[list[int]]] = [[[] for _ in range(n)] for _ in grafts]
-        for lo in range(0, n, per_group):
-            group = order[lo : lo + per_group]
-            heads = [seqs[i][: len(seqs[i]) - tail] for i in group]
-            at = 0
-            for prefix in prefill_batches(self.lm, heads, self.batch_size):
-                rows = group[at : at + prefix.rows]
-                at += prefix.rows
-                per_pass = max(1, self.rows_per_pass // len(rows))  # conditions decoded together
-                for g in range(0, len(grafts), per_pass):
-                    chunk = list(range(g, min(g + per_pass, len(grafts))))
-                    last = g + per_pass >= len(grafts)
-                    cache = prefix.cache if last else copy.deepcopy(prefix.cache)
-                    out = self._pass(
-                        [seqs[i] for i in rows],
-                        prefix,
-                        cache,
-                        [_for_rows(grafts[k], rows) for k in chunk],
-                        tail,
-                    )
-                    for j, k in enumerate(chunk):
-                        for r, i in enumerate(rows):
-                            hidden[k][i], logits[k][i], tokens[k][i] = (
-                                out[0][r, j],
-                                out[1][r, j],
-                                out[2][r][j],
-                            )
+        with progress_bar(n * len(grafts), desc, "row", self.progress) as bar:
+            for lo in range(0, n, per_group):
+                group = order[lo : lo + per_group]
+                heads = [seqs[i][: len(seqs[i]) - tail] for i in group]
+                at = 0
+                for prefix in prefill_batches(self.lm, heads, self.batch_size):
+                    rows = group[at : at + prefix.rows]
+                    at += prefix.rows
+                    per_pass = max(
+                        1, self.rows_per_pass // len(rows)
+                    )  # conditions decoded together
+                    for g in range(0, len(grafts), per_pass):
+                        chunk = list(range(g, min(g + per_pass, len(grafts))))
+                        last = g + per_pass >= len(grafts)
+                        cache = prefix.cache if last else copy.deepcopy(prefix.cache)
+                        out = self._pass(
+                            [seqs[i] for i in rows],
+                            prefix,
+                            cache,
+                            [_for_rows(grafts[k], rows) for k in chunk],
+                            tail,
+                        )
+                        for j, k in enumerate(chunk):
+                            for r, i in enumerate(rows):
+                                hidden[k][i], logits[k][i], tokens[k][i] = (
+                                    out[0][r, j],
+                                    out[1][r, j],
+                                    out[2][r][j],
+                                )
+                        bar.update(len(rows) * len(chunk))
         decode = self.lm.tokenizer.decode
         return [
             Outcome(
@@ -275,6 +285,13 @@ class GraftSweep:
             check_graft(self.lm.parts, layer, donor)
             grafts.append((layer, donor))
         result = SweepResult()
+        log.info(
+            "grafting %d prompts × %d conditions (ungrafted + %d layers), %d new tokens each",
+            len(targets),
+            len(grafts),
+            len(layers),
+            self.max_new_tokens,
+        )
         base, *grafted = self.conditions(targets, grafts, tail)
         base_probe = _probe_positive(self.probe, base.hidden, -1, self.positive)
         self._record(
@@ -290,7 +307,7 @@ class GraftSweep:
             base_probe,
         )
         if len(jailbreaks):
-            jb = self.conditions(jailbreaks, [(None, None)], tail)[0]
+            jb = self.conditions(jailbreaks, [(None, None)], tail, "jailbreak prompts")[0]
             jb_probe = _probe_positive(self.probe, jb.hidden, -1, self.positive)
             self._record(
                 result,

@@ -111,7 +111,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _select_classes(
+def select_classes(
     labels: np.ndarray, label_names: Sequence[str], classes: Sequence[str] | None, where: str
 ) -> list[str]:
     counts = np.bincount(labels, minlength=len(label_names))
@@ -152,7 +152,7 @@ def analyse_arrays(
     if ids.ndim != 3 or ids.shape != logits.shape or ids.shape[0] != labels.shape[0]:
         raise ValueError(f"lens ids {ids.shape}, logits {logits.shape}, labels {labels.shape}")
     emotions = emotions or load_emotions()
-    names = _select_classes(labels, label_names, classes, where)
+    names = select_classes(labels, label_names, classes, where)
     _, num_layers, k = ids.shape
 
     uniq, inv = np.unique(ids, return_inverse=True)
@@ -264,4 +264,5 @@ __all__ = [
     "decode_tokens",
     "file_tokenizer",
     "read_lens",
+    "select_classes",
 ]

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probing.config import parse_config
-from probing.layers import LayerSpec, resolve_layers
-from probing.lens.analysis import analyse, file_tokenizer
+from probing.layers import resolve_layers
+from probing.lens.analysis import analyse, file_tokenizer, select_classes
+from probing.lens.config import LensConfig, parse
 from probing.lens.emotions import load_emotions
 from probing.lens.plots import plot_all
 from probing.lens.report import SUMMARY_NAME, summary_layers, summary_markdown, write_csvs
+from probing.outputs import check_output_folder
 
 log = logging.getLogger(__name__)
-DESCRIPTION = (
-    "Logit-lens analysis of a feature file's stored top-K: the most frequent tokens per layer and "
-    "class, their emotion, and the Top-K Intermediate Consistency (docs/lens.md). Writes "
-    "lens_consistency.csv, lens_top_tokens.csv, consistency.png, emotion_mass.png, "
-    "lens_heatmap_<class>.png and lens_summary.md into --output."
-)
-
-
-@dataclass
-class LensConfig:
-    """Logit-lens analysis of a feature file.
-
-    Args:
-        features: feature file (``.h5``) with lens data; may be given without ``--features``.
-        output: folder for the results.
-        emotions: emotion token lists (default ``configs/emotion/default.yaml``).
-        top: most frequent tokens kept per layer and class.
-        classes: classes to analyse (default all).
-        layers: layers shown in the heatmaps (default all) and the summary's token tables (default 5
-            evenly spaced): ``all``, an index, a list or ``"start:stop[:step]"``; CSVs always hold
-            every layer.
-        position: stored position to read: an index (-1 = the last stored) or a name the file
-            records (``inst``, ``post_1``, … of ``--positions template``; docs/positions.md).
-        tokenizer: model name or folder whose tokenizer decodes the ids (default: the file's model).
-    """
-
-    features: str
-    output: str
-    emotions: str | None = None
-    top: int = 10
-    classes: list[str] | None = None
-    layers: LayerSpec | None = None
-    position: int | str = -1
-    tokenizer: str | None = None
 
 
 def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
@@ -63,6 +29,10 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
         if cfg.layers is not None
         else None
     )
+    # model-free checks first: a tokenizer from a GGUF file takes seconds to load
+    ff.lens_position(cfg.position)
+    select_classes(ff.labels, ff.label_names, cfg.classes, str(ff.path))
+    check_output_folder(cfg.output)
     if tokenizer is None:
         tokenizer = file_tokenizer(ff.meta, cfg.tokenizer)
     result = analyse(ff, tokenizer, emotions, cfg.top, cfg.classes, cfg.position)
@@ -87,10 +57,6 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     log.info("wrote %s", ", ".join(p.name for p in paths))
     log.info("results in %s", out)
     return paths
-
-
-def parse(argv: list[str]) -> LensConfig:
-    return parse_config(LensConfig, argv, "probing lens", DESCRIPTION, positional=("features",))
 
 
 def run(argv: list[str], tokenizer: Any = None) -> int:

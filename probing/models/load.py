@@ -16,6 +16,7 @@ from probing.errors import ProbingError
 from probing.models import cache
 from probing.models.assemble import known_sha256, sha256_file
 from probing.models.builtin import BUILTIN_MODELS
+from probing.models.config import ModelConfig
 from probing.models.hub import offline_folder
 from probing.models.lookup import ModelParts, model_parts
 
@@ -23,30 +24,6 @@ log = logging.getLogger(__name__)
 
 SourceKind = Literal["builtin", "gguf", "local", "hub"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class ModelConfig:
-    """Which model to load and how.
-
-    Args:
-        name: a built-in name (``smollm2-135m-instruct``), a hub id, a local model folder, or a
-            path to a ``.gguf`` file.
-        gguf_file: GGUF file name inside the hub repo or folder given by ``name``.
-        revision: hub branch, tag or commit.
-        dtype: compute dtype.
-        device: ``cpu``, ``cuda`` or ``cuda:N`` (ignored when ``device_map`` is set).
-        device_map: e.g. ``auto`` to spread a large model over GPUs and CPU (needs accelerate).
-        trust_remote_code: allow model code from the hub repo.
-    """
-
-    name: str = "smollm2-135m-instruct"
-    gguf_file: str | None = None
-    revision: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
-    device_map: str | None = None
-    trust_remote_code: bool = False
 
 
 @dataclass

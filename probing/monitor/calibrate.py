@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from probing.errors import ProbingError
+from probing.monitor.config import EVAL_FPRS
 from probing.probes.auroc import auroc
 from probing.probes.rates import check_fpr, threshold_at_fpr, tpr_at_fpr
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 STORE_NAME = "monitor.json"
 STORE_FORMAT = "probing-monitor"
-EVAL_FPRS = (0.01, 0.05)
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from probing.features.positions import position_offsets
 from probing.models.batching import left_pad, pad_token_id, position_ids_from_mask
 from probing.models.load import LoadedModel
 from probing.monitor.calibrate import Scorer
+from probing.monitor.config import DEFAULT_REFUSAL
 from probing.monitor.probe import LoadedProbe, check_model
+from probing.progress import progress_bar
 from probing.prompts.render import render
 
 log = logging.getLogger(__name__)
-
-DEFAULT_REFUSAL = "I can't help with that request."
 
 
 # -- screening ---------------------------------------------------------------------------------------
@@ -69,6 +69,7 @@ class Screener:
         threshold: flag when the score is at least this (None: never flag, scores only).
         scorer: how probabilities become a score (default: p(malicious) / 1 - p(normal)).
         batch_size: prompts per forward pass.
+        progress: progress bars (prompts screened, and generated for ``guarded_generate``).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Screener:
         threshold: float | None = None,
         scorer: Scorer | None = None,
         batch_size: int = 8,
+        progress: bool = False,
     ):
         check_model(probe, lm)
         if batch_size < 1:
@@ -87,7 +89,7 @@ class Screener:
         self.column = probe.column(layer)
         self.threshold = threshold
         self.scorer = scorer or Scorer(tuple(probe.class_names))
-        self.batch_size = batch_size
+        self.batch_size, self.progress = batch_size, progress
         meta = probe.feature_meta
         self.template = meta.get("template") or "auto"
         self.system_prompt = meta.get("system_prompt") or None
@@ -160,12 +162,14 @@ class Screener:
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         n, d = len(self.probe.layers), self.probe.hidden_size
         out = torch.empty(len(seqs), len(layers), len(self.probe.class_names))
-        for lo in range(0, len(order), self.batch_size):
-            rows = order[lo : lo + self.batch_size]
-            h = self.hidden([seqs[i] for i in rows], layers)
-            x = torch.zeros(len(rows), n, d)
-            x[:, cols] = h
-            out[rows] = self.probe.probs(x)[:, cols]
+        with progress_bar(len(seqs), "screen", "prompt", self.progress) as bar:
+            for lo in range(0, len(order), self.batch_size):
+                rows = order[lo : lo + self.batch_size]
+                h = self.hidden([seqs[i] for i in rows], layers)
+                x = torch.zeros(len(rows), n, d)
+                x[:, cols] = h
+                out[rows] = self.probe.probs(x)[:, cols]
+                bar.update(len(rows))
         return out
 
     def screen(self, prompts: Sequence[str]) -> list[Screening]:
@@ -222,7 +226,9 @@ def guarded_generate(
     texts: dict[int, str] = {}
     if allowed:
         seqs = screener.encode([prompts[i] for i in allowed])
-        gen = generate(screener.lm, seqs, max_new_tokens, screener.batch_size)
+        gen = generate(
+            screener.lm, seqs, max_new_tokens, screener.batch_size, progress=screener.progress
+        )
         texts = dict(zip(allowed, gen.text, strict=True))
     out = []
     for i, s in enumerate(screenings):

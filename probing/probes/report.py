@@ -170,7 +170,7 @@ def write_report(
     title: str = "",
     compare_with: Sequence[str | os.PathLike] = (),
 ) -> tuple[Path, Path, Path]:
-    """A probe run's metrics files and plot, logged with the best layers; returns the three paths.
+    """A probe run's metrics files and plot; returns the three paths.
 
     The plot shows the rows of ``split`` and the non-validation rows of the ``compare_with`` runs;
     ``info["best_layer_on_val"]`` maps each probe to its ``layer``, ``val_accuracy`` and
@@ -181,9 +181,5 @@ def write_report(
     plot_rows = [r for r in rows if r["split"] == split] + others
     png = plot_accuracy(plot_rows, Path(run_dir) / PLOT_NAME, title=title)
     log.info("per-layer metrics: %s, %s; plot: %s", csv_path, json_path, png)
-    for name, best in info.get("best_layer_on_val", {}).items():
-        log.info(
-            "%s: best layer on val %d (val acc %.4f, %s acc %.4f)",
-            name, best["layer"], best["val_accuracy"], split, best[f"{split}_accuracy"],
-        )  # fmt: skip
+    # the best layers are the command's closing summary (probing.training.summary), said once
     return csv_path, json_path, png

@@ -18,24 +18,23 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
-from probing.config import parse_config
 from probing.data import ActivationDataModule
 from probing.data.datamodule import stratified_split
 from probing.errors import ProbingError
 from probing.probes import report
 from probing.probes.metrics import bootstrap_accuracy, layer_metrics
 from probing.probes.text import TEXT, fit_text, text_probs
+from probing.probes.weak_config import WeakConfig, parse
 
 log = logging.getLogger(__name__)
-Classifier = Literal["svm", "mlp", "text"]
 
 
 def make_classifier(name: str, seed: int, mlp_max_iter: int = 200, svm_c: float = 1.0) -> Any:
@@ -196,40 +195,9 @@ def fit_text_run(
     log.info("text baseline: acc %.3f", float(m["accuracy"][0]))
 
 
-@dataclass
-class WeakConfig:
-    """The paper's weak classifiers on every selected layer.
-
-    Args:
-        data: the feature file and its split, as for the probes (``--data.path``, ``--data.classes``,
-            ...; default split 0.7/0/0.3 with seed 42, all layers).
-        classifiers: weak classifiers to train: ``svm`` and ``mlp`` on every layer, ``text`` (the text
-            baseline on the prompt's words, no layer).
-        seeds: repeat split and training over this many seeds (``data.seed``, +1, ...).
-        bootstrap: bootstrap resamples of the test rows for an accuracy interval.
-        mlp_max_iter: ``MLPClassifier`` max_iter (scikit-learn default).
-        svm_c: ``SVC`` regularisation C.
-        output_dir: where to write (default ``runs/weak/<feature file stem>``).
-        compare_with: other ``per_layer_metrics.csv`` files to draw in the plot.
-    """
-
-    data: ActivationDataModule
-    classifiers: list[Classifier] = field(default_factory=lambda: ["svm", "mlp", "text"])
-    seeds: int = 1
-    bootstrap: int = 0
-    mlp_max_iter: int = 200
-    svm_c: float = 1.0
-    output_dir: str | None = None
-    compare_with: list[str] = field(default_factory=list)
-
-
-SPLIT = (0.7, 0.0, 0.3)  # the paper's 70/30 split, seed 42
-DATA_DEFAULTS = {"data.split": list(SPLIT), "data.seed": 42, "data.layers": "all"}
-
-
-def _config_yaml(cfg: WeakConfig) -> str:
+def _config_yaml(cfg: WeakConfig, dm: ActivationDataModule) -> str:
     values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    values["data"] = dict(cfg.data.hparams)
+    values["data"] = dict(dm.hparams)
     return yaml.safe_dump(json.loads(json.dumps(values)), sort_keys=False)
 
 
@@ -237,7 +205,7 @@ def run_weak(cfg: WeakConfig) -> Path:
     """Train the weak classifiers, write metrics, config and plot; returns the output folder."""
     if cfg.seeds < 1:
         raise ProbingError(f"--seeds must be at least 1, got {cfg.seeds}")
-    dm = cfg.data
+    dm = ActivationDataModule(**cfg.data.kwargs())
     out = Path(cfg.output_dir or Path("runs") / "weak" / Path(dm.path).stem)
     start = time.perf_counter()
     rows = weak_rows(dm, cfg.classifiers, cfg.seeds, cfg.bootstrap, cfg.mlp_max_iter, cfg.svm_c)
@@ -251,7 +219,7 @@ def run_weak(cfg: WeakConfig) -> Path:
         "feature_meta": report.provenance(dm.meta),
     }
     csv_path, json_path = report.write_metrics(out, rows, info)
-    (out / "config.yaml").write_text(_config_yaml(cfg))
+    (out / "config.yaml").write_text(_config_yaml(cfg, dm))
     plot_rows = rows + report.comparison_rows(cfg.compare_with)
     title = (
         f"{dm.meta.get('model', '')} - {' vs '.join(dm.class_names)} (weak, {dm.test_split_name})"
@@ -261,12 +229,6 @@ def run_weak(cfg: WeakConfig) -> Path:
     )
     log.info("weak classifiers: %s, %s, %s", csv_path, json_path, png)
     return out
-
-
-def parse(argv: Sequence[str]) -> WeakConfig:
-    return parse_config(
-        WeakConfig, argv, "probing weak", __doc__.split("\n\n")[0], defaults=DATA_DEFAULTS
-    )
 
 
 def run(argv: Sequence[str]) -> int:

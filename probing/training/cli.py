@@ -28,6 +28,7 @@ from probing.probes import wandb_utils
 from probing.probes.checkpoint import probe_class, read_checkpoint
 from probing.probes.linked import LINKED
 from probing.probes.module import ProbeModule
+from probing.training.help import full_help_argv
 from probing.training.summary import best_layers, fit_summary
 
 log = logging.getLogger(__name__)
@@ -203,10 +204,17 @@ class ProbingCLI(LightningCLI):
                 weights_only=True,
                 verbose=False,
             )
+        self._summary(best_ckpt or None)
+
+    def after_test(self) -> None:
+        self._summary(None)
+
+    def _summary(self, best_ckpt: str | None) -> None:
+        """The run folder, each probe's best layer and the files written: the last lines."""
         directory = wandb_utils.run_dir(self.trainer)  # a collective: on every rank
         if self.trainer.is_global_zero:
             best = best_layers(directory, self.model.best_layers())
-            log.info("%s", fit_summary(directory, best, best_ckpt or None))
+            log.info("%s", fit_summary(directory, best, best_ckpt))
 
 
 def _resume_in_own_run(cfg: Any) -> None:
@@ -251,6 +259,11 @@ def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
         warnings.filterwarnings(
             "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated"
         )
+        # the probes log per epoch only, so the step-logging interval never hides a value; its
+        # warning came with every small or full-batch run (fewer batches than log_every_n_steps)
+        warnings.filterwarnings(
+            "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+        )
         return ProbingCLI(
             ProbeModule,
             ActivationDataModule,
@@ -270,7 +283,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
 def run(argv: Sequence[str]) -> int:
     """Entry of ``probing fit|validate|test|predict`` (argv starts with the subcommand)."""
     try:
-        build_cli(argv)
+        build_cli(full_help_argv(argv))
     finally:
         _finish_wandb()
     return 0
