@@ -63,6 +63,8 @@ LOCAL_PROBING = {
     ("probing.grafting", "probing.grafting.callback"),
     ("probing.grafting.callback", "probing.features.store"),
     ("probing.grafting.callback", "probing.models.load"),
+    # recorded_model builds a ModelConfig (torch) only when a model is loaded: lens needs no torch
+    ("probing.features.identity", "probing.models.load"),
     ("probing.generalize.cli", "probing.probes.wandb_utils"),
     ("probing.directions.cli", "probing.probes.wandb_utils"),  # only with --wandb_project
     ("probing.grafting.run", "probing.lens.emotions"),

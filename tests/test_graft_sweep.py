@@ -13,7 +13,8 @@ from probing.errors import ProbingError
 from probing.features import FeatureFile
 from probing.features.extract import ExtractConfig, extract
 from probing.generation.judge import KeywordJudge
-from probing.grafting.donors import check_same_model, class_rows, target_sequences
+from probing.features.identity import require_same_model
+from probing.grafting.donors import class_rows, target_sequences
 from probing.grafting.run import GraftConfig, donors, plot, write
 from probing.grafting.sweep import GraftSweep
 from probing.prompts import PromptSource
@@ -106,8 +107,8 @@ def test_bad_input(setup, tmp_path):
         )
     with pytest.raises(ProbingError, match="out of range"):
         donors(GraftConfig(features=str(ff.path), source="row", source_row=99), ff)
-    with pytest.raises(ProbingError, match="extract features with the model you graft"):
-        check_same_model(ff, tiny_lm("gpt2"))
+    with pytest.raises(ProbingError, match=r"is from model .* leave --model.name unset"):
+        require_same_model(ff.meta, tiny_lm("gpt2"), str(ff.path))
     sweep = runner(lm)
     seqs, prompts = target_sequences(ff, class_rows(ff, "malicious"), lm.tokenizer)
     with pytest.raises(ProbingError, match="out of range"):

@@ -367,7 +367,7 @@ def test_bad_class_layer_position_top(tiny_file, tmp_path):
 
 def test_in_memory_model_needs_a_tokenizer_and_wrong_tokenizer_is_caught(tiny_file, tmp_path):
     path, _ = tiny_file
-    with pytest.raises(ProbingError, match="in-memory model 'tiny-llama'.*--tokenizer"):
+    with pytest.raises(ProbingError, match="in-memory model 'tiny-llama'.*--model.name"):
         cli.run([str(path), "--output", str(tmp_path)])
     with pytest.raises(ProbingError, match=r"lens token id \d+ but the tokenizer has only 11"):
         cli.run([str(path), "--output", str(tmp_path)], tokenizer=StubTokenizer())

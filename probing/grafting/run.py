@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from probing.errors import ProbingError
+from probing.features.identity import ModelOverride, recorded_model, require_same_model
 from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
 from probing.grafting.donors import (
-    check_same_model,
     class_mean,
     class_rows,
     graft_position,
@@ -29,7 +29,7 @@ from probing.grafting.donors import (
 from probing.grafting.summary import add_intervals
 from probing.grafting.sweep import GraftSweep, SweepResult
 from probing.layers import LayerSpec, resolve_layers
-from probing.models.load import LoadedModel, ModelConfig, load_model
+from probing.models.load import LoadedModel, load_model
 from probing.plotting import save_figure, subplots
 from probing.tables import write_csv
 
@@ -42,7 +42,9 @@ class GraftConfig:
 
     Args:
         features: feature file of the model to graft (donor states and target prompts come from it).
-        model: the model; default: the feature file's model as it was extracted.
+        model: how to load the feature file's model (``--model.name``, ``--model.device``,
+            ``--model.dtype``, ``--model.trust_remote_code``); default: as it was extracted, without
+            remote code. The loaded model is checked against the file.
         source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, a
             ``vector`` file (.npy, ``[D]`` or ``[layers, D]``), or ``paired`` (the paper's way:
             each target prompt gets the state of its own prompt of ``source_class``, a seeded draw).
@@ -71,7 +73,7 @@ class GraftConfig:
     """
 
     features: str
-    model: ModelConfig | None = None
+    model: ModelOverride = dataclasses.field(default_factory=ModelOverride)
     source: Literal["class_mean", "row", "vector", "paired"] = "class_mean"
     source_class: str = "normal"
     source_row: int = 0
@@ -127,14 +129,6 @@ def donors(
     return vec
 
 
-def file_model_config(meta: dict[str, Any]) -> ModelConfig:
-    """The model a feature file was extracted from, as recorded, but never with remote code:
-    ``trust_remote_code`` comes only from the command line (``--model.trust_remote_code``)."""
-    recorded = dict((meta.get("config") or {}).get("model") or {})
-    fields = set(ModelConfig.__dataclass_fields__) - {"trust_remote_code"}
-    return ModelConfig(**{k: v for k, v in recorded.items() if k in fields})
-
-
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -175,9 +169,8 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
     donor = donors(cfg, ff, position, len(targets))
     _check_writable(Path(cfg.output))
     if lm is None:
-        model_cfg = cfg.model or file_model_config(ff.meta)
-        lm = load_model(model_cfg)
-    check_same_model(ff, lm)
+        lm = load_model(recorded_model(ff.meta, cfg.model))
+    require_same_model(ff.meta, lm, str(ff.path))
     seqs, prompts = target_sequences(ff, targets, lm.tokenizer, tail)
     jb: list[list[int]] = []
     if cfg.jailbreak_class and cfg.jailbreak_class in ff.label_names:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from probing.config import parse_config
+from probing.features.identity import ModelOverride
 from probing.layers import LayerSpec, resolve_layers
 from probing.lens.analysis import analyse, file_tokenizer
 from probing.lens.emotions import load_emotions
@@ -38,7 +39,9 @@ class LensConfig:
             every layer.
         position: stored position to read: an index (-1 = the last stored) or a name the file
             records (``inst``, ``post_1``, … of ``--positions template``; docs/positions.md).
-        tokenizer: model name or folder whose tokenizer decodes the ids (default: the file's model).
+        model: the model whose tokenizer decodes the ids: ``--model.name`` a name or folder (default:
+            the file's model), ``--model.trust_remote_code``; the old ``--tokenizer NAME`` still
+            works, with a warning. No model is loaded, only its tokenizer.
     """
 
     features: str
@@ -48,12 +51,12 @@ class LensConfig:
     classes: list[str] | None = None
     layers: LayerSpec | None = None
     position: int | str = -1
-    tokenizer: str | None = None
+    model: ModelOverride = field(default_factory=ModelOverride)
 
 
 def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     """Write the lens tables, plots and summary; returns their paths. ``tokenizer`` (tests,
-    notebooks) overrides the one named by the file or ``cfg.tokenizer``."""
+    notebooks) overrides the one named by the file or ``cfg.model``."""
     from probing.features.store import FeatureFile
 
     emotions = load_emotions(cfg.emotions)
@@ -64,7 +67,7 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
         else None
     )
     if tokenizer is None:
-        tokenizer = file_tokenizer(ff.meta, cfg.tokenizer)
+        tokenizer = file_tokenizer(ff.meta, cfg.model)
     result = analyse(ff, tokenizer, emotions, cfg.top, cfg.classes, cfg.position)
     out = Path(cfg.output)
     paths = write_csvs(result, out)
@@ -89,11 +92,16 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     return paths
 
 
+ALIASES = {"--tokenizer": "--model.name"}
+
+
 def parse(argv: list[str]) -> LensConfig:
-    return parse_config(LensConfig, argv, "probing lens", DESCRIPTION, positional=("features",))
+    return parse_config(
+        LensConfig, argv, "probing lens", DESCRIPTION, positional=("features",), aliases=ALIASES
+    )
 
 
 def run(argv: list[str], tokenizer: Any = None) -> int:
-    """CLI entry; ``tokenizer`` (tests, notebooks) overrides the one named by the file or --tokenizer."""
+    """CLI entry; ``tokenizer`` (tests, notebooks) overrides the one named by the file or --model.name."""
     lens(parse(argv), tokenizer)
     return 0

@@ -12,7 +12,7 @@ from probing.monitor.calibrate import (
     tpr_at_fpr,
 )
 from probing.monitor.labelled import calibrate_probe, feature_probs
-from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe, model_config
+from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe
 from probing.monitor.screen import DEFAULT_REFUSAL, Guarded, Screener, Screening, guarded_generate
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "feature_probs",
     "guarded_generate",
     "load_probe",
-    "model_config",
     "threshold_at_fpr",
     "tpr_at_fpr",
 ]

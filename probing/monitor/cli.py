@@ -6,13 +6,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jsonargparse import ArgumentParser
 
 from probing.config import build_parser as build_config_parser
 from probing.config import parse_config
 from probing.errors import ProbingError
+from probing.features.identity import ModelOverride, recorded_model
 from probing.layers import AUTO, AUTO_TOLERANCE, LayerSpec, is_auto
 from probing.models.load import LoadedModel, load_model
 from probing.monitor.calibrate import (
@@ -31,30 +32,12 @@ from probing.monitor.labelled import (
     labelled_probs,
 )
 from probing.monitor.output import write_results
-from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe, model_config
+from probing.monitor.probe import LoadedProbe, choose_layer, load_probe
 from probing.monitor.screen import DEFAULT_REFUSAL, Guarded, Screener, Screening, guarded_generate
 from probing.monitor.words import labelled_prompts, text_report
 from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MonitorModel:
-    """The model the probe screens with: its feature file's, checked against the probe.
-
-    Args:
-        name: load the model from here instead of the feature file's ``model`` (must be the same
-            weights: it is checked).
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: compute dtype (default: the extraction's).
-        trust_remote_code: allow model code from the hub repo (never taken from the feature file).
-    """
-
-    name: str | None = None
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    trust_remote_code: bool = False
 
 
 @dataclass
@@ -92,9 +75,11 @@ class MonitorConfig:
         generate: screen, then generate for allowed prompts and answer ``refusal`` to flagged ones.
         max_new_tokens: greedy tokens generated per allowed prompt.
         refusal: answer given to flagged prompts.
-        model: where and how the probe's model is loaded (``--model.name``, ``--model.device``,
-            ``--model.dtype``, ``--model.trust_remote_code``; the old ``--model_name``, ``--device``,
-            ``--dtype``, ``--trust_remote_code`` still work, with a warning).
+        model: how the probe's model (its training features' model, checked) is loaded:
+            ``--model.name`` (the same weights from elsewhere), ``--model.device`` (default ``cpu``),
+            ``--model.dtype`` (default: the extraction's), ``--model.trust_remote_code`` (never
+            taken from the feature file); the old ``--model_name``, ``--device``, ``--dtype``,
+            ``--trust_remote_code`` still work, with a warning.
         batch_size: prompts per forward pass.
     """
 
@@ -118,7 +103,7 @@ class MonitorConfig:
     generate: bool = False
     max_new_tokens: int = 32
     refusal: str = DEFAULT_REFUSAL
-    model: MonitorModel = field(default_factory=MonitorModel)
+    model: ModelOverride = field(default_factory=lambda: ModelOverride(device="cpu"))
     batch_size: int = 8
 
 
@@ -180,18 +165,8 @@ def _needs_model(cfg: MonitorConfig) -> bool:
 
 
 def _load_lm(cfg: MonitorConfig, probe: LoadedProbe, lm: LoadedModel | None) -> LoadedModel:
-    if lm is None:
-        lm = load_model(
-            model_config(
-                probe,
-                cfg.model.name,
-                cfg.model.device,
-                cfg.model.dtype,
-                cfg.model.trust_remote_code,
-            )
-        )
-    check_model(probe, lm)
-    return lm
+    """The probe's model (checked against the probe once, by the :class:`Screener`)."""
+    return lm or load_model(recorded_model(probe.feature_meta, cfg.model))
 
 
 def monitor(
