@@ -12,8 +12,8 @@ from tiny import tiny_lm
 from probing.errors import ProbingError
 from probing.features import FeatureFile
 from probing.features.extract import ExtractConfig, extract
-from probing.generation.judge import KeywordJudge
 from probing.features.identity import require_same_model
+from probing.generation.judge import KeywordJudge
 from probing.grafting.donors import class_rows, target_sequences
 from probing.grafting.run import GraftConfig, donors, plot, write
 from probing.grafting.sweep import GraftSweep
@@ -151,6 +151,14 @@ def test_grafting_callback_through_the_cli(tmp_path):
         )
         == 0
     )
+    import json
+
+    import h5py
+
+    with h5py.File(feats, "r+") as f:  # a newer file: keys the callback does not know, remote code
+        config = json.loads(f.attrs["config"])
+        config["model"].update(quantization="int4", trust_remote_code=True)
+        f.attrs["config"] = json.dumps(config)
     cfg = tmp_path / "probe.yaml"
     cfg.write_text(
         f"""
@@ -162,7 +170,7 @@ trainer:
   default_root_dir: {tmp_path / "run"}
   callbacks:
     - class_path: probing.grafting.GraftingCallback
-      init_args: {{limit: 3, layers: [1, 3], max_new_tokens: 2, batch_size: 2}}
+      init_args: {{limit: 3, layers: [1, 3], max_new_tokens: 2, batch_size: 2, model: {{device: cpu}}}}
 model:
   class_path: probing.probes.LinearProbe
 data:
