@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
+from probing.features.identity import recorded_model
 from probing.generation.generate import generate
 from probing.models.batching import left_pad, position_ids_from_mask
 from probing.models.load import load_model
-from probing.monitor import Screener, choose_layer, load_probe, model_config
+from probing.monitor import Screener, choose_layer, load_probe
 from probing.prompts import PromptSource, load_prompts
 
 
@@ -70,7 +71,7 @@ def main() -> None:
 
     probe = load_probe(args.ckpt, args.probe)
     start = time.perf_counter()
-    lm = load_model(model_config(probe))
+    lm = load_model(recorded_model(probe.feature_meta))
     load_s = time.perf_counter() - start
     num_layers = lm.parts.num_layers
     texts = prompts(args.n)

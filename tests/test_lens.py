@@ -316,7 +316,7 @@ def tiny_file(tmp_path_factory):
 def test_cli_end_to_end_on_a_tiny_model(tiny_file, tmp_path):
     path, model = tiny_file
     out = tmp_path / "out"
-    argv = [str(path), "--output", str(out), "--tokenizer", str(model), "--top", "4"]
+    argv = [str(path), "--output", str(out), "--model.name", str(model), "--top", "4"]
     assert cli.run([*argv, "--layers", "[0, -1]"]) == 0
     files = {p.name for p in out.iterdir()}
     assert files == {
@@ -350,7 +350,7 @@ def test_cli_end_to_end_on_a_tiny_model(tiny_file, tmp_path):
 
 def test_bad_class_layer_position_top(tiny_file, tmp_path):
     path, model = tiny_file
-    base = [str(path), "--output", str(tmp_path / "o"), "--tokenizer", str(model)]
+    base = [str(path), "--output", str(tmp_path / "o"), "--model.name", str(model)]
     with pytest.raises(
         ProbingError, match=r"--classes 'jailbreak' is not a class .*normal, malicious"
     ):
@@ -367,7 +367,7 @@ def test_bad_class_layer_position_top(tiny_file, tmp_path):
 
 def test_in_memory_model_needs_a_tokenizer_and_wrong_tokenizer_is_caught(tiny_file, tmp_path):
     path, _ = tiny_file
-    with pytest.raises(ProbingError, match="in-memory model 'tiny-llama'.*--tokenizer"):
+    with pytest.raises(ProbingError, match="in-memory model 'tiny-llama'.*--model.name"):
         cli.run([str(path), "--output", str(tmp_path)])
     with pytest.raises(ProbingError, match=r"lens token id \d+ but the tokenizer has only 11"):
         cli.run([str(path), "--output", str(tmp_path)], tokenizer=StubTokenizer())

@@ -331,6 +331,20 @@ def test_eval_live_on_prompts(setup):
     assert set(report["chosen"]["calibrated"]) == {"threshold"}
 
 
+def test_the_model_is_checked_once_per_command(setup, monkeypatch):
+    import probing.monitor.screen as screen
+
+    calls = []
+    check = screen.check_model
+    monkeypatch.setattr(screen, "check_model", lambda *a: calls.append(1) or check(*a))
+    argv = ["--ckpt", str(setup["binary"]), "--prompt", "hello", "--threshold", "0", "--layer", "2"]
+    assert run(argv) == 0  # loads the recorded model (the tiny folder), checks it once
+    sources = [PromptSource(path="normal", limit=2), PromptSource(path="malicious", limit=2)]
+    cfg = MonitorConfig(ckpt=str(setup["binary"]), eval=True, prompts=sources, threshold=0.5)
+    monitor(cfg, lm=setup["lm"])
+    assert len(calls) == 2
+
+
 def test_calibration_is_stored_and_reused(setup, monkeypatch):
     probe = load_probe(setup["tri"])
     scorer = Scorer(tuple(probe.class_names))
@@ -348,9 +362,7 @@ def test_errors(setup, tmp_path):
     probe = load_probe(ckpt)
     with pytest.raises(ProbingError, match="num_layers"):  # another model (fewer layers)
         Screener(tiny_lm("qwen2"), probe, 1)
-    with pytest.raises(
-        ProbingError, match="was trained on features of model"
-    ):  # same shape, other name
+    with pytest.raises(ProbingError, match=r"--ckpt \S+ is from model"):  # same shape, other name
         Screener(tiny_lm("llama", seed=1), probe, 1)
     raw = torch.load(ckpt, weights_only=False)
     raw["hyper_parameters"]["feature_meta"] = {**probe.feature_meta, "hidden_size": 64}

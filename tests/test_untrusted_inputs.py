@@ -269,15 +269,15 @@ def test_model_identity_rule():
     both sides have one, else name and revision; the shape always."""
     from types import SimpleNamespace
 
-    from probing.features.identity import loaded_model_identity, model_mismatch
+    from probing.features.identity import model_mismatch
+    from probing.models.load import LoadedModel
 
-    lm = loaded_model_identity(
-        SimpleNamespace(
-            meta={"model": "a", "gguf_sha256": "1" * 64, "model_revision": "r1"},
-            model=SimpleNamespace(config=SimpleNamespace(hidden_size=32)),
-            parts=SimpleNamespace(num_layers=5),
-        )
-    )
+    lm = LoadedModel(
+        model=SimpleNamespace(config=SimpleNamespace(hidden_size=32)),
+        tokenizer=None,
+        parts=SimpleNamespace(num_layers=5),
+        meta={"model": "a", "gguf_sha256": "1" * 64, "model_revision": "r1"},
+    ).identity
     same = {"model": "a", "gguf_sha256": "1" * 64, "hidden_size": 32, "num_layers": 5}
     assert model_mismatch(same, lm) is None
     assert model_mismatch({**same, "model": "renamed", "model_revision": "r2"}, lm) is None

@@ -6,13 +6,26 @@ Used wherever features meet a probe or other features: a probe applied to anothe
 probe of them meet a loaded model (``probing monitor``, ``probing graft``). The rendered prompt
 decides what the model saw, so the template, the system prompt and the stored positions belong to
 the identity as much as the weights do.
+
+The model a feature file (or a probe of it) came from, to load it again: :func:`recorded_model`,
+overridden from the command line by one :class:`ModelOverride` (``--model.name``, ``--model.device``,
+``--model.dtype``, ``--model.trust_remote_code``) in every command that loads it (graft, the
+``GraftingCallback``, monitor, lens's tokenizer); :func:`require_same_model` checks what was loaded.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 from probing.errors import ProbingError
+from probing.models.config import DTYPE_NAMES, ModelConfig, ModelOverride
+
+if TYPE_CHECKING:
+    from probing.models.load import LoadedModel
+
+log = logging.getLogger(__name__)
 
 # checked in this order; the first difference is reported
 IDENTITY_MATCH_KEYS = (
@@ -45,21 +58,87 @@ def feature_identity(meta: dict[str, Any]) -> dict[str, Any]:
 MODEL_MATCH_KEYS = ("gguf_sha256", "model", "model_revision", "hidden_size", "num_layers")
 
 
-def loaded_model_identity(lm: Any) -> dict[str, Any]:
-    """The ``MODEL_MATCH_KEYS`` of a :class:`~probing.models.load.LoadedModel`."""
-    return {
-        "model": lm.meta.get("model"),
-        "gguf_sha256": lm.meta.get("gguf_sha256"),
-        "model_revision": lm.meta.get("model_revision"),
-        "hidden_size": int(lm.model.config.hidden_size),
-        "num_layers": lm.parts.num_layers,
-    }
-
-
 def model_mismatch(meta: dict[str, Any], model: dict[str, Any]) -> tuple[str, Any, Any] | None:
     """The first ``MODEL_MATCH_KEYS`` difference between features' metadata and a loaded model's
-    :func:`loaded_model_identity`."""
+    :attr:`~probing.models.load.LoadedModel.identity`."""
     return identity_mismatch(meta, model, MODEL_MATCH_KEYS)
+
+
+def require_same_model(
+    meta: dict[str, Any], lm: LoadedModel, what: str = "the features", option: str = "--model.name"
+) -> None:
+    """Refuse a loaded model other than the one ``meta`` (features' metadata, or a probe's
+    ``feature_meta``) came from, in one line: ``what`` names the features or probe (``f.h5``,
+    ``--ckpt p.ckpt``), ``option`` the setting that chose the model."""
+    mine = lm.identity
+    diff = model_mismatch(meta, mine)
+    if diff is None:
+        return
+    key, want, found = diff
+    raise ProbingError(
+        f"{what} is from model {meta.get('model')!r} (num_layers {meta.get('num_layers')}, "
+        f"hidden_size {meta.get('hidden_size')}) but the loaded model is {mine['model']!r} "
+        f"(num_layers {mine['num_layers']}, hidden_size {mine['hidden_size']}; {key} "
+        f"{shown(want)} there, {shown(found)} here); leave {option} unset to load the recorded "
+        "model, or set it to the same weights"
+    )
+
+
+def _known_fields(recorded: dict[str, Any], known: set[str], dtypes: set[str]) -> dict[str, Any]:
+    """The recorded model config's fields that load a model: text values of ``known`` keys, but
+    never ``trust_remote_code``; others are ignored with a warning (a newer or edited file)."""
+    out, ignored = {}, []
+    for key, value in recorded.items():
+        if key == "trust_remote_code":
+            continue
+        valid = value is None or (isinstance(value, str) and (key != "dtype" or value in dtypes))
+        if key in known and valid:
+            out[key] = value
+        else:
+            ignored.append(f"{key}={value!r}")
+    if ignored:
+        log.warning("ignoring %s of the recorded model config", ", ".join(ignored))
+    return out
+
+
+def recorded_model(
+    meta: dict[str, Any], override: ModelOverride | None = None, option: str = "--model.name"
+) -> ModelConfig:
+    """The model ``meta`` (features' metadata, or a probe's ``feature_meta`` with its training file's
+    ``config``) came from, as recorded at extraction, with ``override`` applied.
+
+    ``trust_remote_code`` comes from ``override`` only; keys of the recorded config that
+    :class:`~probing.models.config.ModelConfig` does not know are ignored (a newer or edited file);
+    a ``name`` other than the recorded one drops the recorded GGUF file name and revision (they
+    belong to the recorded location). ``option`` is named when the model cannot be known.
+    """
+    override = override or ModelOverride()
+    config = meta.get("config")
+    recorded = config.get("model") if isinstance(config, dict) else None
+    recorded = dict(recorded) if isinstance(recorded, dict) else {}
+    if override.name is None and meta.get("model_source") == "object":
+        raise ProbingError(
+            f"the features were extracted from an in-memory model {meta.get('model')!r} that cannot "
+            f"be loaded by name; give its weights with {option} NAME_OR_FOLDER"
+        )
+    kwargs = _known_fields(recorded, {f.name for f in fields(ModelConfig)}, set(DTYPE_NAMES))
+    recorded_name = kwargs.get("name") or meta.get("model")
+    if not recorded_name and override.name is None:
+        raise ProbingError(f"the features record no model; give it with {option} NAME_OR_FOLDER")
+    kwargs["name"] = override.name or recorded_name
+    if kwargs["name"] != recorded_name:
+        kwargs["gguf_file"] = kwargs["revision"] = None
+    else:
+        kwargs["revision"] = kwargs.get("revision") or meta.get("model_revision") or None
+    kwargs["dtype"] = override.dtype or kwargs.get("dtype") or meta.get("dtype") or "float32"
+    kwargs["device"] = override.device or kwargs.get("device") or "cpu"
+    if recorded.get("trust_remote_code") and not override.trust_remote_code:
+        log.warning(
+            "the features were extracted with trust_remote_code; it is not taken from a file: "
+            "pass --model.trust_remote_code true if you trust %s",
+            kwargs["name"],
+        )
+    return ModelConfig(**kwargs, trust_remote_code=override.trust_remote_code)
 
 
 def shown(value: Any) -> Any:

@@ -14,8 +14,10 @@ from typing import Any
 
 import lightning as L
 
+from probing.features.identity import recorded_model
 from probing.grafting.run import GraftConfig, sweep
 from probing.layers import LayerSpec
+from probing.models.config import ModelOverride
 from probing.probes.wandb_utils import run_dir
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ class GraftingCallback(L.Callback):
         batch_size: prompts per prefill pass.
         rows_per_pass: prompt × condition rows decoded together.
         every_n_epochs: also run after every N-th validation epoch (default: only at fit end).
-        model: override the model to load (default: the feature file's).
+        model: how to load the feature file's model (``{name, device, dtype, trust_remote_code}``;
+            a plain string is the ``name``); default: as it was extracted, without remote code.
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class GraftingCallback(L.Callback):
         batch_size: int = 8,
         rows_per_pass: int = 64,
         every_n_epochs: int | None = None,
-        model: str | None = None,
+        model: ModelOverride | str | None = None,
     ):
         self.kwargs = {
             "source_class": source_class,
@@ -65,19 +68,16 @@ class GraftingCallback(L.Callback):
             "rows_per_pass": rows_per_pass,
         }
         self.every_n_epochs = every_n_epochs
-        self.model = model
+        self.model = ModelOverride(name=model) if isinstance(model, str) else model
         self._lm: Any = None
         self.last_summary: list[dict[str, Any]] | None = None
 
     def _load(self, meta: dict[str, Any]) -> Any:
         if self._lm is None:
-            from probing.models.load import ModelConfig, load_model
+            from probing.models.load import load_model
 
-            cfg = dict(meta["config"]["model"])
-            cfg["trust_remote_code"] = False  # never switched on by a feature file's metadata
-            if self.model:
-                cfg["name"] = self.model
-            self._lm = load_model(ModelConfig(**cfg))
+            option = "GraftingCallback's model.name"
+            self._lm = load_model(recorded_model(meta, self.model, option))
         return self._lm
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> None:

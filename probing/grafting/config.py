@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from probing.config import parse_config
 from probing.layers import LayerSpec
-from probing.models.config import ModelConfig
+from probing.models.config import ModelOverride
 
 
 @dataclass
@@ -17,7 +17,9 @@ class GraftConfig:
 
     Args:
         features: feature file of the model to graft (donor states and target prompts come from it).
-        model: the model; default: the feature file's model as it was extracted.
+        model: how to load the feature file's model (``--model.name``, ``--model.device``,
+            ``--model.dtype``, ``--model.trust_remote_code``); default: as it was extracted, without
+            remote code. The loaded model is checked against the file.
         source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, a
             ``vector`` file (.npy, ``[D]`` or ``[layers, D]``), or ``paired`` (the paper's way:
             each target prompt gets the state of its own prompt of ``source_class``, a seeded draw).
@@ -47,7 +49,7 @@ class GraftConfig:
     """
 
     features: str
-    model: ModelConfig | None = None
+    model: ModelOverride = field(default_factory=ModelOverride)
     source: Literal["class_mean", "row", "vector", "paired"] = "class_mean"
     source_class: str = "normal"
     source_row: int = 0

@@ -18,10 +18,8 @@ import numpy as np
 import torch
 
 from probing.errors import ProbingError
-from probing.features.identity import loaded_model_identity, model_mismatch, shown
 from probing.features.positions import position_names, position_offsets, resolve_position
 from probing.features.store import FeatureFile
-from probing.models.load import LoadedModel
 from probing.prompts.render import tokenize_rendered
 
 
@@ -38,21 +36,6 @@ def graft_position(ff: FeatureFile, position: str) -> tuple[int, int]:
             "of a file extracted with --positions template (or a list holding inst)"
         )
     return index, offset + 1
-
-
-def check_same_model(ff: FeatureFile, lm: LoadedModel) -> None:
-    """Grafting needs donor states from the model being grafted."""
-    meta = ff.meta
-    mine = loaded_model_identity(lm)
-    diff = model_mismatch(meta, mine)
-    if diff is not None:
-        key, want, found = diff
-        raise ProbingError(
-            f"{ff.path} holds states of model {meta.get('model')!r} ({ff.num_layers} layers × "
-            f"{ff.hidden_size}), but the loaded model is {mine['model']!r} ({mine['num_layers']} × "
-            f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); extract features with "
-            "the model you graft, or set --model.name to the file's model"
-        )
 
 
 def class_rows(ff: FeatureFile, name: str, option: str = "--source_class") -> np.ndarray:

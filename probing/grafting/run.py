@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from probing.errors import ProbingError
+from probing.features.identity import recorded_model, require_same_model
 from probing.features.store import FeatureFile
 from probing.generation.judge import load_judge
 from probing.grafting.config import GraftConfig
 from probing.grafting.donors import (
-    check_same_model,
     class_mean,
     class_rows,
     graft_position,
@@ -29,7 +29,7 @@ from probing.grafting.donors import (
 from probing.grafting.summary import add_intervals
 from probing.grafting.sweep import GraftSweep, SweepResult
 from probing.layers import resolve_layers
-from probing.models.load import LoadedModel, ModelConfig, load_model
+from probing.models.load import LoadedModel, load_model
 from probing.plotting import save_figure, subplots
 from probing.tables import write_csv
 
@@ -68,14 +68,6 @@ def donors(
             f"--vector has shape {tuple(vec.shape)}, expected [{ff.hidden_size}] or [{ff.num_layers}, {ff.hidden_size}]"
         )
     return vec
-
-
-def file_model_config(meta: dict[str, Any]) -> ModelConfig:
-    """The model a feature file was extracted from, as recorded, but never with remote code:
-    ``trust_remote_code`` comes only from the command line (``--model.trust_remote_code``)."""
-    recorded = dict((meta.get("config") or {}).get("model") or {})
-    fields = set(ModelConfig.__dataclass_fields__) - {"trust_remote_code"}
-    return ModelConfig(**{k: v for k, v in recorded.items() if k in fields})
 
 
 def _check_writable(out: Path) -> None:
@@ -122,9 +114,8 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
     judge, emotion = load_judge(cfg.judge), emotion_classifier(cfg.emotions)
     _check_writable(Path(cfg.output))
     if lm is None:
-        model_cfg = cfg.model or file_model_config(ff.meta)
-        lm = load_model(model_cfg)
-    check_same_model(ff, lm)
+        lm = load_model(recorded_model(ff.meta, cfg.model))
+    require_same_model(ff.meta, lm, str(ff.path))
     seqs, prompts = target_sequences(ff, targets, lm.tokenizer, tail)
     jb: list[list[int]] = []
     if cfg.jailbreak_class and cfg.jailbreak_class in ff.label_names:

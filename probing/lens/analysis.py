@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from probing.errors import ProbingError
+from probing.features.identity import recorded_model
 from probing.features.positions import position_names, resolve_position
 from probing.features.store import FeatureFile
 from probing.lens.emotions import EMOTIONS, NEUTRAL, EmotionLists, load_emotions
+from probing.models.config import ModelOverride
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def decode_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     if bad:
         raise ProbingError(
             f"token ids {bad[:5]} are not in the tokenizer's vocabulary; the file was extracted with "
-            "another model: pass its tokenizer with --tokenizer"
+            "another model: give that model with --model.name"
         )
     to_text = getattr(tokenizer, "convert_tokens_to_string", None)
     if to_text is None:
@@ -234,24 +236,16 @@ def check_token_ids(ids: np.ndarray, tokenizer: Any, where: Any) -> None:
     if size is not None and top >= size:
         raise ProbingError(
             f"{where} has lens token id {top} but the tokenizer has only {size} tokens: it belongs to "
-            "another model; pass the file's tokenizer with --tokenizer"
+            "another model; give the file's model with --model.name"
         )
 
 
-def file_tokenizer(meta: dict[str, Any], override: str | None = None) -> Any:
-    """The tokenizer of the model named in a feature file's metadata (or ``override``, a name/path)."""
-    from probing.models.load import ModelConfig, load_tokenizer
+def file_tokenizer(meta: dict[str, Any], override: ModelOverride | None = None) -> Any:
+    """The tokenizer of the model a feature file came from (:func:`recorded_model`; ``override``:
+    ``--model.name`` and ``--model.trust_remote_code``, the rest does not matter for a tokenizer)."""
+    from probing.models.load import load_tokenizer
 
-    if override:
-        return load_tokenizer(ModelConfig(name=override))
-    model = (meta.get("config") or {}).get("model")
-    if meta.get("model_source") == "object" or not isinstance(model, dict):
-        raise ProbingError(
-            f"the feature file was extracted from an in-memory model {meta.get('model')!r} whose "
-            "tokenizer cannot be loaded by name; pass --tokenizer NAME_OR_FOLDER"
-        )
-    fields = {"name", "gguf_file", "revision"}  # never trust_remote_code from a file's metadata
-    return load_tokenizer(ModelConfig(**{k: v for k, v in model.items() if k in fields}))
+    return load_tokenizer(recorded_model(meta, override))
 
 
 __all__ = [

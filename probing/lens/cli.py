@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     """Write the lens tables, plots and summary; returns their paths. ``tokenizer`` (tests,
-    notebooks) overrides the one named by the file or ``cfg.tokenizer``."""
+    notebooks) overrides the one named by the file or ``cfg.model``."""
     from probing.features.store import FeatureFile
 
     emotions = load_emotions(cfg.emotions)
@@ -34,7 +34,7 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     select_classes(ff.labels, ff.label_names, cfg.classes, str(ff.path))
     check_output_folder(cfg.output)
     if tokenizer is None:
-        tokenizer = file_tokenizer(ff.meta, cfg.tokenizer)
+        tokenizer = file_tokenizer(ff.meta, cfg.model)
     result = analyse(ff, tokenizer, emotions, cfg.top, cfg.classes, cfg.position)
     out = Path(cfg.output)
     paths = write_csvs(result, out)
@@ -60,6 +60,6 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
 
 
 def run(argv: list[str], tokenizer: Any = None) -> int:
-    """CLI entry; ``tokenizer`` (tests, notebooks) overrides the one named by the file or --tokenizer."""
+    """CLI entry; ``tokenizer`` (tests, notebooks) overrides the one named by the file or --model.name."""
     lens(parse(argv), tokenizer)
     return 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from probing.config import parse_config
 from probing.layers import LayerSpec
+from probing.models.config import ModelOverride
 
 DESCRIPTION = (
     "Logit-lens analysis of a feature file's stored top-K: the most frequent tokens per layer and "
@@ -31,7 +32,9 @@ class LensConfig:
             every layer.
         position: stored position to read: an index (-1 = the last stored) or a name the file
             records (``inst``, ``post_1``, … of ``--positions template``; docs/positions.md).
-        tokenizer: model name or folder whose tokenizer decodes the ids (default: the file's model).
+        model: the model whose tokenizer decodes the ids: ``--model.name`` a name or folder (default:
+            the file's model), ``--model.trust_remote_code``; the old ``--tokenizer NAME`` still
+            works, with a warning. No model is loaded, only its tokenizer.
     """
 
     features: str
@@ -41,8 +44,13 @@ class LensConfig:
     classes: list[str] | None = None
     layers: LayerSpec | None = None
     position: int | str = -1
-    tokenizer: str | None = None
+    model: ModelOverride = field(default_factory=ModelOverride)
+
+
+ALIASES = {"--tokenizer": "--model.name"}  # deprecated option -> current option
 
 
 def parse(argv: Sequence[str]) -> LensConfig:
-    return parse_config(LensConfig, argv, "probing lens", DESCRIPTION, positional=("features",))
+    return parse_config(
+        LensConfig, argv, "probing lens", DESCRIPTION, positional=("features",), aliases=ALIASES
+    )

@@ -4,7 +4,10 @@ that ``--help`` stays fast)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+DTYPE_NAMES = get_args(Dtype)  # the compute dtypes a model loads in
 
 
 @dataclass
@@ -25,7 +28,26 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"
     gguf_file: str | None = None
     revision: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
     device: str = "cpu"
     device_map: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ModelOverride:
+    """How to load the model a feature file or probe came from; anything not given is as recorded.
+
+    Args:
+        name: load the model from here instead of the recorded ``model`` (a built-in name, hub id,
+            folder or ``.gguf`` file holding the same weights: it is checked).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (default: the one recorded at extraction).
+        dtype: compute dtype (default: the extraction's).
+        trust_remote_code: allow model code from the hub repo. Only ever from here (the command line
+            or its config), never from a file's metadata.
+    """
+
+    name: str | None = None
+    device: str | None = None
+    dtype: Dtype | None = None
     trust_remote_code: bool = False

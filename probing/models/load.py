@@ -41,6 +41,18 @@ class LoadedModel:
     def input_device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What identifies the weights and shape, to compare with features' metadata
+        (``probing.features.identity.MODEL_MATCH_KEYS``)."""
+        return {
+            "model": self.meta.get("model"),
+            "gguf_sha256": self.meta.get("gguf_sha256"),
+            "model_revision": self.meta.get("model_revision"),
+            "hidden_size": int(self.model.config.hidden_size),
+            "num_layers": self.parts.num_layers,
+        }
+
 
 @dataclass(frozen=True)
 class ModelSource:

@@ -18,7 +18,7 @@ CALIBRATE = {
     "tpr_at_fpr",
 }
 LABELLED = {"calibrate_probe", "feature_probs"}
-PROBE = {"LoadedProbe", "check_model", "choose_layer", "load_probe", "model_config"}
+PROBE = {"LoadedProbe", "check_model", "choose_layer", "load_probe"}
 SCREEN = {"DEFAULT_REFUSAL", "Guarded", "Screener", "Screening", "guarded_generate"}
 __all__ = sorted(CALIBRATE | LABELLED | PROBE | SCREEN)
 

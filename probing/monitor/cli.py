@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from probing.errors import ProbingError
+from probing.features.identity import recorded_model
 from probing.layers import is_auto
 from probing.models.load import LoadedModel, load_model
 from probing.monitor.calibrate import (
@@ -15,7 +16,7 @@ from probing.monitor.calibrate import (
     evaluate,
     rates,
 )
-from probing.monitor.config import MonitorConfig, MonitorModel, build_parser, parse
+from probing.monitor.config import MonitorConfig, build_parser, parse
 from probing.monitor.labelled import (
     calibrate_probe,
     choose_layer_cross_source,
@@ -24,14 +25,14 @@ from probing.monitor.labelled import (
     labelled_probs,
 )
 from probing.monitor.output import write_results
-from probing.monitor.probe import LoadedProbe, check_model, choose_layer, load_probe, model_config
+from probing.monitor.probe import LoadedProbe, choose_layer, load_probe
 from probing.monitor.screen import Guarded, Screener, Screening, guarded_generate
 from probing.monitor.words import labelled_prompts, text_report
 from probing.outputs import check_output_file
 from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)
-__all__ = ["MonitorConfig", "MonitorModel", "build_parser", "monitor", "parse", "run"]
+__all__ = ["MonitorConfig", "build_parser", "monitor", "parse", "run"]
 
 
 def _validate(cfg: MonitorConfig) -> None:
@@ -66,18 +67,8 @@ def _needs_model(cfg: MonitorConfig) -> bool:
 
 
 def _load_lm(cfg: MonitorConfig, probe: LoadedProbe, lm: LoadedModel | None) -> LoadedModel:
-    if lm is None:
-        lm = load_model(
-            model_config(
-                probe,
-                cfg.model.name,
-                cfg.model.device,
-                cfg.model.dtype,
-                cfg.model.trust_remote_code,
-            )
-        )
-    check_model(probe, lm)
-    return lm
+    """The probe's model (checked against the probe once, by the :class:`Screener`)."""
+    return lm or load_model(recorded_model(probe.feature_meta, cfg.model))
 
 
 def monitor(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from jsonargparse import ArgumentParser
 
 from probing.config import build_parser as build_config_parser
 from probing.config import parse_config
 from probing.layers import AUTO, AUTO_TOLERANCE, LayerSpec
+from probing.models.config import ModelOverride
 from probing.prompts.sources import PromptSource
 
 EVAL_FPRS = (0.01, 0.05)  # false positive rates of `--eval` (its report's columns)
@@ -19,24 +19,6 @@ DESCRIPTION = (
     "Screen prompts with a trained probe at an early layer (the forward stops there); calibrate its "
     "threshold for a target false positive rate; evaluate it per layer."
 )
-
-
-@dataclass
-class MonitorModel:
-    """The model the probe screens with: its feature file's, checked against the probe.
-
-    Args:
-        name: load the model from here instead of the feature file's ``model`` (must be the same
-            weights: it is checked).
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: compute dtype (default: the extraction's).
-        trust_remote_code: allow model code from the hub repo (never taken from the feature file).
-    """
-
-    name: str | None = None
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    trust_remote_code: bool = False
 
 
 @dataclass
@@ -74,9 +56,11 @@ class MonitorConfig:
         generate: screen, then generate for allowed prompts and answer ``refusal`` to flagged ones.
         max_new_tokens: greedy tokens generated per allowed prompt.
         refusal: answer given to flagged prompts.
-        model: where and how the probe's model is loaded (``--model.name``, ``--model.device``,
-            ``--model.dtype``, ``--model.trust_remote_code``; the old ``--model_name``, ``--device``,
-            ``--dtype``, ``--trust_remote_code`` still work, with a warning).
+        model: how the probe's model (its training features' model, checked) is loaded:
+            ``--model.name`` (the same weights from elsewhere), ``--model.device`` (default ``cpu``),
+            ``--model.dtype`` (default: the extraction's), ``--model.trust_remote_code`` (never
+            taken from the feature file); the old ``--model_name``, ``--device``, ``--dtype``,
+            ``--trust_remote_code`` still work, with a warning.
         batch_size: prompts per forward pass.
         progress: show progress bars (prompts screened or generated, with their rate).
     """
@@ -101,7 +85,7 @@ class MonitorConfig:
     generate: bool = False
     max_new_tokens: int = 32
     refusal: str = DEFAULT_REFUSAL
-    model: MonitorModel = field(default_factory=MonitorModel)
+    model: ModelOverride = field(default_factory=lambda: ModelOverride(device="cpu"))
     batch_size: int = 8
     progress: bool = True
 

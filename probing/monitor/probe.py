@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from probing.errors import ProbingError
-from probing.features.identity import loaded_model_identity, model_mismatch, shown
+from probing.features.identity import require_same_model
 from probing.features.positions import resolve_position
 from probing.features.store import read_meta
 from probing.layers import (
@@ -27,7 +27,7 @@ from probing.layers import (
     resolve_layer,
 )
 from probing.models.assemble import sha256_file
-from probing.models.load import LoadedModel, ModelConfig
+from probing.models.load import LoadedModel
 from probing.probes.checkpoint import probe_from_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # how to load the model (its config and dtype) and what the file holds.
 EXTRA_META_KEYS = (
     "dtype", "num_positions", "position_names", "config", "label_names", "architecture",
+    "model_source",
 )  # fmt: skip
 # The checkpoint's ``feature_meta`` must name these for the model and template to be checked.
 REQUIRED_META_KEYS = ("model", "hidden_size", "num_layers", "template")
@@ -194,44 +195,8 @@ def choose_layer(
 
 
 # -- the model --------------------------------------------------------------------------------------
-def model_config(
-    probe: LoadedProbe,
-    name: str | None = None,
-    device: str = "cpu",
-    dtype: str | None = None,
-    trust_remote_code: bool = False,
-) -> ModelConfig:
-    """The model the probe's features came from (``name`` overrides where it is loaded from).
-
-    ``trust_remote_code`` comes from the command line only, never from the feature file.
-    """
-    meta = probe.feature_meta
-    base = dict((meta.get("config") or {}).get("model") or {})
-    fields = set(ModelConfig.__dataclass_fields__)
-    cfg = ModelConfig(**{k: v for k, v in base.items() if k in fields})
-    cfg.name = name or meta["model"]
-    if name and name != meta["model"]:
-        cfg.gguf_file = None
-    cfg.revision = cfg.revision or meta.get("model_revision") or None
-    cfg.dtype = dtype or base.get("dtype") or meta.get("dtype") or "float32"
-    cfg.device = device
-    cfg.trust_remote_code = trust_remote_code
-    return cfg
-
-
 def check_model(probe: LoadedProbe, lm: LoadedModel) -> None:
-    """Refuse a model other than the one the probe's features came from."""
-    meta = probe.feature_meta
-    mine = loaded_model_identity(lm)
-    diff = model_mismatch(meta, mine)
-    if diff is None and probe.hidden_size != mine["hidden_size"]:  # the head's own width
-        diff = ("hidden_size", probe.hidden_size, mine["hidden_size"])
-    if diff is not None:
-        key, want, found = diff
-        raise ProbingError(
-            f"--ckpt {probe.path.name} was trained on features of model {meta['model']!r} "
-            f"(num_layers {meta['num_layers']}, hidden_size {meta['hidden_size']}) but the model "
-            f"given is {mine['model']!r} (num_layers {mine['num_layers']}, hidden_size "
-            f"{mine['hidden_size']}; {key} {shown(want)} vs {shown(found)}); use a checkpoint "
-            "trained on this model's features, or load its model (--model.name)"
-        )
+    """Refuse a model other than the one the probe's features came from (and a head of another width)."""
+    what = f"--ckpt {probe.path.name}"
+    require_same_model(probe.feature_meta, lm, what)
+    require_same_model({**probe.feature_meta, "hidden_size": probe.hidden_size}, lm, what)
