@@ -69,7 +69,7 @@ def test_sweep_reports(setup, tmp_path):
     rows = class_rows(ff, "malicious")
     seqs, prompts = target_sequences(ff, rows, lm.tokenizer)
     jb, _ = target_sequences(ff, class_rows(ff, "jailbreak"), lm.tokenizer)
-    cfg = GraftConfig(features=str(ff.path), output=str(tmp_path / "out"))
+    cfg = GraftConfig(features=str(ff.path), source="class_mean", output=str(tmp_path / "out"))
     result = runner(lm, batch_size=2).run(seqs, prompts, [1, 2, 3], donors(cfg, ff), jb)
     conditions = [s["condition"] for s in result.summary]
     assert conditions == ["ungrafted", "jailbreak", "grafted", "grafted", "grafted"]

@@ -27,7 +27,7 @@ class GraftingCallback(L.Callback):
     """Grafting evaluation during probe training.
 
     Args:
-        source_class: class whose mean state is grafted.
+        source_class: class whose prompts' states are grafted (one donor prompt per target).
         target_class: class grafted into.
         jailbreak_class: class of real jailbreaks for comparison (skipped if absent).
         limit: target prompts evaluated (a seeded sample).

@@ -20,9 +20,10 @@ class GraftConfig:
         model: how to load the feature file's model (``--model.name``, ``--model.device``,
             ``--model.dtype``, ``--model.trust_remote_code``); default: as it was extracted, without
             remote code. The loaded model is checked against the file.
-        source: donor state: the ``class_mean`` of ``source_class``, one ``row`` of the file, a
-            ``vector`` file (.npy, ``[D]`` or ``[layers, D]``), or ``paired`` (the paper's way:
-            each target prompt gets the state of its own prompt of ``source_class``, a seeded draw).
+        source: donor state: ``paired`` (the paper's way: each target prompt gets the state of its
+            own prompt of ``source_class``, a seeded draw), the ``class_mean`` of ``source_class``
+            (one average vector: no prompt's state, see docs/grafting.md), one ``row`` of the file,
+            or a ``vector`` file (.npy, ``[D]`` or ``[layers, D]``).
         source_class: class whose states are grafted (``source: class_mean`` or ``paired``).
         source_row: row of the feature file whose states are grafted (``source: row``).
         vector: .npy file with the donor (``source: vector``).
@@ -50,7 +51,7 @@ class GraftConfig:
 
     features: str
     model: ModelOverride = field(default_factory=ModelOverride)
-    source: Literal["class_mean", "row", "vector", "paired"] = "class_mean"
+    source: Literal["paired", "class_mean", "row", "vector"] = "paired"
     source_class: str = "normal"
     source_row: int = 0
     vector: str | None = None
