@@ -184,7 +184,14 @@ def test_directions_log_a_wandb_table_offline(tmp_path, monkeypatch):
     wandb.teardown()
 
 
-def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog):
+@pytest.mark.parametrize(
+    ("harm_kept", "reading"),
+    [
+        (True, "the harm belief persists while the refusal signal drops"),
+        (False, "the harmfulness reading itself moves towards normal"),
+    ],
+)
+def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog, harm_kept, reading):
     """Jailbreak rows planted with the harm signal at ``inst`` but no refusal signal: on the harm
     direction they sit near the malicious mean (placement ≈ 1), on the refusal direction near the
     complied rows (≈ 0); they are fitted on by no label set."""
@@ -193,7 +200,7 @@ def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog):
     y = np.r_[np.arange(n) % 2, np.full(jb, 2)]
     z = np.r_[(rng.random(n) < 0.5).astype(np.int64), np.ones(jb, np.int64)]  # "refused" verdicts
     x = rng.standard_normal((n + jb, L, len(POSITIONS), D)).astype(np.float32)
-    x[:, 3, 0, 0] += 8 * (y >= 1)  # harm along u at inst: malicious and jailbreak
+    x[:, 3, 0, 0] += 8 * ((y == 1) | (harm_kept & (y == 2)))  # harm along u at inst
     x[:n, 3, 2, 1] += 8 * z[:n]  # refusal along v at post_2: plain rows only
     meta = {"positions": "template", "position_names": POSITIONS}
     h5 = make_feature_file(
@@ -212,14 +219,17 @@ def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog):
     assert len(rows) == 2 * len(POSITIONS) * L and {r["n"] for r in rows} == {str(jb)}
     harm = cell(rows, "label", 3, "inst", "placement")
     refusal = cell(rows, "label_refused", 3, "post_2", "placement")
-    assert 0.85 < harm < 1.15 and -0.15 < refusal < 0.15
-    assert cell(rows, "label", 3, "inst", "auroc_vs_negative") > 0.99
-    assert abs(cell(rows, "label", 3, "inst", "auroc_vs_positive") - 0.5) < 0.15
+    assert (0.85 < harm < 1.15 if harm_kept else -0.15 < harm < 0.15) and -0.15 < refusal < 0.15
+    vs_normal, vs_harmful = (
+        cell(rows, "label", 3, "inst", f"auroc_vs_{k}") for k in ("negative", "positive")
+    )
+    assert (vs_normal > 0.99 and abs(vs_harmful - 0.5) < 0.15) if harm_kept else vs_harmful < 0.01
     # never fitted on: the refusal label set's rows exclude the 60 jailbreak rows (all "refused")
     dirs = read_csv(out / "directions.csv")
     assert {r["rows"] for r in dirs if r["label_set"] == "label_refused"} == {str(n)}
     assert (out / "located.png").stat().st_size > 1000
     assert "jailbreak (60 rows, never fitted on) sits" in caplog.text
+    assert reading in caplog.text
 
 
 def test_locate_refuses_an_unknown_class(tmp_path, capsys):

@@ -173,9 +173,63 @@ def sentences(found: Located, result: Directions, harm: str = "label") -> list[s
                 f"{what} direction at layer {result.layers[j]}, position {result.positions[p]}"
             )
         out.append(f"{name} ({found.counts[c]} rows, never fitted on) sits " + "; ".join(parts))
+        located = zhao_or_zhou(found, result, name)
+        if located:
+            out.append(located)
     return out
 
 
 def write_csv(found: Located, result: Directions, directory: Path) -> Path:
     """``located.csv``."""
     return write_table(directory / LOCATED_CSV, rows_of(found, result), COLUMNS, digits=".4f")
+
+
+def _best_at(result: Directions, s: int, positions: list[int]) -> tuple[int, int]:
+    """``(position, layer)`` indices among ``positions`` where label set ``s`` separates best."""
+    grid = np.full(result.auroc[s].shape, -np.inf)
+    grid[positions] = np.nan_to_num(result.auroc[s][positions], nan=-np.inf)
+    p, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    return int(p), int(j)
+
+
+def zhao_or_zhou(
+    found: Located, result: Directions, name: str = "jailbreak", harm: str = "label",
+    refusal: str = "label_refused", inst: str = "inst",
+) -> str | None:  # fmt: skip
+    """One plain sentence on where a located class (jailbreaks) acts: its placement on the
+    harmfulness direction at ``inst`` and on the refusal direction at the template tokens after it,
+    each where that direction separates best; None without both label sets or an ``inst`` position."""
+    if name not in found.classes or inst not in result.positions:
+        return None
+    if harm not in result.label_sets or refusal not in result.label_sets:
+        return None
+    c, h, r = (
+        found.classes.index(name),
+        result.label_sets.index(harm),
+        result.label_sets.index(refusal),
+    )
+    at_inst = [result.positions.index(inst)]
+    after = [i for i, p in enumerate(result.positions) if p != inst and p != "mean"]
+    if not after:
+        return None
+    hp, hj = _best_at(result, h, at_inst)
+    rp, rj = _best_at(result, r, after)
+    belief, signal = found.placement[c, h, hp, hj], found.placement[c, r, rp, rj]
+    later = found.placement[c, h, rp, rj]  # the harm reading where refusal is read
+    post = result.positions[rp]
+    where = (
+        f"On the harmfulness direction at {inst} (layer {result.layers[hj]}, AUROC "
+        f"{result.auroc[h, hp, hj]:.2f}) {name} prompts sit {belief:.2f} of the way from normal to "
+        f"harmful, at {post} (layer {result.layers[rj]}) {later:.2f}; on the refusal direction "
+        f"there (AUROC {result.auroc[r, rp, rj]:.2f}) {signal:.2f} of the way from complied to refused"
+    )
+    if belief >= 0.5 and signal < 0.5:
+        return f"{where}: the harm belief persists while the refusal signal drops (as Zhao et al. find)."
+    if belief < 0.5 and belief - later >= 0.25:
+        return (
+            f"{where}: the harm belief is partly kept at the instruction and lost at the template "
+            "tokens, where the refusal is read — between Zhao et al.'s pattern and Zhou et al.'s."
+        )
+    if belief < 0.5:
+        return f"{where}: the harmfulness reading itself moves towards normal (as Zhou et al. read it)."
+    return f"{where}: the refusal signal stays (the jailbreak does not act through it here)."
