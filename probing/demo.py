@@ -175,6 +175,7 @@ def alignment_side(demo: Demo) -> None:
                 prompts=generalise.prompt_sources(n, n, n, 0, 0),
                 output=str(feats),
                 template="chat",
+                positions="template",  # inst and the template tokens; last = post_m
             ),
             lm=lm,
         ),
@@ -184,10 +185,11 @@ def alignment_side(demo: Demo) -> None:
         lambda: refusal(
             RefusalConfig(
                 model=model,
-                prompts=generalise.prompt_sources(n // 2, n // 2, n // 2, 0, 0),
+                prompts=generalise.prompt_sources(n, n, n, 0, 0),
                 output=str(out / "refusal"),
                 max_new_tokens=cfg.max_new_tokens,
                 decode_rows=DECODE_ROWS,
+                features=str(feats),  # the verdicts join it as the label set `refused`
             ),
             lm=lm,
         ),
@@ -215,7 +217,21 @@ def alignment_side(demo: Demo) -> None:
         ),
     )
     state.clear()
-    alignment_report(demo, name, out)
+
+    def do_locate() -> None:
+        from probing.directions.cli import directions
+        from probing.directions.config import DirectionsConfig
+        from probing.directions.locate import zhao_or_zhou
+
+        found = directions(
+            DirectionsConfig(
+                features=str(feats), output=str(out / "directions"), locate=["jailbreak"]
+            )
+        )
+        state["located"] = zhao_or_zhou(found["located"], found["result"])
+
+    demo.stage("jailbreak located", do_locate, optional=True)
+    alignment_report(demo, name, out, state.get("located"))
 
 
 def compare_side(demo: Demo) -> None:

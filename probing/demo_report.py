@@ -118,7 +118,22 @@ def _aligned_enough(folder: Path) -> str:
     return f" — with {rate:.0%} of malicious prompts refused, too few for the alignment analyses, which run on the second model below."
 
 
-def alignment_report(demo: Demo, name: str, out: Path) -> None:
+def _located(demo: Demo, out: Path, sentence: str | None) -> str:
+    """The jailbreak located on the harmfulness and refusal directions (skipped stage: a note)."""
+    folder = out / "directions"
+    if not (folder / "located.png").is_file():
+        return f"(not run: {demo.notes.get('jailbreak located', 'no refusal verdicts')})"
+    return f"""{sentence or "The refusal label set has too few rows of a class to place the jailbreaks."}
+
+![located]({_rel(demo, folder / "located.png")})
+![directions]({_rel(demo, folder / "directions.png")})
+
+Placement 0 = like normal requests (harmfulness) or replies that complied (refusal), 1 = like plain
+harmful requests or refusals; directions fitted without the jailbreak rows (docs/directions.md).
+"""
+
+
+def alignment_report(demo: Demo, name: str, out: Path, located: str | None = None) -> None:
     rates = _rates(out / "refusal")
     with open(out / "graft" / "graft_summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -134,6 +149,10 @@ Refusal rate with greedy decoding (keyword judge): {rates}.
 ![emotion mass]({_rel(demo, out / "lens" / "emotion_mass.png")})
 
 {_heatmaps(demo, out / "lens")}
+
+### Where does the jailbreak act? (harmfulness at `inst`, refusal at the template tokens)
+
+{_located(demo, out, located)}
 
 ### Logit grafting
 

@@ -244,7 +244,9 @@ def test_demo_alignment_side_resolves_its_model_once(model_cache, tmp_path, monk
     cfg.alignment_per_class, cfg.graft_prompts, cfg.graft_stride, cfg.max_new_tokens = 4, 2, 2, 2
     demo = Demo(cfg)
     alignment_side(demo)
-    assert not demo.notes and "grafting sweep" in demo.timings
+    # a random model's replies are all "unclear": no refusal label set to place jailbreaks on
+    assert set(demo.notes) <= {"jailbreak located"} and "grafting sweep" in demo.timings
+    assert "jailbreak located" in demo.timings and "(not run: skipped:" in demo.sections[-1]
     assert len(calls) == 1
 
 
