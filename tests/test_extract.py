@@ -6,13 +6,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from tiny import SUPPORTED, tiny_lm
+from tiny import SUPPORTED, extract_texts, tiny_lm
 
 from probing.features import FeatureFile
 from probing.features.activations import ActivationReader
-from probing.features.extract import ExtractConfig, extract
 from probing.models.lookup import ARCHITECTURES
-from probing.prompts import PromptSource
 
 PROMPTS = [
     "hi",
@@ -30,15 +28,7 @@ def write_txt(path, lines):
 
 
 def run(tmp_path, lm, name="f.h5", **kw):
-    src = write_txt(tmp_path / "p.txt", PROMPTS)
-    kw.setdefault("storage_dtype", "float32")
-    cfg = ExtractConfig(
-        prompts=[PromptSource(path=str(src), label="any")],
-        output=str(tmp_path / name),
-        progress=False,
-        **kw,
-    )
-    return FeatureFile(extract(cfg, lm=lm))
+    return extract_texts(tmp_path, lm, PROMPTS, name, **kw)
 
 
 def by_prompt(ff: FeatureFile, dataset: str) -> np.ndarray:

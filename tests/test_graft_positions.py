@@ -42,7 +42,7 @@ def test_a_graft_at_inst_changes_the_template_tokens_after_it():
     torch.manual_seed(0)
     lm = tiny_lm("llama")
     seqs = render(lm.tokenizer, TEXTS, "chat").ids
-    tail = 6  # "<|im_end|>\n<|im_start|>assistant\n" after the message: 1 + 5 bytes-level tokens
+    tail = 14  # inst: the 13 byte-level tokens of "<|im_end|>\n<|im_start|>assistant\n" follow it
     sweep = runner(lm)
     base, moved = sweep.conditions(seqs, [(None, None), (1, torch.randn(32) * 5)], tail)
     assert not torch.allclose(base.hidden[:, -1], moved.hidden[:, -1])

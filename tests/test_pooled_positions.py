@@ -12,34 +12,23 @@ import numpy as np
 import pytest
 import torch
 from test_positions import PROMPTS, M, in_prompt_order
-from tiny import SUPPORTED, save_tiny, tiny_lm
+from tiny import SUPPORTED, extract_texts, save_tiny, tiny_lm
 
 from probing.cli import main
 from probing.errors import ProbingError
 from probing.features import FeatureFile
 from probing.features.activations import ActivationReader, Selector
-from probing.features.extract import ExtractConfig, extract
 from probing.features.identity import feature_identity
 from probing.features.layout import layout, normalize
 from probing.features.positions import position_offsets, resolve_position
 from probing.monitor import LoadedProbe, Screener
 from probing.probes import LinearProbe
-from probing.prompts import PromptSource
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(tmp_path, lm, name, **kw):
-    src = tmp_path / "p.txt"
-    src.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
-    kw.setdefault("storage_dtype", "float32")
-    cfg = ExtractConfig(
-        prompts=[PromptSource(path=str(src), label="any")],
-        output=str(tmp_path / name),
-        progress=False,
-        **kw,
-    )
-    return FeatureFile(extract(cfg, lm=lm))
+    return extract_texts(tmp_path, lm, PROMPTS, name, **kw)
 
 
 @pytest.mark.parametrize("arch", SUPPORTED)

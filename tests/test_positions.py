@@ -8,14 +8,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from tiny import SUPPORTED, tiny_lm
+from tiny import SUPPORTED, extract_texts, tiny_lm
 
 from probing.errors import ProbingError
 from probing.features import FeatureFile, plan
 from probing.features.activations import ActivationReader
-from probing.features.extract import ExtractConfig, extract
 from probing.features.positions import names_for, position_names, resolve_position
-from probing.prompts import PromptSource
 from probing.prompts.instruction import instruction_tokens, template_tail
 
 PROMPTS = [
@@ -31,16 +29,7 @@ M = 13  # its tokens (byte-level, no merges: <|im_end|>, \n, <|im_start|>, a-s-s
 
 
 def run(tmp_path, lm, name, **kw):
-    src = tmp_path / "p.txt"
-    src.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
-    kw.setdefault("storage_dtype", "float32")
-    cfg = ExtractConfig(
-        prompts=[PromptSource(path=str(src), label="any")],
-        output=str(tmp_path / name),
-        progress=False,
-        **kw,
-    )
-    return FeatureFile(extract(cfg, lm=lm))
+    return extract_texts(tmp_path, lm, PROMPTS, name, **kw)
 
 
 def in_prompt_order(ff: FeatureFile, dataset: str = "hidden") -> np.ndarray:

@@ -253,3 +253,22 @@ def forward_states(
     with torch.no_grad():
         out = lm.model(**inputs, output_hidden_states=True, use_cache=False)
     return out.logits, out.hidden_states
+
+
+def extract_texts(tmp_path: Path, lm: LoadedModel, prompts: list[str], name: str = "f.h5", **kw):
+    """Extract ``prompts`` (one source labelled ``any``, float32 unless given) with ``lm`` into
+    ``tmp_path / name``; the opened feature file."""
+    from probing.features import FeatureFile
+    from probing.features.extract import ExtractConfig, extract
+    from probing.prompts import PromptSource
+
+    src = tmp_path / "p.txt"
+    src.write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    kw.setdefault("storage_dtype", "float32")
+    cfg = ExtractConfig(
+        prompts=[PromptSource(path=str(src), label="any")],
+        output=str(tmp_path / name),
+        progress=False,
+        **kw,
+    )
+    return FeatureFile(extract(cfg, lm=lm))
