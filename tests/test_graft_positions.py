@@ -136,3 +136,34 @@ def test_graft_cli_refuses_a_pooled_mean_position(tmp_path, capsys):
     assert main([*args, "--position", "mean"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not one token of the prompt" in err and "--positions template" in err
+
+
+def test_add_intervals_pairs_each_prompt_with_itself_and_says_what_moved():
+    """Per-prompt verdicts → Wilson rates and paired changes against the same prompts ungrafted;
+    the sentence names a layer only when its interval excludes 0."""
+    from probing.grafting.summary import add_intervals, sentence
+    from probing.grafting.sweep import SweepResult
+
+    base = [True] * 30 + [False] * 10
+    after = {5: [False] * 30 + [False] * 10, 9: base[::-1]}  # layer 5: all refusals gone
+    rows = [{"condition": "ungrafted", "layer": "", "row": i, "verdict": "refusal" if v else "x"}
+            for i, v in enumerate(base)]  # fmt: skip
+    for layer, verdicts in after.items():
+        rows += [{"condition": "grafted", "layer": layer, "row": i,
+                  "verdict": "refusal" if v else "x"} for i, v in reversed(list(enumerate(verdicts)))]  # fmt: skip
+    summary = [
+        {"condition": "ungrafted", "layer": "", "n": 40, "refusal_rate": 0.75, "mean_kl": 0.0}
+    ]
+    summary += [{"condition": "grafted", "layer": k, "n": 40, "refusal_rate": sum(v) / 40,
+                 "mean_kl": 1.0} for k, v in after.items()]  # fmt: skip
+    result = SweepResult(rows=rows, summary=summary)
+    add_intervals(result)
+    five, nine = result.summary[1], result.summary[2]
+    assert list(five)[:5] == ["condition", "layer", "n", "refusal_rate", "refusal_low"]
+    assert (five["refusal_change"], five["change_low"], five["change_high"]) == paired_change(
+        after[5], base
+    )
+    assert five["change_high"] < 0 and nine["change_low"] < 0 < nine["change_high"]
+    text = sentence(result.summary)
+    assert "Ungrafted, 75 % [" not in text and "75% [" in text
+    assert "lowers refusals at layer(s) 5 (-75 points" in text and " 9 (" not in text
