@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -78,10 +79,14 @@ def monitor(
     ``lm`` skips loading the model (tests, notebooks); it is still checked against the probe."""
     _validate(cfg)
     prompts = _read_sources(cfg)  # model-free checks first: the model load takes seconds to minutes
-    probe = load_probe(cfg.ckpt, cfg.probe)
+    if isinstance(cfg.ckpt, list):
+        probe = choose_checkpoint(cfg)
+        cfg = dataclasses.replace(cfg, ckpt=str(probe.path))  # the one chosen, from here on
+    else:
+        probe = load_probe(cfg.ckpt, cfg.probe)
     scorer = Scorer(tuple(probe.class_names), cfg.positive, cfg.negative)
     if is_auto(cfg.layer) and default_split(probe) == "heldout":
-        layer = choose_layer_cross_source(probe, scorer, cfg.fpr, cfg.auto_tolerance)
+        layer, _ = choose_layer_cross_source(probe, scorer, cfg.fpr, cfg.auto_tolerance)
     else:
         layer = choose_layer(probe, cfg.layer, cfg.auto_tolerance)
     screener = None
@@ -107,6 +112,37 @@ def monitor(
     if cfg.generate:
         return guarded_generate(screener, prompts, cfg.max_new_tokens, cfg.refusal)
     return screener.screen(prompts)
+
+
+def choose_checkpoint(cfg: MonitorConfig) -> LoadedProbe:
+    """``--ckpt [A, B, …]`` (e.g. one probe per stored position, trained with the same held-out
+    sources): the probe whose TPR at ``--fpr`` on those held-out sources, at the layer ``--layer
+    auto`` chooses for it, is best (the first listed on a tie) — the layer's rule, applied across
+    checkpoints."""
+    if not cfg.ckpt:
+        raise ProbingError("--ckpt is an empty list; give one checkpoint or several")
+    if not is_auto(cfg.layer):
+        raise ProbingError(
+            "several --ckpt are chosen between by --layer auto's cross-source rule; give --layer "
+            "auto or one --ckpt"
+        )
+    best: tuple[float, LoadedProbe] | None = None
+    for path in cfg.ckpt:
+        probe = load_probe(path, cfg.probe)
+        if default_split(probe) != "heldout":
+            raise ProbingError(
+                f"--ckpt {path} was trained without held-out sources (--data.holdout_sources): "
+                "several checkpoints are compared on the sources they never saw"
+            )
+        scorer = Scorer(tuple(probe.class_names), cfg.positive, cfg.negative)
+        layer, tpr = choose_layer_cross_source(probe, scorer, cfg.fpr, cfg.auto_tolerance)
+        where = probe.data_hparams.get("position", -1)
+        log.info("--ckpt %s (position %s): layer %d, held-out TPR %.3f", path, where, layer, tpr)
+        if best is None or tpr > best[0]:
+            best = (tpr, probe)
+    assert best is not None
+    log.info("--ckpt: chose %s (held-out TPR %.3f at FPR %g)", best[1].path, best[0], cfg.fpr)
+    return best[1]
 
 
 def _read_sources(cfg: MonitorConfig) -> list[str] | None:

@@ -26,7 +26,9 @@ class MonitorConfig:
     """Screen prompts with a trained probe at one early layer, before the model generates.
 
     Args:
-        ckpt: probe checkpoint of ``probing fit`` (its feature file's model is loaded).
+        ckpt: probe checkpoint of ``probing fit`` (its feature file's model is loaded), or a list
+            of them (e.g. one per stored position, all trained with the same held-out sources):
+            with ``--layer auto`` the one whose held-out TPR at ``fpr`` is best is used.
         probe: probe inside the checkpoint (``linear``, ``mlp``; default: the first).
         layer: layer to screen at: an index (-1 = the last), or ``auto`` (the earliest layer within
             ``auto_tolerance`` of the best validation accuracy recorded in training; for a probe
@@ -65,7 +67,7 @@ class MonitorConfig:
         progress: show progress bars (prompts screened or generated, with their rate).
     """
 
-    ckpt: str
+    ckpt: str | list[str]
     probe: str | None = None
     layer: LayerSpec = AUTO
     auto_tolerance: float = AUTO_TOLERANCE

@@ -162,10 +162,10 @@ def default_split(probe: LoadedProbe) -> str:
 
 def choose_layer_cross_source(
     probe: LoadedProbe, scorer: Scorer, fpr: float, tolerance: float = AUTO_TOLERANCE
-) -> int:
+) -> tuple[int, float]:
     """``--layer auto`` by cross-source validation: on the run's held-out sources (never trained on),
     the threshold of each layer flags at most ``fpr`` of their negatives; the earliest layer whose
-    TPR there is within ``tolerance`` of the best is chosen."""
+    TPR there is within ``tolerance`` of the best is chosen. Returns it and its TPR there."""
     probs, labels, _, what = labelled_probs(probe, None, "heldout")
     positive = scorer.is_positive(labels, probe.class_map)
     if positive.all() or not positive.any():
@@ -184,7 +184,7 @@ def choose_layer_cross_source(
         best,
         tolerance,
     )
-    return layer
+    return layer, value
 
 
 def is_feature_file(path: str | os.PathLike) -> bool:
