@@ -51,7 +51,7 @@ LOCAL_PROBING = {
     ("probing.demo", "probing.features.extract"),
     ("probing.demo", "probing.features.store"),
     ("probing.demo", "probing.generation.refusal"),
-    ("probing.demo", "probing.grafting.cli"),
+    ("probing.demo", "probing.grafting.run"),
     ("probing.demo", "probing.lens.cli"),
     ("probing.demo", "probing.models"),
     ("probing.demo", "probing.probes.weak"),
@@ -314,14 +314,14 @@ def test_commands_that_train_nothing_start_without_lightning():
 
     commands = [
         "probing.cli",
-        "probing.features.extract_cli",
+        "probing.features.extract",
         "probing.features.info",
-        "probing.features.merge_cli",
+        "probing.features.shards",
         "probing.lens.cli",
         "probing.generation.refusal",
-        "probing.grafting.cli",
+        "probing.grafting.run",
         "probing.compare.cli",
-        "probing.models.cache_cli",
+        "probing.models.cache",
     ]
     code = f"import sys\nfor m in {commands!r}: __import__(m)\nprint('lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
