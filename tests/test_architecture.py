@@ -74,7 +74,8 @@ LOCAL_PROBING = {
 }
 
 # Drivers (argv in, files out) sit above the library: no library module imports one. Known
-# exceptions, to go with issue 13 item 1 (compare calls library functions, not argv lists).
+# exception: compare fits its probes through `fit_probes` (typed values, no argv words), which is the
+# Lightning CLI's own fit and so lives beside it.
 DRIVER_IMPORTS_KNOWN = {("probing.compare.run", "probing.training.cli")}
 
 
