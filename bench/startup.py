@@ -7,9 +7,9 @@ interleaved so that load changes hit all of them:
   lightning      python -c "import lightning.pytorch.cli"  (third-party floor of `probing fit`:
                  lightning imports torchmetrics, which imports transformers, scipy.signal, matplotlib)
   fit --help     probing fit --help  (imports + the LightningCLI parser)
-  graft (eager)  python -c "import probing.grafting.callback, probing.grafting.cli": the import of
+  graft (eager)  python -c "import probing.grafting.callback, probing.grafting.run": the import of
                  `probing graft` as it was, with GraftingCallback (Lightning) imported eagerly
-  graft          python -c "import probing.grafting.cli": the import of `probing graft` now
+  graft          python -c "import probing.grafting.run": the import of `probing graft` now
   fit            probing fit on the paper's file (linear + MLP heads on all layers, full batch, 70/30
                  split, no logger/checkpoints, test after fit) — as bench/probes.py runs it
   weak           probing weak on the same file and split (the paper's per-layer SVM + MLP(100))
@@ -60,8 +60,8 @@ def variants(features: Path, work: Path) -> dict[str, list[str]]:
         "torch": [PY, "-c", "import torch"],
         "lightning": [PY, "-c", "import lightning.pytorch.cli"],
         "fit --help": [*PROBING, "fit", "--help"],
-        "graft (eager)": [PY, "-c", "import probing.grafting.callback, probing.grafting.cli"],
-        "graft": [PY, "-c", "import probing.grafting.cli"],
+        "graft (eager)": [PY, "-c", "import probing.grafting.callback, probing.grafting.run"],
+        "graft": [PY, "-c", "import probing.grafting.run"],
         "fit": [*PROBING, "fit", "--config", str(config)],
         "weak": [
             *PROBING,

@@ -1,7 +1,7 @@
 """The `probing` console script: one dispatcher for every stage.
 
-`probing extract|info|weak|...` go to small jsonargparse front ends; `probing fit|validate|test|predict`
-go to the Lightning CLI. User errors (:class:`ProbingError`) print one line and exit 2; bugs keep
+`COMMANDS` is the registry: per command its light config parse, the library function that takes the
+config, and its description; `probing fit|validate|test|predict` go to the Lightning CLI. User errors (:class:`ProbingError`) print one line and exit 2; bugs keep
 their traceback.
 """
 
@@ -13,80 +13,130 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from probing.errors import ProbingError
 
 log = logging.getLogger("probing")
 
-# name -> "module:function"; each function takes the remaining argv and returns an exit code.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "extract": (
-        "probing.features.extract_cli:run",
+
+@dataclass(frozen=True)
+class Command:
+    """One row of the registry; every target is ``"module:function"``, imported only when used.
+
+    ``config``: the light parse (``argv -> typed config``; no torch, Lightning or scikit-learn, so
+    ``--help`` and ``--print_config``, which it answers itself, take a fraction of a second).
+    ``run``: the library function that takes that config (its model is loaded there, after the
+    model-free checks). ``report``: what the command line does with ``run``'s result, ``(cfg,
+    result) -> exit code | None``; without it the exit code is 0.
+    """
+
+    config: str
+    run: str
+    description: str
+    report: str | None = None
+
+
+# The Lightning commands go through the training CLI (a thin LightningCLI) with their argv;
+# `config` answers `--help`/`--print_config` with a short help, and returns for anything else.
+TRAINER_COMMANDS = {"fit", "validate", "test", "predict"}
+_TRAINER = ("probing.training.help:answer", "probing.training.cli:run")
+COMMANDS: dict[str, Command] = {
+    "extract": Command(
+        "probing.features.extract_config:parse",
+        "probing.features.extract:extract",
         "extract per-layer activations to an HDF5 feature file",
     ),
-    "info": ("probing.features.info:run", "summarise a feature file"),
-    "merge": (
-        "probing.features.merge_cli:run",
+    "info": Command(
+        "probing.features.info_config:parse",
+        "probing.features.info:info",
+        "summarise a feature file",
+        report="probing.outputs:echo",
+    ),
+    "merge": Command(
+        "probing.features.merge_config:parse",
+        "probing.features.shards:merge",
         "merge the shards of a sharded extraction into one file",
     ),
-    "fit": ("probing.training.cli:run", "train probes on all layers (Lightning CLI)"),
-    "validate": ("probing.training.cli:run", "validate trained probes (Lightning CLI)"),
-    "test": (
-        "probing.training.cli:run",
-        "test trained probes, write per-layer metrics (Lightning CLI)",
+    "fit": Command(*_TRAINER, "train probes on all layers (Lightning CLI)"),
+    "validate": Command(*_TRAINER, "validate trained probes (Lightning CLI)"),
+    "test": Command(*_TRAINER, "test trained probes, write per-layer metrics (Lightning CLI)"),
+    "predict": Command(*_TRAINER, "per-prompt, per-layer probabilities (Lightning CLI)"),
+    "weak": Command(
+        "probing.probes.weak_config:parse",
+        "probing.probes.weak:run_weak",
+        "the paper's per-layer linear SVM and MLP(100) baselines",
     ),
-    "predict": ("probing.training.cli:run", "per-prompt, per-layer probabilities (Lightning CLI)"),
-    "weak": ("probing.probes.weak:run", "the paper's per-layer linear SVM and MLP(100) baselines"),
-    "generalize": (
-        "probing.generalize.cli:run",
+    "generalize": Command(
+        "probing.generalize.config:parse",
+        "probing.generalize.cli:generalize",
         "leave-one-source-out / train→test matrices: do probes generalise to unseen sources?",
     ),
-    "directions": (
-        "probing.directions.cli:run",
+    "directions": Command(
+        "probing.directions.config:parse",
+        "probing.directions.cli:directions",
         "difference-in-means directions per layer, position and label set, their held-out AUROC",
     ),
-    "lens": (
-        "probing.lens.cli:run",
+    "lens": Command(
+        "probing.lens.config:parse",
+        "probing.lens.cli:lens",
         "logit-lens emotion analysis and Top-K Intermediate Consistency",
     ),
-    "refusal": (
-        "probing.generation.refusal:run",
+    "refusal": Command(
+        "probing.generation.refusal_config:parse",
+        "probing.generation.refusal:refusal",
         "refusal rate per class (greedy continuations, keyword judge)",
     ),
-    "graft": ("probing.grafting.cli:run", "logit-grafting sweep over layers"),
-    "monitor": ("probing.monitor.cli:run", "screen prompts with a trained probe before generating"),
-    "compare": (
-        "probing.compare.cli:run",
+    "graft": Command(
+        "probing.grafting.config:parse",
+        "probing.grafting.run:sweep",
+        "logit-grafting sweep over layers",
+    ),
+    "monitor": Command(
+        "probing.monitor.config:parse",
+        "probing.monitor.cli:monitor",
+        "screen prompts with a trained probe before generating",
+        report="probing.monitor.output:report",
+    ),
+    "compare": Command(
+        "probing.compare.spec:parse",
+        "probing.compare.run:compare",
         "the paper's accuracy grid across models and prompt formats",
+        report="probing.compare.cli:report",
     ),
-    "demo": ("probing.demo:run", "the whole pipeline on the embedded models, ending in a report"),
-    "cache": (
-        "probing.models.cache_cli:run",
+    "demo": Command(
+        "probing.demo_config:parse",
+        "probing.demo:run_demo",
+        "the whole pipeline on the embedded models, ending in a report",
+    ),
+    "cache": Command(
+        "probing.models.cache_config:parse",
+        "probing.models.cache:manage",
         "list or clear (--clear true) the GGUF models converted into the model cache",
+        report="probing.outputs:echo",
     ),
 }
-TRAINER_COMMANDS = {"fit", "validate", "test", "predict"}
-# `--help` and `--print_config` are answered by these light functions (the command's own parse, from
-# its config module; the Trainer commands' short help) before the command's module and its torch,
-# Lightning or scikit-learn are imported: `probing COMMAND --help` takes well under 2 s.
-HELP: dict[str, str] = {
-    "extract": "probing.features.extract_config:parse",
-    "weak": "probing.probes.weak_config:parse",
-    "generalize": "probing.generalize.config:parse",
-    "directions": "probing.directions.config:parse",
-    "lens": "probing.lens.config:parse",
-    "refusal": "probing.generation.refusal_config:parse",
-    "graft": "probing.grafting.config:parse",
-    "monitor": "probing.monitor.config:parse",
-    "compare": "probing.compare.spec:parse",
-    "demo": "probing.demo_config:parse",
-    **{name: "probing.training.help:answer" for name in TRAINER_COMMANDS},
-}
 
 
-def _load(target: str) -> Callable[[list[str]], int | None]:
+def load(target: str) -> Callable[..., Any]:
+    """The function named by a registry target ``"module:function"``."""
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def run_command(name: str, args: Sequence[str]) -> int:
+    """Parse ``args`` with the command's light config parse, run its library function with the
+    config, and turn the result into an exit code (raises :class:`ProbingError` for user errors)."""
+    command = COMMANDS[name]
+    if name in TRAINER_COMMANDS:
+        argv = [name, *args]
+        if _asks_for_help(args):
+            load(command.config)(argv)  # exits after printing; returns when it did not apply
+        return int(load(command.run)(argv) or 0)
+    cfg = load(command.config)(list(args))  # answers --help / --print_config itself (exits)
+    result = load(command.run)(cfg)
+    return int(load(command.report)(cfg, result) or 0) if command.report else 0
 
 
 def _asks_for_help(args: Sequence[str]) -> bool:
@@ -102,7 +152,7 @@ def _usage() -> str:
         "",
         "commands:",
     ]
-    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {c.description}" for name, c in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -169,13 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"probing: unknown command {name!r}; expected one of {', '.join(COMMANDS)}\n"
         )
         return 2
-    target = COMMANDS[name][0]
-    argv = [name, *rest] if name in TRAINER_COMMANDS else rest
     try:
         with _one_line_config_errors(name):
-            if name in HELP and _asks_for_help(rest):
-                _load(HELP[name])(argv)  # exits after printing; returns when it did not apply
-            code = _load(target)(argv)
+            code = run_command(name, rest)
     except ProbingError as err:
         sys.stderr.write(f"probing {name}: error: {err}\n")
         return 2

@@ -17,10 +17,11 @@ from typing import Any
 from probing import demo_generalise as generalise
 from probing import demo_words as words
 from probing.config import load_config
-from probing.demo_config import DemoConfig, parse
+from probing.demo_config import DemoConfig
 from probing.demo_report import alignment_report, probing_report, write_report
 from probing.demo_run import Demo
 from probing.errors import ProbingError
+from probing.grafting.config import GraftConfig
 from probing.outputs import check_output_folder
 from probing.resources import builtin_path
 
@@ -149,7 +150,7 @@ def probing_side(demo: Demo) -> None:
 def alignment_side(demo: Demo) -> None:
     from probing.features.extract import ExtractConfig, extract
     from probing.generation.refusal import RefusalConfig, refusal
-    from probing.grafting.cli import GraftConfig, sweep
+    from probing.grafting.run import sweep
     from probing.models import ModelConfig, load_model, resolve_model
 
     cfg = demo.cfg
@@ -272,8 +273,3 @@ def run_demo(cfg: DemoConfig) -> Path:
     path = write_report(demo)
     log.info("demo finished in %.0f s: %s", sum(demo.timings.values()), path)
     return path
-
-
-def run(argv: list[str]) -> int:
-    run_demo(parse(argv))
-    return 0

@@ -4,6 +4,7 @@ costs no model load (and no hour of generation before the write fails)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from probing.errors import ProbingError
@@ -52,3 +53,8 @@ def check_output_folder(path: str | os.PathLike, option: str = "--output") -> No
             )
         return
     _nearest_folder(out, option)
+
+
+def echo(cfg: object, text: str) -> None:
+    """A command's text result (``probing info``, ``probing cache``) to standard output."""
+    sys.stdout.write(text + "\n")

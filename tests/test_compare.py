@@ -16,8 +16,7 @@ import yaml
 from featurefactory import single_thread  # noqa: F401 (autouse fixture)
 from tiny import save_tiny
 
-from probing.cli import COMMANDS, main
-from probing.compare.cli import parse
+from probing.cli import main
 from probing.compare.run import (
     METRIC_COLUMNS,
     SUMMARY_COLUMNS,
@@ -27,6 +26,7 @@ from probing.compare.run import (
     first_crossing,
     summarize,
 )
+from probing.compare.spec import parse
 from probing.features.extract import ExtractConfig, extract
 from probing.models.assemble import Part
 from probing.models.builtin import BUILTIN_MODELS, BuiltinModel
@@ -40,9 +40,7 @@ N = 40
 
 
 @pytest.fixture(autouse=True)
-def _compare_command(monkeypatch):
-    """Until ``compare`` is in probing.cli.COMMANDS (harmless once it is)."""
-    monkeypatch.setitem(COMMANDS, "compare", ("probing.compare.cli:run", "compare"))
+def _quiet(monkeypatch):
     monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
 
 

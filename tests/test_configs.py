@@ -81,39 +81,39 @@ def check_sweep_config(path: Path) -> None:
 
 
 def check_extract_config(path: Path) -> None:
-    from probing.features.extract_cli import parse
+    from probing.features.extract_config import parse
 
     cfg = parse(["--config", str(path)])
     assert cfg.prompts and cfg.output.endswith(".h5") and cfg.model.name
 
 
 def check_refusal_config(path: Path) -> None:
-    from probing.generation.refusal import parse
+    from probing.generation.refusal_config import parse
 
     assert parse(["--config", str(path)]).prompts
 
 
 def check_monitor_config(path: Path) -> None:
-    from probing.monitor.cli import parse
+    from probing.monitor.config import parse
 
     parse(["--config", str(path)])
 
 
 def check_generalize_config(path: Path) -> None:
-    from probing.generalize.cli import parse
+    from probing.generalize.config import parse
 
     cfg = parse(["--config", str(path)])
     assert cfg.features and (cfg.loso or cfg.matrix)
 
 
 def check_compare_config(path: Path) -> None:
-    from probing.compare.cli import parse
+    from probing.compare.spec import parse
 
     assert parse(["--config", str(path)]).runs
 
 
 def check_graft_config(path: Path) -> None:
-    from probing.grafting.cli import parse
+    from probing.grafting.config import parse
 
     cfg = parse(["--config", str(path)])
     assert cfg.features and cfg.target_class

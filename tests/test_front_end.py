@@ -13,9 +13,9 @@ import yaml
 
 from probing.cli import COMMANDS, entry, main
 from probing.errors import ProbingError
-from probing.features.info import parse as parse_info
-from probing.features.merge_cli import parse as parse_merge
-from probing.monitor.cli import parse as parse_monitor
+from probing.features.info_config import parse as parse_info
+from probing.features.merge_config import parse as parse_merge
+from probing.monitor.config import parse as parse_monitor
 
 
 def _exit_code(argv: list[str]) -> tuple[int, str]:

@@ -203,7 +203,8 @@ def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
 
     from probing.data import ActivationDataModule
     from probing.monitor import load_probe
-    from probing.monitor.cli import MonitorConfig, monitor
+    from probing.monitor.cli import monitor
+    from probing.monitor.config import MonitorConfig
     from probing.monitor.probe import choose_layer
     from probing.probes import LinearProbe
 
@@ -322,7 +323,7 @@ def test_generalize_logs_a_wandb_table_offline(tmp_path, monkeypatch):
 
 
 def test_features_take_several_files_shell_style(tmp_path):
-    from probing.generalize.cli import parse
+    from probing.generalize.config import parse
 
     assert parse(["--features", "a.h5", "b.h5", "--output", "o"]).features == ["a.h5", "b.h5"]
     assert parse(["--features", "[a.h5, b.h5]"]).features == ["a.h5", "b.h5"]

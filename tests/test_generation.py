@@ -11,18 +11,18 @@ import torch
 from tiny import save_tiny, tiny_lm
 
 import probing.generation.refusal as refusal_mod
+from probing.cli import run_command
 from probing.errors import ProbingError
 from probing.generation import Generation, stop_token_ids
 from probing.generation.generate import generate
 from probing.generation.refusal import (
     CONTINUATION_CHARS,
     RefusalConfig,
-    parse,
     refusal,
-    run,
     summarize,
     table,
 )
+from probing.generation.refusal_config import parse
 from probing.prompts import PromptSource, load_prompts, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_cli_end_to_end_on_a_saved_tiny_model(tmp_path, prompt_files):
         f"  - path: {good}\n    label: normal\n    limit: 2\noutput: {tmp_path / 'out'}\n"
         "max_new_tokens: 5\nbatch_size: 3\n"
     )
-    assert run(["--config", str(cfg), "--progress", "false"]) == 0
+    assert run_command("refusal", ["--config", str(cfg), "--progress", "false"]) == 0
     summary = json.loads((tmp_path / "out" / "refusal_summary.json").read_text())
     assert {k: v["n"] for k, v in summary["classes"].items()} == {"malicious": 5, "normal": 2}
     assert summary["model"]["model"] == str(model) and summary["config"]["batch_size"] == 3
@@ -209,9 +209,14 @@ def test_cli_end_to_end_on_a_saved_tiny_model(tmp_path, prompt_files):
 def test_cli_user_errors(tmp_path, prompt_files):
     bad, _ = prompt_files
     with pytest.raises(ProbingError, match="--max_new_tokens must be >= 1"):
-        run(["--prompts", json.dumps([{"path": str(bad)}]), "--max_new_tokens", "0"])
+        run_command(
+            "refusal", ["--prompts", json.dumps([{"path": str(bad)}]), "--max_new_tokens", "0"]
+        )
     with pytest.raises(ProbingError, match="judge file .* does not exist"):
-        run(["--prompts", json.dumps([{"path": str(bad)}]), "--judge", str(tmp_path / "no.yaml")])
+        run_command(
+            "refusal",
+            ["--prompts", json.dumps([{"path": str(bad)}]), "--judge", str(tmp_path / "no.yaml")],
+        )
 
 
 @pytest.mark.parametrize("name", ["qwen", "smollm2"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from probing.cli import COMMANDS, HELP, main
+from probing.cli import COMMANDS, TRAINER_COMMANDS, main
 from probing.training.help import short_help
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,14 +56,47 @@ def test_print_config_of_a_light_command_imports_no_heavy_library(tmp_path):
     assert (code, heavy) == (0, set())
 
 
-def test_every_help_function_is_the_commands_own_parse():
-    """The light function answering ``--help`` is the very parse the command runs with."""
-    for name, target in HELP.items():
-        module, func = target.split(":")
-        if func != "parse":
+def test_every_help_function_is_the_commands_own_parse(monkeypatch):
+    """The light function answering ``--help`` is the very parse the command runs with: the
+    dispatcher parses once with the registry's ``config`` and hands that config to ``run``."""
+    for name, command in COMMANDS.items():
+        if name in TRAINER_COMMANDS:
             continue
-        command = importlib.import_module(COMMANDS[name][0].split(":")[0])
-        assert command.parse is getattr(importlib.import_module(module), func), name
+        seen = []
+        for field, fake in (
+            (
+                "config",
+                lambda argv, name=name, seen=seen: seen.append(("parse", list(argv))) or name,
+            ),
+            ("run", lambda cfg, seen=seen: seen.append(("run", cfg)) or "result"),
+        ):
+            module, func = getattr(command, field).split(":")
+            monkeypatch.setattr(importlib.import_module(module), func, fake)
+        if command.report:
+            module, func = command.report.split(":")
+            report = lambda cfg, result, seen=seen: seen.append(("report", cfg, result))  # noqa: E731
+            monkeypatch.setattr(importlib.import_module(module), func, report)
+        assert main([name, "a", "--b", "c"]) == 0, name
+        expected = [("parse", ["a", "--b", "c"]), ("run", name)]
+        assert seen == expected + ([("report", name, "result")] if command.report else []), name
+        monkeypatch.undo()
+
+
+def test_registry_targets_exist_and_parses_are_light():
+    """Every target names a function; importing every ``config`` module imports no heavy library."""
+    code = (
+        "import importlib, sys\n"
+        "from probing.cli import COMMANDS\n"
+        "for c in COMMANDS.values():\n"
+        "    m, f = c.config.split(':'); assert callable(getattr(importlib.import_module(m), f)), m\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+    for name, command in COMMANDS.items():
+        for target in filter(None, (command.run, command.report)):
+            module, func = target.split(":")
+            assert callable(getattr(importlib.import_module(module), func)), (name, target)
 
 
 def _stdout(argv: list[str]) -> str:

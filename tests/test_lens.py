@@ -12,12 +12,14 @@ import pytest
 import yaml
 from tiny import save_tiny, tiny_lm, tiny_tokenizer
 
+from probing.cli import run_command
 from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
 from probing.features.store import RowTable
 from probing.features.writer import FeatureWriter
 from probing.lens import cli
 from probing.lens.analysis import analyse, analyse_arrays, decode_tokens, label, softmax
+from probing.lens.config import parse
 from probing.lens.emotions import (
     EmotionLists,
     default_emotions_path,
@@ -317,7 +319,7 @@ def test_cli_end_to_end_on_a_tiny_model(tiny_file, tmp_path):
     path, model = tiny_file
     out = tmp_path / "out"
     argv = [str(path), "--output", str(out), "--model.name", str(model), "--top", "4"]
-    assert cli.run([*argv, "--layers", "[0, -1]"]) == 0
+    assert run_command("lens", [*argv, "--layers", "[0, -1]"]) == 0
     files = {p.name for p in out.iterdir()}
     assert files == {
         "lens_consistency.csv",
@@ -341,7 +343,7 @@ def test_cli_end_to_end_on_a_tiny_model(tiny_file, tmp_path):
     assert sum(x.startswith("| 1 | ") for x in lines) == 2
     # a tokenizer object passed in (tests, notebooks) does the same without --tokenizer
     out2 = tmp_path / "out2"
-    cli.run([str(path), "--output", str(out2), "--top", "4"], tokenizer=tiny_tokenizer())
+    cli.lens(parse([str(path), "--output", str(out2), "--top", "4"]), tiny_tokenizer())
     assert (out2 / "lens_top_tokens.csv").read_text() == (out / "lens_top_tokens.csv").read_text()
 
 
@@ -354,23 +356,23 @@ def test_bad_class_layer_position_top(tiny_file, tmp_path):
     with pytest.raises(
         ProbingError, match=r"--classes 'jailbreak' is not a class .*normal, malicious"
     ):
-        cli.run([*base, "--classes", "[jailbreak]"])
+        run_command("lens", [*base, "--classes", "[jailbreak]"])
     with pytest.raises(ProbingError, match=r"--layers: layer 4 is out of range.*0\.\.3"):
-        cli.run([*base, "--layers", "[1, 4]"])
+        run_command("lens", [*base, "--layers", "[1, 4]"])
     with pytest.raises(ProbingError, match=r"--position=1 is out of range.*1 position"):
-        cli.run([*base, "--position", "1"])
+        run_command("lens", [*base, "--position", "1"])
     with pytest.raises(ProbingError, match=r"--position='inst' is not a position .*\['last'\]"):
-        cli.run([*base, "--position", "inst"])
+        run_command("lens", [*base, "--position", "inst"])
     with pytest.raises(ProbingError, match="--top must be >= 1"):
-        cli.run([*base, "--top", "0"])
+        run_command("lens", [*base, "--top", "0"])
 
 
 def test_in_memory_model_needs_a_tokenizer_and_wrong_tokenizer_is_caught(tiny_file, tmp_path):
     path, _ = tiny_file
     with pytest.raises(ProbingError, match="in-memory model 'tiny-llama'.*--model.name"):
-        cli.run([str(path), "--output", str(tmp_path)])
+        run_command("lens", [str(path), "--output", str(tmp_path)])
     with pytest.raises(ProbingError, match=r"lens token id \d+ but the tokenizer has only 11"):
-        cli.run([str(path), "--output", str(tmp_path)], tokenizer=StubTokenizer())
+        cli.lens(parse([str(path), "--output", str(tmp_path)]), StubTokenizer())
 
 
 @pytest.mark.parametrize(
@@ -433,7 +435,9 @@ def test_real_model_lens_decodes_real_words(shared_data, tmp_path):
     )
     path = extract(cfg)
     out = tmp_path / "out"
-    assert cli.run([str(path), "--output", str(out)]) == 0  # tokenizer from the file's metadata
+    assert (
+        run_command("lens", [str(path), "--output", str(out)]) == 0
+    )  # tokenizer from the file's metadata
     with open(out / "lens_top_tokens.csv", newline="", encoding="utf-8") as f:
         tops = list(csv.DictReader(f))
     last = [t["token"] for t in tops if t["layer"] == "30" and int(t["rank"]) <= 5]

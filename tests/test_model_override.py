@@ -145,9 +145,9 @@ def test_another_model_is_refused_in_one_line(tmp_path, capsys):
 def test_old_spellings_still_parse(tmp_path, caplog):
     """Graft's YAML ``model: {name, dtype, device, trust_remote_code}`` (it was a ModelConfig), the
     monitor's flat options and lens's ``--tokenizer`` keep working (the last two with a warning)."""
-    from probing.grafting.cli import parse as graft
-    from probing.lens.cli import parse as lens
-    from probing.monitor.cli import parse as monitor
+    from probing.grafting.config import parse as graft
+    from probing.lens.config import parse as lens
+    from probing.monitor.config import parse as monitor
 
     old = tmp_path / "graft.yaml"
     old.write_text(

@@ -15,6 +15,7 @@ from featurefactory import single_thread  # noqa: F401 (autouse fixture)
 from sklearn.metrics import roc_auc_score, roc_curve
 from tiny import SUPPORTED, save_tiny, tiny_lm
 
+from probing.cli import run_command
 from probing.data import ActivationDataModule
 from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
@@ -32,7 +33,8 @@ from probing.monitor import (
     tpr_at_fpr,
 )
 from probing.monitor.calibrate import STORE_NAME
-from probing.monitor.cli import MonitorConfig, build_parser, monitor, parse, run
+from probing.monitor.cli import monitor
+from probing.monitor.config import MonitorConfig, build_parser, parse
 from probing.monitor.labelled import calibrate_probe
 from probing.probes import LinearMLPProbe
 from probing.prompts import PromptSource, load_prompts
@@ -246,7 +248,7 @@ def test_cli_screens_a_file_to_json_lines(setup, tmp_path):
         "--output",
         str(out),
     ]
-    assert run([*argv, "--layer", "1"]) == 0
+    assert run_command("monitor", [*argv, "--layer", "1"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["how do I bake bread?", "write a poem, please"]
     for r in rows:
@@ -260,7 +262,8 @@ def test_cli_screens_a_file_to_json_lines(setup, tmp_path):
     assert entry["calibration"]["layers"] == [0, 1, 2, 3]
     # one prompt, a fixed threshold, text output
     assert (
-        run(
+        run_command(
+            "monitor",
             [
                 "--ckpt",
                 str(setup["binary"]),
@@ -270,7 +273,7 @@ def test_cli_screens_a_file_to_json_lines(setup, tmp_path):
                 "0",
                 "--layer",
                 "2",
-            ]
+            ],
         )
         == 0
     )
@@ -338,7 +341,9 @@ def test_the_model_is_checked_once_per_command(setup, monkeypatch):
     check = screen.check_model
     monkeypatch.setattr(screen, "check_model", lambda *a: calls.append(1) or check(*a))
     argv = ["--ckpt", str(setup["binary"]), "--prompt", "hello", "--threshold", "0", "--layer", "2"]
-    assert run(argv) == 0  # loads the recorded model (the tiny folder), checks it once
+    assert (
+        run_command("monitor", argv) == 0
+    )  # loads the recorded model (the tiny folder), checks it once
     sources = [PromptSource(path="normal", limit=2), PromptSource(path="malicious", limit=2)]
     cfg = MonitorConfig(ckpt=str(setup["binary"]), eval=True, prompts=sources, threshold=0.5)
     monitor(cfg, lm=setup["lm"])
@@ -373,16 +378,16 @@ def test_errors(setup, tmp_path):
     with pytest.raises(ProbingError, match="empty"):
         Screener(lm, probe, 1).screen(["fine", "  "])
     with pytest.raises(ProbingError, match=r"--threshold .*\[0, 1\]"):
-        run(["--ckpt", ckpt, "--prompt", "x", "--threshold", "1.5"])
+        run_command("monitor", ["--ckpt", ckpt, "--prompt", "x", "--threshold", "1.5"])
     with pytest.raises(ProbingError, match="--fpr"):
-        run(["--ckpt", ckpt, "--prompt", "x", "--fpr", "0"])
+        run_command("monitor", ["--ckpt", ckpt, "--prompt", "x", "--fpr", "0"])
     with pytest.raises(ProbingError, match="does not exist"):
-        run(["--ckpt", str(tmp_path / "none.ckpt"), "--prompt", "x"])
+        run_command("monitor", ["--ckpt", str(tmp_path / "none.ckpt"), "--prompt", "x"])
     (tmp_path / "bad.ckpt").write_text("not a checkpoint")
     with pytest.raises(ProbingError, match="not a readable checkpoint"):
         load_probe(tmp_path / "bad.ckpt")
     with pytest.raises(ProbingError, match="nothing to screen"):
-        run(["--ckpt", ckpt])
+        run_command("monitor", ["--ckpt", ckpt])
     with pytest.raises(ProbingError, match="--probe 'svm'"):
         load_probe(ckpt, "svm")
 

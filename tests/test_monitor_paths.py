@@ -13,9 +13,9 @@ import pytest
 import torch
 from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
 
+from probing.cli import run_command
 from probing.data import ActivationDataModule
 from probing.monitor import load_probe
-from probing.monitor.cli import run
 from probing.monitor.probe import DATA_STATE_KEY
 from probing.probes import LinearProbe
 
@@ -71,7 +71,7 @@ def test_monitor_from_another_folder_uses_the_training_file(project, caplog):
     # --eval on the training file's test split, from folder b (no model needed)
     out = b / "report.json"
     argv = ["--ckpt", str(moved), "--eval", "--json", "--output", str(out), "--bootstrap", "0"]
-    assert run(argv) == 0
+    assert run_command("monitor", argv) == 0
     report = json.loads(out.read_text())
     assert report["checkpoint"] == str(moved) and report["layers"]
 

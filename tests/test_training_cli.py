@@ -16,6 +16,7 @@ import yaml
 from featurefactory import make_feature_file, single_thread  # noqa: F401 (autouse fixture)
 
 from probing.cli import main
+from probing.errors import ProbingError
 from probing.probes.wandb_utils import wandb_mode
 from probing.training.cli import build_cli
 
@@ -338,3 +339,12 @@ def test_fit_probes_is_probing_fit_as_a_function(workdir, feat, caplog):
     # the run's log: probing's lines and Lightning's own, without its hosted-logger advertisement
     assert "best layer on val" in caplog.text and "Seed set to" in caplog.text
     assert "litlogger" not in caplog.text
+
+
+def test_fit_probes_refuses_an_override_below_a_value(workdir):
+    from probing.training.cli import fit_probes
+
+    with pytest.raises(
+        ProbingError, match=r"override 'trainer.max_epochs.x': 'max_epochs' in .* is not a mapping"
+    ):
+        fit_probes(LINEAR, {"trainer.max_epochs.x": 1})

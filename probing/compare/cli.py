@@ -10,25 +10,25 @@ from __future__ import annotations
 import logging
 import sys
 
-from probing.compare.run import compare
-from probing.compare.spec import CompareConfig, parse
+from probing.compare.run import CompareResult, compare
+from probing.compare.spec import CompareConfig
 from probing.errors import ProbingError
 
 log = logging.getLogger(__name__)
 
 
-__all__ = ["parse", "run", "run_compare"]
-
-
-def run(argv: list[str]) -> int:
-    """``probing compare ...``; returns 0, or 1 when some runs failed."""
-    return run_compare(parse(argv))
+__all__ = ["report", "run_compare"]
 
 
 def run_compare(cfg: CompareConfig) -> int:
     """Compare and log each run's summary; returns 0, or 1 when some runs failed; raises
     :class:`ProbingError` when every run failed."""
-    result = compare(cfg)
+    return report(cfg, compare(cfg))
+
+
+def report(cfg: CompareConfig, result: CompareResult) -> int:
+    """``probing compare``'s ending: log each run's summary; returns 0, or 1 when some runs failed;
+    raises :class:`ProbingError` when every run failed."""
     for s in result.summary:
         if s["status"] == "ok":
             first = "never" if s["first_layer"] is None else f"layer {s['first_layer']}"

@@ -14,7 +14,7 @@ from typing import Any
 from probing.directions import locate as located
 from probing.directions import report
 from probing.directions.compute import Directions, compute, split_label_set
-from probing.directions.config import DirectionsConfig, parse
+from probing.directions.config import DirectionsConfig
 from probing.directions.labels import label_sets
 from probing.errors import ProbingError
 from probing.features.positions import position_names, resolve_position
@@ -95,8 +95,3 @@ def _log_wandb(cfg: DirectionsConfig, result: Directions, png: Path) -> None:
     tables = {"directions": (report.columns(result), report.rows(result))}
     log_standalone(cfg.wandb_project, cfg.output, "directions", asdict(cfg), tables,
                    {"directions_heatmap": png})  # fmt: skip
-
-
-def run(argv: list[str]) -> int:
-    directions(parse(argv))
-    return 0

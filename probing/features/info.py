@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from probing.config import parse_config
 from probing.features.atomic import being_written, partial_path
+from probing.features.info_config import InfoConfig
 from probing.features.positions import position_names
 from probing.features.store import FeatureFile
 from probing.prompts.sources import source_names
@@ -100,31 +98,7 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class InfoConfig:
-    """Summarise a feature file.
-
-    Args:
-        path: feature file (``.h5``); may be given without ``--path``.
-        json: print JSON instead of text.
-    """
-
-    path: str
-    json: bool = False
-
-
 def info(cfg: InfoConfig) -> str:
     """The summary of ``cfg.path`` as text (or JSON with ``cfg.json``)."""
     summary = summarize(cfg.path)
     return json.dumps(summary, indent=2) if cfg.json else format_summary(summary)
-
-
-def parse(argv: list[str]) -> InfoConfig:
-    return parse_config(
-        InfoConfig, argv, "probing info", "Summarise a feature file.", positional=("path",)
-    )
-
-
-def run(argv: list[str]) -> int:
-    sys.stdout.write(info(parse(argv)) + "\n")
-    return 0

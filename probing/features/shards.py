@@ -17,6 +17,7 @@ import numpy as np
 
 from probing.errors import ProbingError
 from probing.features.atomic import discard_partial, failure_reason
+from probing.features.merge_config import MergeConfig
 from probing.features.store import FORMAT, decode_attrs, encode_attr, read_meta
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -97,6 +98,11 @@ def _check_shards(paths: list[Path]) -> list[dict]:
             + (f"; duplicates {dupes}" if dupes else "")
         )
     return metas
+
+
+def merge(cfg: MergeConfig) -> Path:
+    """``probing merge``: write the merged file of ``cfg.shards``; returns its path."""
+    return merge_shards(cfg.shards, cfg.output, overwrite=cfg.overwrite)
 
 
 def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = False) -> Path:

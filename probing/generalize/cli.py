@@ -13,7 +13,7 @@ from typing import Any
 
 from probing.errors import ProbingError
 from probing.generalize import report
-from probing.generalize.config import GeneralizeConfig, parse
+from probing.generalize.config import GeneralizeConfig
 from probing.generalize.data import load_block
 from probing.generalize.matrix import Fold, loso_folds, matrix_folds, run_fold
 from probing.probes import above_words
@@ -126,8 +126,3 @@ def _log_wandb(
     }
     log_standalone(cfg.wandb_project, cfg.output, "generalize", vars(cfg), tables,
                    {"generalization_heatmap": png})  # fmt: skip
-
-
-def run(argv: list[str]) -> int:
-    generalize(parse(argv))
-    return 0

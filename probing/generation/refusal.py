@@ -25,7 +25,7 @@ from probing.features.store import FeatureFile
 from probing.generation.generate import generate
 from probing.generation.intervals import wilson
 from probing.generation.judge import KeywordJudge, default_judge_path, load_judge
-from probing.generation.refusal_config import RefusalConfig, parse
+from probing.generation.refusal_config import RefusalConfig
 from probing.generation.verdicts import Verdicts, join_verdicts, read_verdicts, verdict_identity
 from probing.models.load import LoadedModel, load_model
 from probing.outputs import check_output_folder
@@ -150,9 +150,13 @@ def write(cfg: RefusalConfig, result: RefusalResult, meta: dict[str, Any]) -> Pa
     return folder
 
 
-def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
-    """Run the evaluation, write the files, log the table."""
+def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult | None:
+    """Run the evaluation, write the files, log the table. With ``cfg.verdicts``, join those stored
+    verdicts into ``cfg.features`` instead (no model, no generation; returns None)."""
     _validate(cfg)
+    if cfg.verdicts:
+        join_verdicts(cfg.features, read_verdicts(cfg.verdicts))
+        return None
     if cfg.features:
         FeatureFile(cfg.features).close()  # a missing or damaged file fails before generating
     judge = load_judge(cfg.judge)
@@ -183,13 +187,3 @@ def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult:
         verdicts.provenance = {k: meta[k] for k in ("judge", "max_new_tokens", "decoding")}
         join_verdicts(cfg.features, verdicts)
     return result
-
-
-def run(argv: list[str]) -> int:
-    cfg = parse(argv)
-    if cfg.verdicts:
-        _validate(cfg)
-        join_verdicts(cfg.features, read_verdicts(cfg.verdicts))
-    else:
-        refusal(cfg)
-    return 0

@@ -8,7 +8,7 @@ from typing import Any
 
 from probing.layers import resolve_layers
 from probing.lens.analysis import analyse, file_tokenizer, select_classes
-from probing.lens.config import LensConfig, parse
+from probing.lens.config import LensConfig
 from probing.lens.emotions import load_emotions
 from probing.lens.plots import plot_all
 from probing.lens.report import SUMMARY_NAME, summary_layers, summary_markdown, write_csvs
@@ -57,9 +57,3 @@ def lens(cfg: LensConfig, tokenizer: Any = None) -> list[Path]:
     log.info("wrote %s", ", ".join(p.name for p in paths))
     log.info("results in %s", out)
     return paths
-
-
-def run(argv: list[str], tokenizer: Any = None) -> int:
-    """CLI entry; ``tokenizer`` (tests, notebooks) overrides the one named by the file or --model.name."""
-    lens(parse(argv), tokenizer)
-    return 0

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from probing.models.assemble import cache_dir
+from probing.models.cache_config import CacheConfig
 
 log = logging.getLogger(__name__)
 
@@ -347,3 +348,23 @@ def clear() -> int:
     shutil.rmtree(root)
     log.info("removed %s (%.1f MiB)", root, freed / 2**20)
     return freed
+
+
+def format_entries(found: list[Entry]) -> str:
+    root = converted_dir()
+    if not found:
+        return f"no converted models in {root}"
+    lines = [f"{root}:"]
+    for e in found:
+        state = "ok" if e.valid else "broken or stale (rebuilt on next load)"
+        lines.append(f"  {e.path.name}  {e.size / 2**20:.0f} MiB  {e.gguf_file or '?'}  {state}")
+    total = sum(e.size for e in found)
+    lines.append(f"{len(found)} entries, {total / 2**20:.0f} MiB")
+    return "\n".join(lines)
+
+
+def manage(cfg: CacheConfig) -> str:
+    """``probing cache``: the converted models as text, or (``cfg.clear``) remove them and say so."""
+    if cfg.clear:
+        return f"removed {clear() / 2**20:.0f} MiB from {converted_dir()}"
+    return format_entries(entries())

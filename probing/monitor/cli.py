@@ -17,7 +17,7 @@ from probing.monitor.calibrate import (
     evaluate,
     rates,
 )
-from probing.monitor.config import MonitorConfig, build_parser, parse
+from probing.monitor.config import MonitorConfig
 from probing.monitor.labelled import (
     calibrate_probe,
     choose_layer_cross_source,
@@ -25,7 +25,6 @@ from probing.monitor.labelled import (
     is_feature_file,
     labelled_probs,
 )
-from probing.monitor.output import write_results
 from probing.monitor.probe import LoadedProbe, choose_layer, load_probe
 from probing.monitor.screen import Guarded, Screener, Screening, guarded_generate
 from probing.monitor.words import labelled_prompts, text_report
@@ -33,7 +32,7 @@ from probing.outputs import check_output_file
 from probing.prompts.sources import PromptSource, load_prompts
 
 log = logging.getLogger(__name__)
-__all__ = ["MonitorConfig", "build_parser", "monitor", "parse", "run"]
+__all__ = ["monitor"]
 
 
 def _validate(cfg: MonitorConfig) -> None:
@@ -202,9 +201,3 @@ def _evaluate(
         text_report(probe, scorer, report, (prompts, labels, sources), (scores, cals),
                     cfg.calibrate, cfg.eval_fprs, cfg.bootstrap)  # fmt: skip
     return report
-
-
-def run(argv: list[str]) -> int:
-    cfg = parse(argv)
-    write_results(monitor(cfg), cfg.output, cfg.json)
-    return 0

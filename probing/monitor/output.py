@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from probing.monitor.config import MonitorConfig
 from probing.monitor.screen import Guarded, Screening
 
 log = logging.getLogger(__name__)
@@ -117,3 +118,8 @@ def write_results(
             out.close()
     if output:
         log.info("wrote %s", Path(output))
+
+
+def report(cfg: MonitorConfig, result: list[Screening] | list[Guarded] | dict[str, Any]) -> None:
+    """``probing monitor``'s ending: :func:`write_results` where ``cfg`` says."""
+    write_results(result, cfg.output, cfg.json)

@@ -32,7 +32,7 @@ from probing.errors import ProbingError
 from probing.probes import report
 from probing.probes.metrics import bootstrap_accuracy, layer_metrics
 from probing.probes.text import TEXT, fit_text, text_probs
-from probing.probes.weak_config import WeakConfig, parse
+from probing.probes.weak_config import WeakConfig
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +229,3 @@ def run_weak(cfg: WeakConfig) -> Path:
     )
     log.info("weak classifiers: %s, %s, %s", csv_path, json_path, png)
     return out
-
-
-def run(argv: Sequence[str]) -> int:
-    """``probing weak ...``: train the weak classifiers and write the report; returns 0."""
-    run_weak(parse(argv))
-    return 0

@@ -9,7 +9,6 @@ model. ``fit`` tests the best checkpoint at the end unless ``--test_after_fit fa
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -249,8 +248,9 @@ def _quiet_lightning() -> None:
         rank_zero.addFilter(_NoTips())
 
 
-def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
-    """Parse ``argv`` (subcommand first) and, with ``run``, execute it. Importable for tests."""
+def build_cli(argv: Sequence[str] | dict[str, Any], run: bool = True) -> ProbingCLI:
+    """Parse ``argv`` (subcommand first; or a dict ``{"subcommand": ..., SUB: values}``) and, with
+    ``run``, execute it. Importable for tests."""
     _quiet_lightning()
     with warnings.catch_warnings():
         # the dispatcher passes argv explicitly while sys.argv holds the same words
@@ -274,7 +274,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> ProbingCLI:
             # Lightning's parameter table says little about L heads; --trainer.enable_model_summary true
             trainer_defaults={"enable_model_summary": False},
             parser_kwargs={"prog": "probing"},
-            args=list(argv),
+            args=argv if isinstance(argv, dict) else list(argv),
             run=run,
             auto_configure_optimizers=False,
         )
@@ -292,16 +292,26 @@ def run(argv: Sequence[str]) -> int:
 def fit_probes(config: str | Path, overrides: dict[str, Any] | None = None) -> Path:
     """The library form of ``probing fit``: train the probes of the fit config ``config`` (YAML) with
     dotted ``overrides`` (``{"data.path": "f.h5", "trainer.max_epochs": 5, "trainer.logger": False}``,
-    values typed as in YAML); returns the run folder (metrics, config and checkpoints)."""
-    argv = ["fit", "--config", str(config)]
+    typed values, given to the parser as values, not command-line words); returns the run folder
+    (metrics, config and checkpoints)."""
+    values = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
     for key, value in (overrides or {}).items():
-        text = value if isinstance(value, str) else str(value) if isinstance(value, Path) else None
-        argv.append(f"--{key}={json.dumps(value) if text is None else text}")
+        _set_dotted(values, key, str(value) if isinstance(value, Path) else value, config)
     try:
-        cli = build_cli(argv)
+        cli = build_cli({"subcommand": "fit", "fit": values})
     finally:
         _finish_wandb()
     return wandb_utils.run_dir(cli.trainer)
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any, config: str | Path) -> None:
+    *parents, last = key.split(".")
+    node = values
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ProbingError(f"override {key!r}: {part!r} in {config} is not a mapping")
+    node[last] = value
 
 
 def _finish_wandb() -> None:

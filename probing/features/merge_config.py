@@ -1,12 +1,11 @@
-"""`probing merge SHARD... --output FILE`: one feature file over all shards of a sharded extraction."""
+"""`probing merge SHARD... --output FILE`: its options (light: answers ``--help`` without h5py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from probing.config import parse_config
-from probing.features.shards import merge_shards
 
 DESCRIPTION = (
     "Merge the shard files of one sharded extraction (checked for agreement) into one feature file "
@@ -29,15 +28,5 @@ class MergeConfig:
     overwrite: bool = False
 
 
-def merge(cfg: MergeConfig) -> Path:
-    """Write the merged file; returns its path."""
-    return merge_shards(cfg.shards, cfg.output, overwrite=cfg.overwrite)
-
-
-def parse(argv: list[str]) -> MergeConfig:
+def parse(argv: Sequence[str]) -> MergeConfig:
     return parse_config(MergeConfig, argv, "probing merge", DESCRIPTION, positional=("shards",))
-
-
-def run(argv: list[str]) -> int:
-    merge(parse(argv))
-    return 0
