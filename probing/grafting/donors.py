@@ -1,13 +1,14 @@
 """What a graft puts where: the donor states and target prompts of a feature file, at a named position.
 
-The graft position is a stored position that is a *token* of the prompt (``position_offsets``:
-its distance from the last token): ``last``, ``inst`` or ``post_j`` of a ``--positions template``
-file (or a list holding them), ``last-j`` of a ``last_k`` file. Grafting there replaces that token's state; the ``tail`` (that token and every one
-after it) is what runs differently per condition, the tokens before it are shared.
+The graft position is a stored position that is a *token* of the prompt (``position_offsets``: its
+distance from the last token): ``last``, ``inst`` or ``post_j`` of a ``--positions template`` file
+(or a list holding them), ``last-j`` of a ``last_k`` file. Grafting there replaces that token's
+state; the ``tail`` (that token and every one after it) runs per condition, the tokens before it
+are shared.
 
-Donors: the mean state of a class (``class_mean``), one row (``row``), a vector file (``vector``), or
-the paper's way, ``paired``: each target prompt gets the state of its own donor prompt of the source
-class (a seeded one-to-one draw), so a grafted rate is not the effect of one average vector.
+Donors: the paper's way, ``paired`` (each target prompt gets the state of its own donor prompt of the
+source class, a seeded one-to-one draw, so a grafted rate is not the effect of one average vector),
+the mean state of a class (``class_mean``), one row (``row``) or a vector file (``vector``).
 """
 
 from __future__ import annotations
