@@ -55,7 +55,7 @@ def test_template_positions_on_embedded_models(tmp_path, name, stored, monkeypat
     np.testing.assert_array_equal(t[:, :, -1], last[:, :, 0])
     _, one = run(tmp_path, lm, "one.h5", positions="template", batch_size=1)
     np.testing.assert_allclose(one, t, atol=2e-3, rtol=1e-3)
-    monkeypatch.setattr(ActivationReader, "share_prefix", lambda self, seqs: 0)
+    monkeypatch.setattr(ActivationReader, "share_prefix", lambda self, seqs, progress=False: 0)
     _, whole = run(tmp_path, lm, "whole.h5", positions="template", batch_size=4)
     np.testing.assert_allclose(whole, t, atol=2e-3, rtol=1e-3)
     order = np.argsort(ff.column("prompt_index"))
