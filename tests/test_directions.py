@@ -229,7 +229,7 @@ def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog, harm
     assert {r["rows"] for r in dirs if r["label_set"] == "label_refused"} == {str(n)}
     assert (out / "located.png").stat().st_size > 1000
     assert "jailbreak (60 rows, never fitted on) sits" in caplog.text
-    assert reading in caplog.text
+    assert reading in caplog.text and "places rows loosely" not in caplog.text
 
 
 def test_locate_refuses_an_unknown_class(tmp_path, capsys):

@@ -34,6 +34,7 @@ from probing.probes.auroc import auroc_columns
 from probing.tables import write_csv as write_table
 
 LOCATED_CSV = "located.csv"
+WEAK_AUROC = 0.75  # below it the sentence says that the placements are loose
 LOCATED_PLOT = "located.png"
 COLUMNS = ("class", "label_set", "position", "layer", "n", "placement", "auroc_vs_negative",
            "auroc_vs_positive")  # fmt: skip
@@ -223,6 +224,11 @@ def zhao_or_zhou(
         f"harmful, at {post} (layer {result.layers[rj]}) {later:.2f}; on the refusal direction "
         f"there (AUROC {result.auroc[r, rp, rj]:.2f}) {signal:.2f} of the way from complied to refused"
     )
+    weak = min(result.auroc[h, hp, hj], result.auroc[r, rp, rj])
+    if weak < WEAK_AUROC:
+        where = (
+            f"{where} (a direction separating at AUROC {weak:.2f} places rows loosely: few rows?)"
+        )
     if belief >= 0.5 and signal < 0.5:
         return f"{where}: the harm belief persists while the refusal signal drops (as Zhao et al. find)."
     if belief < 0.5 and belief - later >= 0.25:
