@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -37,3 +38,23 @@ def _offline_wandb(
     monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as the working folder (relative ``runs/`` land there), W&B files inside it, and
+    the ``probing`` logger without the handler an earlier test bound to its captured stderr."""
+    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def feat(workdir: Path) -> str:
+    """A small feature file whose layers separate the classes more and more (fit/test CLI runs)."""
+    from featurefactory import make_feature_file
+
+    return str(make_feature_file(workdir / "feat.h5", n=240, num_layers=4, hidden_size=8,
+                                 separability=[0.3, 1.0, 2.0, 4.0], seed=5))  # fmt: skip

@@ -6,7 +6,6 @@ when the file is opened, one line naming the file and what is wrong, exit 2, not
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -27,13 +26,6 @@ FIT = [
     "--trainer.max_epochs",
     "1",
 ]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ validate, a checkpoint naming a foreign class, a plain pickle as checkpoint, Ctr
 from __future__ import annotations
 
 import csv
-import logging
 import pickle
 import signal
 from pathlib import Path
@@ -20,13 +19,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "probe"
 LINEAR, LINEAR_MLP = str(CONFIGS / "linear.yaml"), str(CONFIGS / "linear_mlp.yaml")
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 RUNS = ["--trainer.logger", "false", "--trainer.default_root_dir", "runs"]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture

@@ -22,22 +22,6 @@ LINEAR = str(ROOT / "configs" / "probe" / "linear.yaml")
 LINEAR_MLP = str(ROOT / "configs" / "probe" / "linear_mlp.yaml")
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    return tmp_path
-
-
-@pytest.fixture
-def feat(workdir):
-    return str(make_feature_file(workdir / "feat.h5", n=240, num_layers=4, hidden_size=8,
-                                 separability=[0.3, 1.0, 2.0, 4.0], seed=5))  # fmt: skip
-
-
 def test_fit_ends_with_a_summary_without_tables(workdir, feat, capsys, monkeypatch):
     monkeypatch.delenv("WANDB_SILENT", raising=False)  # W&B's own output as a user sees it
     monkeypatch.delenv("WANDB_QUIET", raising=False)

@@ -26,25 +26,6 @@ LINEAR_MLP = str(ROOT / "configs" / "probe" / "linear_mlp.yaml")
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    # probing.cli.setup_logging binds its handler to the sys.stderr of the first call (a capture
-    # stream of an earlier test); start each test without it.
-    monkeypatch.setattr(logging.getLogger("probing"), "handlers", [])
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    return tmp_path
-
-
-@pytest.fixture
-def feat(workdir):
-    return str(make_feature_file(workdir / "feat.h5", n=240, num_layers=4, hidden_size=8,
-                                 separability=[0.3, 1.0, 2.0, 4.0], seed=5))  # fmt: skip
-
-
 def run_dirs(root: Path) -> list[Path]:
     return sorted((root / "runs" / "probing").iterdir(), key=lambda p: p.stat().st_mtime)
 

@@ -4,18 +4,12 @@
 import torch.
 """
 
-from typing import Any
+from probing.lazy import lazy_names
 
-__all__ = ["CompareConfig", "CompareResult", "RunResult", "RunSpec", "compare"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "compare":
-        from probing.compare import run
-
-        return run.compare
-    if name in __all__:
-        from probing.compare import spec
-
-        return getattr(spec, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_names(
+    __name__,
+    {
+        "run": ["compare"],
+        "spec": ["CompareConfig", "CompareResult", "RunResult", "RunSpec"],
+    },
+)

@@ -4,18 +4,12 @@ The names are imported on first use, so that the light option modules (``extract
 ``info_config``, ``merge_config``, read by ``--help``) do not import h5py.
 """
 
-from typing import Any
+from probing.lazy import lazy_names
 
-__all__ = ["FeatureFile", "FeatureWriter", "RowTable", "read_meta"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "FeatureWriter":
-        from probing.features import writer
-
-        return writer.FeatureWriter
-    if name in __all__:
-        from probing.features import store
-
-        return getattr(store, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_names(
+    __name__,
+    {
+        "writer": ["FeatureWriter"],
+        "store": ["FeatureFile", "RowTable", "read_meta"],
+    },
+)

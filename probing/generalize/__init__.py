@@ -4,14 +4,11 @@ The names are imported on first use, so that ``probing.generalize.config`` (read
 not import torch.
 """
 
-from typing import Any
+from probing.lazy import lazy_names
 
-__all__ = ["fit_heads", "score_heads"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from probing.generalize import fit
-
-        return getattr(fit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_names(
+    __name__,
+    {
+        "fit": ["fit_heads", "score_heads"],
+    },
+)

@@ -5,18 +5,12 @@ read by ``--help``) does not import torch. ``probing.generation.generate`` is th
 ``generate`` is ``probing.generation.generate.generate``).
 """
 
-from typing import Any
+from probing.lazy import lazy_names
 
-__all__ = ["Generation", "KeywordJudge", "Verdict", "load_judge", "stop_token_ids"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in {"KeywordJudge", "Verdict", "load_judge"}:
-        from probing.generation import judge
-
-        return getattr(judge, name)
-    if name in {"Generation", "stop_token_ids"}:
-        from probing.generation import generate
-
-        return getattr(generate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_names(
+    __name__,
+    {
+        "judge": ["KeywordJudge", "Verdict", "load_judge"],
+        "generate": ["Generation", "stop_token_ids"],
+    },
+)

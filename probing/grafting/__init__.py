@@ -4,18 +4,12 @@ The names are imported on first use: ``probing.grafting.config`` (read by ``--he
 torch nor Lightning, and ``probing graft`` needs no Lightning (``GraftingCallback``).
 """
 
-from typing import Any
+from probing.lazy import lazy_names
 
-__all__ = ["GraftingCallback", "check_graft", "graft"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "GraftingCallback":
-        from probing.grafting.callback import GraftingCallback
-
-        return GraftingCallback
-    if name in {"check_graft", "graft"}:
-        from probing.grafting import hooks
-
-        return getattr(hooks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_names(
+    __name__,
+    {
+        "callback": ["GraftingCallback"],
+        "hooks": ["check_graft", "graft"],
+    },
+)

@@ -6,38 +6,22 @@ The names are imported on first use, so that ``probing.monitor.config`` (read by
 import torch.
 """
 
-from typing import Any
+from probing.lazy import lazy_names
 
-CALIBRATE = {
-    "Calibration",
-    "Scorer",
-    "auroc",
-    "calibrate_scores",
-    "evaluate",
-    "threshold_at_fpr",
-    "tpr_at_fpr",
-}
-LABELLED = {"calibrate_probe", "feature_probs"}
-PROBE = {"LoadedProbe", "check_model", "choose_layer", "load_probe"}
-SCREEN = {"DEFAULT_REFUSAL", "Guarded", "Screener", "Screening", "guarded_generate"}
-__all__ = sorted(CALIBRATE | LABELLED | PROBE | SCREEN)
-
-
-def __getattr__(name: str) -> Any:
-    if name in CALIBRATE:
-        from probing.monitor import calibrate
-
-        return getattr(calibrate, name)
-    if name in LABELLED:
-        from probing.monitor import labelled
-
-        return getattr(labelled, name)
-    if name in PROBE:
-        from probing.monitor import probe
-
-        return getattr(probe, name)
-    if name in SCREEN:
-        from probing.monitor import screen
-
-        return getattr(screen, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_names(
+    __name__,
+    {
+        "calibrate": [
+            "Calibration",
+            "Scorer",
+            "auroc",
+            "calibrate_scores",
+            "evaluate",
+            "threshold_at_fpr",
+            "tpr_at_fpr",
+        ],
+        "labelled": ["calibrate_probe", "feature_probs"],
+        "probe": ["LoadedProbe", "check_model", "choose_layer", "load_probe"],
+        "screen": ["DEFAULT_REFUSAL", "Guarded", "Screener", "Screening", "guarded_generate"],
+    },
+)

@@ -4,18 +4,12 @@ The classes are imported on first use (``probing.probes.LinearProbe`` in a confi
 so that a light submodule (a command's options, read by ``--help``) does not import Lightning.
 """
 
-from typing import Any
+from probing.lazy import lazy_names
 
-__all__ = ["LinearHeads", "LinearMLPProbe", "LinearProbe", "MLPHeads", "MLPProbe", "ProbeModule"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in {"LinearHeads", "MLPHeads"}:
-        from probing.probes import heads
-
-        return getattr(heads, name)
-    if name in __all__:
-        from probing.probes import module
-
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_names(
+    __name__,
+    {
+        "heads": ["LinearHeads", "MLPHeads"],
+        "module": ["LinearMLPProbe", "LinearProbe", "MLPProbe", "ProbeModule"],
+    },
+)
