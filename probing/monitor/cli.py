@@ -78,15 +78,16 @@ def monitor(
     ``lm`` skips loading the model (tests, notebooks); it is still checked against the probe."""
     _validate(cfg)
     prompts = _read_sources(cfg)  # model-free checks first: the model load takes seconds to minutes
-    if isinstance(cfg.ckpt, list):
-        probe = choose_checkpoint(cfg)
+    chosen = choose_checkpoint(cfg) if isinstance(cfg.ckpt, list) else None
+    if chosen is not None:  # the probe and its layer, by the held-out rule
+        probe, layer = chosen
         cfg = dataclasses.replace(cfg, ckpt=str(probe.path))  # the one chosen, from here on
     else:
         probe = load_probe(cfg.ckpt, cfg.probe)
     scorer = Scorer(tuple(probe.class_names), cfg.positive, cfg.negative)
-    if is_auto(cfg.layer) and default_split(probe) == "heldout":
+    if chosen is None and is_auto(cfg.layer) and default_split(probe) == "heldout":
         layer, _ = choose_layer_cross_source(probe, scorer, cfg.fpr, cfg.auto_tolerance)
-    else:
+    elif chosen is None:
         layer = choose_layer(probe, cfg.layer, cfg.auto_tolerance)
     screener = None
     if _needs_model(cfg):
@@ -113,11 +114,11 @@ def monitor(
     return screener.screen(prompts)
 
 
-def choose_checkpoint(cfg: MonitorConfig) -> LoadedProbe:
+def choose_checkpoint(cfg: MonitorConfig) -> tuple[LoadedProbe, int]:
     """``--ckpt [A, B, …]`` (e.g. one probe per stored position, trained with the same held-out
     sources): the probe whose TPR at ``--fpr`` on those held-out sources, at the layer ``--layer
     auto`` chooses for it, is best (the first listed on a tie) — the layer's rule, applied across
-    checkpoints."""
+    checkpoints. Returns the probe and its layer."""
     if not cfg.ckpt:
         raise ProbingError("--ckpt is an empty list; give one checkpoint or several")
     if not is_auto(cfg.layer):
@@ -125,7 +126,7 @@ def choose_checkpoint(cfg: MonitorConfig) -> LoadedProbe:
             "several --ckpt are chosen between by --layer auto's cross-source rule; give --layer "
             "auto or one --ckpt"
         )
-    best: tuple[float, LoadedProbe] | None = None
+    best: tuple[float, LoadedProbe, int] | None = None
     for path in cfg.ckpt:
         probe = load_probe(path, cfg.probe)
         if default_split(probe) != "heldout":
@@ -138,10 +139,10 @@ def choose_checkpoint(cfg: MonitorConfig) -> LoadedProbe:
         where = probe.data_hparams.get("position", -1)
         log.info("--ckpt %s (position %s): layer %d, held-out TPR %.3f", path, where, layer, tpr)
         if best is None or tpr > best[0]:
-            best = (tpr, probe)
+            best = (tpr, probe, layer)
     assert best is not None
     log.info("--ckpt: chose %s (held-out TPR %.3f at FPR %g)", best[1].path, best[0], cfg.fpr)
-    return best[1]
+    return best[1], best[2]
 
 
 def _read_sources(cfg: MonitorConfig) -> list[str] | None:
