@@ -209,6 +209,16 @@ def test_the_graph_sees_the_package():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
 
 
+def test_no_module_over_400_lines():
+    """One idea per module: a module past 400 lines is split by idea (STYLE.md)."""
+    long = {
+        str(path.relative_to(PACKAGE.parent)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert not long, f"modules over 400 lines: {long}"
+
+
 def test_no_import_cycles():
     edges = graph()
     found = cycles(edges)

@@ -216,11 +216,7 @@ def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
     assert not set(dm.sources["main"].source.tolist()) & {1, 3}
     module = LinearProbe(
         lr=0.05,
-        num_layers=3,
-        hidden_size=16,
-        num_classes=2,
-        layers=dm.layers,
-        class_names=dm.class_names,
+        **dm.probe_args(),
     )
     trainer = L.Trainer(max_epochs=15, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip

@@ -101,8 +101,7 @@ def test_monitor_layer_exits_2_naming_the_option(feat, tmp_path, capsys):
     L.seed_everything(0, verbose=False)
     dm = ActivationDataModule(str(feat), split=(0.5, 0.25, 0.25), batch_size=64, layers="1:")
     probe = LinearProbe(
-        num_layers=dm.num_layers, hidden_size=dm.hidden_size, num_classes=dm.num_classes,
-        layers=dm.layers, class_names=dm.class_names,
+        **dm.probe_args(),
     )  # fmt: skip
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip

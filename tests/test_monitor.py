@@ -52,11 +52,7 @@ def train_probe(feat: Path, ckpt: Path, classes: list[str] | None) -> Path:
     L.seed_everything(0, verbose=False)
     dm = ActivationDataModule(str(feat), classes=classes, split=(0.5, 0.25, 0.25), batch_size=64)
     module = LinearMLPProbe(
-        num_layers=dm.num_layers,
-        hidden_size=dm.hidden_size,
-        num_classes=dm.num_classes,
-        layers=dm.layers,
-        class_names=dm.class_names,
+        **dm.probe_args(),
         lr=0.05,
         hidden_dim=8,
     )

@@ -25,8 +25,7 @@ def fit_here(data: str, ckpt: Path) -> Path:
     L.seed_everything(0, verbose=False)
     dm = ActivationDataModule(data, split=(0.5, 0.25, 0.25), batch_size=64)
     module = LinearProbe(
-        num_layers=dm.num_layers, hidden_size=dm.hidden_size, num_classes=dm.num_classes,
-        layers=dm.layers, class_names=dm.class_names, lr=0.05,
+        **dm.probe_args(), lr=0.05,
     )  # fmt: skip
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
@@ -58,7 +57,9 @@ def test_the_checkpoint_records_the_absolute_path(project):
     a, _, ckpt = project
     raw = torch.load(ckpt, weights_only=True)
     assert raw["datamodule_hyper_parameters"]["path"] == "feat.h5"  # as given
-    assert raw[DATA_STATE_KEY] == {"path": str(a / "feat.h5"), "fingerprint": "a" * 64}
+    state = raw[DATA_STATE_KEY]
+    assert (state["path"], state["fingerprint"]) == (str(a / "feat.h5"), "a" * 64)
+    assert set(state["split_rows"]) == {"train", "val", "test"}  # file rows, for the monitor
 
 
 def test_monitor_from_another_folder_uses_the_training_file(project, caplog):

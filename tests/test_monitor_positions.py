@@ -44,8 +44,7 @@ def _train(h5, position, ckpt):
     L.seed_everything(0)
     held = ["normal-heldout", "malicious-heldout"]
     dm = ActivationDataModule(str(h5), holdout_sources=held, batch_size=64, position=position)
-    module = LinearProbe(lr=0.05, num_layers=3, hidden_size=16, num_classes=2, layers=dm.layers,
-                         class_names=dm.class_names)  # fmt: skip
+    module = LinearProbe(lr=0.05, **dm.probe_args())
     trainer = L.Trainer(max_epochs=15, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(module, datamodule=dm)

@@ -25,8 +25,7 @@ def fit_probe(path, cls=LinearProbe, epochs=30, seed=0, dm_kwargs=None, **model_
     L.seed_everything(seed, verbose=False)
     dm = ActivationDataModule(str(path), **(dm_kwargs or {}))
     model = cls(
-        num_layers=dm.num_layers, hidden_size=dm.hidden_size, num_classes=dm.num_classes,
-        layers=dm.layers, class_names=dm.class_names, **model_kwargs,
+        **dm.probe_args(), **model_kwargs,
     )  # fmt: skip
     trainer = L.Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -184,8 +183,7 @@ def test_full_batch_mlp_stops_early_and_checkpoints_load(synthetic, tmp_path):
     L.seed_everything(0, verbose=False)
     dm = ActivationDataModule(str(synthetic), batch_size="full")
     model = LinearMLPProbe(
-        num_layers=dm.num_layers, hidden_size=dm.hidden_size, num_classes=dm.num_classes,
-        layers=dm.layers, class_names=dm.class_names, lr=1e-2, max_full_epochs=2000,
+        **dm.probe_args(), lr=1e-2, max_full_epochs=2000,
     )  # fmt: skip
     trainer = L.Trainer(
         max_epochs=40, logger=False, enable_progress_bar=False, enable_model_summary=False,

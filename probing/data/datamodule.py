@@ -4,6 +4,13 @@ Rows are filtered and relabelled by a class selection, split into stratified tra
 a fixed seed, and (by default) standardised per layer and dimension with train statistics. The chosen
 layer block is loaded into memory when it fits (logged); otherwise batches are read from the HDF5
 file in whole chunks. Every process (DDP rank, DataLoader worker) opens the file itself.
+
+What a probe needs from the data is given to it at instantiation (``probing fit`` links the
+attributes named in :mod:`probing.probes.linked`; :meth:`ActivationDataModule.probe_args` gives all of
+them to a probe built in Python): shapes, classes, the train statistics, the feature identity and
+whether the training split comes as one batch. With ``batch_size: full`` the training loader yields
+that one batch with the validation rows, ``(x, y, rows, val_x, val_y)``. The split's file rows are
+saved in checkpoints (:meth:`~ActivationDataModule.state_dict`).
 """
 
 from __future__ import annotations
@@ -17,29 +24,33 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from probing.data.options import args_doc
+from probing.data.options import args_doc, full_batch_applies
 from probing.data.rows import (
     ChunkRows,
+    FullBatch,
     MemoryRows,
     RowSource,
     available_bytes,
     cat_batches,
     describe_rows,
     moments,
+    read_rows,
 )
 from probing.data.selection import (
     check_split,
     class_indices,
+    held_mask,
     resolve_classes,
     stratified_split,
 )
 from probing.errors import ProbingError
 from probing.features.checks import check_finite
-from probing.features.identity import require_same_identity
+from probing.features.identity import feature_identity, require_same_identity
 from probing.features.labels import read_label_set
 from probing.features.positions import resolve_position
 from probing.features.store import FeatureFile
 from probing.layers import LayerSpec, layers_text, resolve_layers
+from probing.probes.linked import LINKED, LINKED_UNCHECKED
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +118,9 @@ class ActivationDataModule(L.LightningDataModule):
         row_source = np.asarray(ff.sources, dtype=np.int64)
         ff.close()
         self.holdout_sources = list(holdout_sources or [])
-        held = self._held_mask(row_source[keep])
+        held = held_mask(
+            row_source[keep], self.holdout_sources, self.source_names, self.class_names, self.path
+        )
         main, out = keep[~held], keep[held]
         self.sources = {"main": RowSource(ff, main, y[main], row_source[main])}
         if len(out):
@@ -136,42 +149,58 @@ class ActivationDataModule(L.LightningDataModule):
         self.stats: tuple[np.ndarray, np.ndarray] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._ready = False
-        self.full_batch = False  # batch_size: full in effect (set in setup)
 
     def state_dict(self) -> dict[str, Any]:
         """In checkpoints (Lightning's key: the class name): the training file's absolute path and
-        fingerprint, so that `probing monitor` finds that file from any folder (``path`` is as given)."""
-        return {"path": os.path.abspath(self.path), "fingerprint": self.meta.get("fingerprint")}
+        fingerprint, so that `probing monitor` finds that file from any folder (``path`` is as given),
+        and the file rows of each split (``train``, ``val``, ``test``, ``heldout``; int64 tensors), so
+        that it reads the run's split instead of rebuilding it."""
+        main = self.sources["main"].rows
+        rows = {name: main[pos] for name, pos in self.split_pos.items()}
+        if "heldout" in self.sources:
+            rows["heldout"] = self.sources["heldout"].rows
+        return {
+            "path": os.path.abspath(self.path),
+            "fingerprint": self.meta.get("fingerprint"),
+            "split_rows": {
+                k: torch.as_tensor(np.sort(v), dtype=torch.int64) for k, v in rows.items()
+            },
+        }
 
-    # -- linked into the model by the CLI --------------------------------------------------------
+    # -- given to the probe at instantiation (linked by the CLI; probe_args) -----------------------
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
+    def feature_meta(self) -> dict[str, Any]:
+        """The training features' identity (model, template, ...), kept in the probe's checkpoint."""
+        return feature_identity(self.meta)
+
+    @property
+    def input_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Train mean and std ``[L, D]`` of the raw activations (None without standardisation); reads
+        the data (the probe keeps them to score activations read straight from a model)."""
+        self.setup()
+        return self.stats
+
+    @property
+    def full_batch(self) -> bool:
+        """``batch_size: full`` and the layer block in memory: the training split as one batch (one
+        process only; see :func:`~probing.data.options.full_batch_applies`)."""
+        return self.batch_size == "full" and self.fits_in_memory()
+
+    def probe_args(self) -> dict[str, Any]:
+        """Everything a probe takes from this data, as keyword arguments of a probe class."""
+        return {name: getattr(self, name) for name in (*LINKED, *LINKED_UNCHECKED)}
+
+    @property
     def test_split_name(self) -> str:
         return "transfer" if self.test_path else "test"
 
-    def _held_mask(self, row_source: np.ndarray) -> np.ndarray:
-        unknown = [s for s in self.holdout_sources if s not in self.source_names]
-        if unknown:
-            raise ProbingError(
-                f"--data.holdout_sources names {unknown}, which are not prompt sources of {self.path} "
-                f"(its sources: {self.source_names}; `probing info` lists them)"
-            )
-        idx = [self.source_names.index(s) for s in self.holdout_sources]
-        held = np.isin(row_source, idx)
-        for name, i in zip(self.holdout_sources, idx, strict=True):
-            if not (row_source == i).any():
-                raise ProbingError(
-                    f"--data.holdout_sources: source {name!r} has no rows of the selected classes "
-                    f"{self.class_names}"
-                )
-        return held
-
     def source_rows(self, split: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """``(x [n, L, D] standardised, y [n], source name per row)`` of ``split`` (``train``,
-        ``val``, ``test``, ``heldout``, ``transfer``); for per-source reports (in-memory data only)."""
+        ``val``, ``test``, ``heldout``, ``transfer``); for per-source reports."""
         self.setup()
         if split in ("heldout", "transfer"):
             src = self.sources.get(split)
@@ -180,16 +209,8 @@ class ActivationDataModule(L.LightningDataModule):
             pos = np.arange(len(src.rows))
         else:
             src, pos = self.sources["main"], self.split_pos[split]
-        if src.x is None:
-            ds = ChunkRows(src, pos, self.layers, self.position, self.stats)
-            x = torch.cat([ds[i][0] for i in range(len(ds))]) if len(ds) else torch.zeros(0)
-            order = np.concatenate([b[2] for b in ds.blocks]) if ds.blocks else np.zeros(0, int)
-            pos = np.searchsorted(src.rows, order)
-        else:
-            x = src.x[torch.as_tensor(pos)]
         names = src.ff.source_names if split == "transfer" else self.source_names
-        source = np.asarray([names[int(i)] for i in src.source[pos]], dtype=object)
-        return x, src.y[pos], source
+        return read_rows(src, pos, self.layers, self.position, self.stats, names)
 
     def _open_test(self, ff: FeatureFile) -> FeatureFile:
         test_ff = FeatureFile(self.test_path)
@@ -244,16 +265,18 @@ class ActivationDataModule(L.LightningDataModule):
         else:
             self._prepare_chunked()
         self._ready = True
-        if self.batch_size == "full":
-            trainer = getattr(self, "trainer", None)
-            world = getattr(trainer, "world_size", 1) if trainer is not None else 1
-            self.full_batch = self.sources["main"].x is not None and world == 1
-            if not self.full_batch:
-                log.info(
-                    "--data.batch_size full needs the layer block in memory and one process; "
-                    "using mini-batches of %d rows",
-                    FULL_FALLBACK_BATCH,
-                )
+        if self.batch_size == "full" and not self._one_batch():
+            log.info(
+                "--data.batch_size full needs the layer block in memory and one process; "
+                "using mini-batches of %d rows",
+                FULL_FALLBACK_BATCH,
+            )
+
+    def _one_batch(self) -> bool:
+        """The training split as one batch in this run (the probe applies the same rule)."""
+        trainer = getattr(self, "trainer", None)
+        world = getattr(trainer, "world_size", 1) if trainer is not None else 1
+        return full_batch_applies(self.full_batch, world)
 
     def _load_memory(self) -> None:
         gb = self.block_bytes() / 1e9
@@ -315,7 +338,7 @@ class ActivationDataModule(L.LightningDataModule):
         ds = self._dataset(name)
         batch = self.batch_size
         if batch == "full":
-            batch = max(1, len(ds)) if self.full_batch else FULL_FALLBACK_BATCH
+            batch = FULL_FALLBACK_BATCH
         if isinstance(ds, ChunkRows):
             per_block = max(1.0, sum(len(b[2]) for b in ds.blocks) / max(len(ds), 1))
             batch = max(1, round(batch / per_block))
@@ -329,6 +352,9 @@ class ActivationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.batch_size == "full" and self._one_batch():
+            batch = FullBatch(self._dataset("train"), self._dataset("val"))
+            return DataLoader(batch, batch_size=None)  # its one item is the batch
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:

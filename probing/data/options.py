@@ -71,3 +71,9 @@ def args_doc() -> str:
     """The ``Args:`` section of :class:`DataOptions` (for the data module's docstring)."""
     doc = inspect.cleandoc(DataOptions.__doc__ or "")
     return doc[doc.index("Args:") :]
+
+
+def full_batch_applies(requested: bool, world_size: int) -> bool:
+    """Whether a run fits on the training split as one batch: ``batch_size: full`` with the block in
+    memory (``requested``) and one process; the data's loader and the probe's fitting both ask here."""
+    return bool(requested) and world_size == 1

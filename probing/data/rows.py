@@ -52,6 +52,23 @@ class MemoryRows(Dataset):
         return [(self.x[self.pos[idx_t]], self.y[idx_t], self.rows[idx_t])]
 
 
+class FullBatch(Dataset):
+    """One item, the whole training split with the validation rows: ``(x, y, rows, val_x, val_y)``
+    (``batch_size: full``; load it with ``DataLoader(..., batch_size=None)``)."""
+
+    def __init__(self, train: MemoryRows, val: MemoryRows):
+        self.train, self.val = train, val
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        if i != 0:
+            raise IndexError(i)
+        train, val = self.train, self.val
+        return train.x[train.pos], train.y, train.rows, val.x[val.pos], val.y
+
+
 class ChunkRows(Dataset):
     """Rows read from HDF5 in whole chunks: item ``i`` is every wanted row of file chunk ``i``."""
 
@@ -81,6 +98,23 @@ class ChunkRows(Dataset):
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
+
+
+def read_rows(
+    src: RowSource, pos: np.ndarray, layers: list[int], position: int, stats: Any,
+    source_names: list[str],
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
+    """``(x [n, L, D] standardised, y [n], source name per row)`` of the kept rows ``pos`` of
+    ``src``: from memory, else read in whole chunks (rows then in chunk order)."""
+    if src.x is None:
+        ds = ChunkRows(src, pos, layers, position, stats)
+        x = torch.cat([ds[i][0] for i in range(len(ds))]) if len(ds) else torch.zeros(0)
+        order = np.concatenate([b[2] for b in ds.blocks]) if ds.blocks else np.zeros(0, int)
+        pos = np.searchsorted(src.rows, order)
+    else:
+        x = src.x[torch.as_tensor(pos)]
+    source = np.asarray([source_names[int(i)] for i in src.source[pos]], dtype=object)
+    return x, src.y[pos], source
 
 
 def cat_batches(parts: list[Batch]) -> Batch:

@@ -116,3 +116,25 @@ def check_split_rows(
                 f"{path}; give more rows, or a {what} fraction of 0 in --data.split"
                 + (" (training without validation)" if name == "val" else "")
             )
+
+
+def held_mask(
+    row_source: np.ndarray, holdout: Sequence[str], source_names: Sequence[str],
+    class_names: Sequence[str], path: str,
+) -> np.ndarray:  # fmt: skip
+    """Which rows (by prompt-source index) belong to the held-out sources ``holdout``; each must be
+    a source of the file with rows of the selected classes (``--data.holdout_sources``)."""
+    unknown = [s for s in holdout if s not in source_names]
+    if unknown:
+        raise ProbingError(
+            f"--data.holdout_sources names {unknown}, which are not prompt sources of {path} "
+            f"(its sources: {list(source_names)}; `probing info` lists them)"
+        )
+    idx = [list(source_names).index(s) for s in holdout]
+    for name, i in zip(holdout, idx, strict=True):
+        if not (row_source == i).any():
+            raise ProbingError(
+                f"--data.holdout_sources: source {name!r} has no rows of the selected classes "
+                f"{list(class_names)}"
+            )
+    return np.isin(row_source, idx)

@@ -97,33 +97,41 @@ def feature_probs(
 
 
 def split_rows(probe: LoadedProbe, path: Path, split: str, n: int) -> tuple[np.ndarray, str]:
-    from probing.data import ActivationDataModule
-
-    dm = ActivationDataModule(**{**probe.data_hparams, "path": str(path), "test_path": None})
-    main = dm.sources["main"].rows
+    """The file rows of the training run's ``split`` (``train``, ``val``, ``test``, ``heldout``), as
+    its checkpoint saved them (rebuilt from its data options for an older checkpoint)."""
+    saved = probe.split_rows if probe.split_rows is not None else rebuilt_split_rows(probe, path)
     if split == "heldout":
-        if "heldout" not in dm.sources:
+        if not len(saved.get("heldout", ())):
             raise ProbingError(
                 f"the training run of {probe.path.name} held out no prompt sources "
                 "(--data.holdout_sources); give a labelled set with --calibrate"
             )
-        names = ", ".join(dm.holdout_sources)
-        return np.sort(dm.sources["heldout"].rows), f"held-out sources {names}"
-    rows = np.asarray(main)[dm.split_pos[split]]
+        names = ", ".join(probe.data_hparams.get("holdout_sources") or [])
+        return np.sort(saved["heldout"]), f"held-out sources {names}"
+    rows = saved[split]
     what = f"{split} split"
     if split == "test":
-        unseen = np.setdiff1d(np.arange(n), main)
-        if "heldout" in dm.sources:  # held-out sources are for choosing the layer and threshold
-            unseen = np.setdiff1d(unseen, dm.sources["heldout"].rows)
+        seen = np.concatenate([saved[s] for s in ("train", "val", "test", "heldout") if s in saved])
+        unseen = np.setdiff1d(np.arange(n), seen)  # held-out sources choose the layer, not here
         if len(unseen):
             rows = np.concatenate([rows, unseen])
             what += " + classes not trained on"
     if not len(rows):
         raise ProbingError(
             f"the training run of {probe.path.name} has an empty {split} split (--data.split "
-            f"{list(dm.split_fractions)}); give a labelled set with --calibrate / --prompts"
+            f"{list(probe.data_hparams.get('split') or [])}); give a labelled set with "
+            "--calibrate / --prompts"
         )
     return np.sort(rows), what
+
+
+def rebuilt_split_rows(probe: LoadedProbe, path: Path) -> dict[str, np.ndarray]:
+    """The split of a checkpoint written before `probing fit` saved it: the data module rebuilt
+    from the run's data options (same seed, same rows)."""
+    from probing.data import ActivationDataModule
+
+    dm = ActivationDataModule(**{**probe.data_hparams, "path": str(path), "test_path": None})
+    return {k: torch.as_tensor(v).numpy() for k, v in dm.state_dict()["split_rows"].items()}
 
 
 def labelled_probs(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from probing.errors import ProbingError
@@ -57,6 +58,9 @@ class LoadedProbe:
     data_hparams: dict[str, Any] = field(default_factory=dict)
     val_results: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     data_path: Path | None = None
+    # file rows of the training run's splits (train, val, test, heldout), as `probing fit` saved them;
+    # None for a checkpoint written before they were saved (the split is then rebuilt)
+    split_rows: dict[str, np.ndarray] | None = None
 
     @property
     def position(self) -> int:
@@ -147,7 +151,15 @@ def load_probe(ckpt: str | os.PathLike, probe: str | None = None) -> LoadedProbe
         data_hparams=data_hp,
         val_results=dict(raw.get("probe_val_results") or {}),
         data_path=data_path,
+        split_rows=_split_rows(raw),
     )
+
+
+def _split_rows(raw: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    saved = (raw.get(DATA_STATE_KEY) or {}).get("split_rows")
+    if not isinstance(saved, dict):
+        return None
+    return {str(k): np.asarray(torch.as_tensor(v), dtype=np.int64) for k, v in saved.items()}
 
 
 def _feature_meta(hp: Any, data_path: Path | None, ckpt: Path) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""The probe hyperparameters linked from the data, and the check that a checkpoint shares them.
+"""What a probe is given from the data at instantiation, and the check that a checkpoint shares it.
 
 ``probing fit|validate|test|predict`` links the data module's ``num_layers``, ``hidden_size``,
 ``layers``, ``num_classes`` and ``class_names`` into the probe (:mod:`probing.training.cli`); a
-checkpoint evaluated on data must have been trained with the same values.
+checkpoint evaluated on data must have been trained with the same values. ``LINKED_UNCHECKED`` are
+linked too but not compared: the train statistics and feature identity (a checkpoint's own are
+restored from it) and whether the training split comes as one batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from probing.errors import ProbingError
 
 # checked in this order; the first difference is reported
 LINKED = ("num_layers", "hidden_size", "layers", "num_classes", "class_names")
+LINKED_UNCHECKED = ("input_stats", "feature_meta", "full_batch")
 _OPTION = {"class_names": "--data.classes", "num_classes": "--data.classes"}  # else --data.layers
 
 

@@ -5,9 +5,14 @@ loss is the sum over layers (and probes) of each head's mean cross-entropy; ``tr
 its mean over the heads (one head's cross-entropy, whatever the layer count). Per-layer metrics are
 computed once per epoch, vectorised over layers, and logged as ``val/acc/layer_07`` (with a probe
 prefix, ``val/linear/acc/layer_07``, when a module holds several probes). The best layer is chosen on
-validation accuracy only. At test time the run directory receives ``per_layer_metrics.csv``/``.json``,
-``accuracy_per_layer.png``, ``per_source_metrics.csv`` and ``above_words.csv`` (``test_report.py``); at
-predict time ``predictions.csv`` (``predictions.py``).
+validation accuracy only.
+
+Everything a probe needs from the data is given at instantiation (linked by the CLI from the data
+module; ``ActivationDataModule.probe_args()`` in Python): shapes, classes, the train statistics, the
+feature identity and ``full_batch``; a probe never reads ``trainer.datamodule``. Files are written by
+the callbacks it brings (:meth:`ProbeModule.configure_callbacks`, :mod:`probing.probes.callbacks`): at
+test time the run directory receives ``per_layer_metrics.csv``/``.json``, ``accuracy_per_layer.png``,
+``per_source_metrics.csv`` and ``above_words.csv``; at predict time ``predictions.csv``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probing.data.options import full_batch_applies
 from probing.errors import ProbingError
-from probing.features.identity import feature_identity
-from probing.probes import fullbatch, predictions, report, wandb_utils
+from probing.probes import fullbatch, report
+from probing.probes.callbacks import ProbePredictionWriter, ProbeReports
 from probing.probes.heads import LinearHeads, MLPHeads
 from probing.probes.linked import check_linked
 from probing.probes.metrics import METRICS, LayerMetrics
-from probing.probes.test_report import write_test_report
 
 log = logging.getLogger(__name__)
 SHORT = {"accuracy": "acc", "f1": "f1", "auroc": "auroc"}
@@ -60,8 +65,13 @@ class ProbeModule(L.LightningModule):
             whose test accuracy is drawn in the same plot.
         text_baseline: At test time also fit the text baseline (the prompt's word and character
             n-grams) on the training split and report it beside the layers, with ``above_words.csv``.
-        feature_meta: Provenance of the training features (model, template, ...); filled in at fit
-            start and checked when the checkpoint is applied to a model (monitor, grafting).
+        feature_meta: Provenance of the training features (model, template, ...; linked from the
+            data); checked when the checkpoint is applied to a model (monitor, grafting).
+        input_stats: Train mean and std ``[L, D]`` of the raw activations (linked from the data; None
+            without standardisation), kept as buffers so that :meth:`raw_logits` scores activations
+            read straight from a model. Not a hyperparameter: checkpoints keep the buffers.
+        full_batch: The data gives the whole training split as one batch with its validation rows
+            (linked from the data: ``batch_size: full`` in memory); heads are then fitted at once.
     """
 
     def __init__(
@@ -83,9 +93,11 @@ class ProbeModule(L.LightningModule):
         compare_with: list[str] | None = None,
         text_baseline: bool = True,
         feature_meta: dict[str, Any] | None = None,
+        input_stats: Any = None,
+        full_batch: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["input_stats", "full_batch"])
         if num_layers < 1 or hidden_size < 1 or num_classes < 2:
             raise ProbingError(
                 f"a probe needs num_layers >= 1, hidden_size >= 1 and num_classes >= 2, got "
@@ -99,12 +111,26 @@ class ProbeModule(L.LightningModule):
         # that raw_logits() applies the probe to activations read straight from a model.
         self.register_buffer("input_mean", torch.zeros(len(self.layers), hidden_size))
         self.register_buffer("input_std", torch.ones(len(self.layers), hidden_size))
+        if input_stats is not None:
+            self._set_stats(input_stats)
+        self.full_batch_requested = bool(full_batch)
         self.heads = nn.ModuleDict()
         self.metrics = nn.ModuleDict()
         # Validation results of the epoch the weights come from (saved in checkpoints).
         self.val_results: dict[str, dict[str, list[float]]] = {}
-        self._predictions: list[dict[str, torch.Tensor]] = []
-        self.full_batch = False  # the data gives the whole training split as one batch (fit only)
+        self.test_results: dict[str, dict[str, list[float]]] = {}  # of the last test epoch
+        self.full_batch = False  # in effect in this fit (one process; see setup)
+
+    def _set_stats(self, stats: Any) -> None:
+        mean, std = (torch.as_tensor(v, dtype=torch.float32) for v in stats)
+        if mean.numel() != self.input_mean.numel() or std.numel() != self.input_std.numel():
+            raise ProbingError(
+                f"input_stats of shape {tuple(mean.shape)} do not fit a probe of "
+                f"{tuple(self.input_mean.shape)} (layers x hidden size); give the data's own "
+                "(ActivationDataModule.probe_args())"
+            )
+        self.input_mean.copy_(mean.reshape(self.input_mean.shape))
+        self.input_std.copy_(std.reshape(self.input_std.shape))
 
     # -- construction -------------------------------------------------------------------------------
     def add_head(self, name: str, head: nn.Module) -> None:
@@ -152,15 +178,14 @@ class ProbeModule(L.LightningModule):
                  batch_size=batch_size, sync_dist=stage != "train")  # fmt: skip
 
     def _step(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x, y, _ = batch
+        x, y = batch[0], batch[1]
         logits = self(x)
         loss = sum(self.layer_losses(out, y).sum() for out in logits.values())
         return loss, logits
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit":
-            self.full_batch = bool(getattr(dm, "full_batch", False))
+            self.full_batch = full_batch_applies(self.full_batch_requested, self.trainer.world_size)
             self.automatic_optimization = not self.full_batch
             if self.full_batch:  # one epoch fits everything; the progress bar says so
                 self.trainer.fit_loop.max_epochs = 1
@@ -174,13 +199,14 @@ class ProbeModule(L.LightningModule):
 
     def _fit_full_batch(self, batch: Any) -> torch.Tensor:
         """Fit every head on the whole training split at once, then end training (one epoch)."""
-        x, y, _ = batch
+        if len(batch) != 5:
+            raise ProbingError(
+                "the probe was given full_batch=True but the data gives mini-batches; build both "
+                "from one ActivationDataModule(batch_size='full') (probe_args())"
+            )
+        x, y, _, vx, vy = batch
         xt = x.transpose(0, 1).contiguous()
-        val = None
-        dm = self.trainer.datamodule
-        if len(dm.split_pos["val"]):
-            vx, vy, _ = dm.source_rows("val")
-            val = (vx.to(x).transpose(0, 1).contiguous(), torch.as_tensor(vy, device=y.device))
+        val = (vx.to(x).transpose(0, 1).contiguous(), vy.to(y.device)) if len(vy) else None
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
         hp = self.hparams
@@ -251,73 +277,20 @@ class ProbeModule(L.LightningModule):
         return out
 
     def on_test_epoch_end(self) -> None:
-        results = self._compute("test")
-        dm = self.trainer.datamodule
-        split = getattr(dm, "test_split_name", "test")
-        rows = report.metric_rows(results, self.layers, split)
-        if self.val_results:
-            rows = report.metric_rows(self.val_results, self.layers, "val") + rows
-        best = self.best_layers()
-        for name, info in best.items():
-            j = self.layers.index(info["layer"])
-            info[f"{split}_accuracy"] = results[name]["accuracy"][j]
-        directory = wandb_utils.run_dir(self.trainer)  # a collective: on every rank
-        if not self.trainer.is_global_zero:
-            return
-        meta = getattr(dm, "meta", {})
-        info = {
-            "classes": self.class_names, "layers": self.layers, "best_layer_on_val": best,
-            "features": str(getattr(dm, "path", "")), "test_features": getattr(dm, "test_path", None),
-            "feature_meta": report.provenance(meta), "world_size": self.trainer.world_size,
-        }  # fmt: skip
-        title = f"{meta.get('model', '')} - {' vs '.join(self.class_names)} ({split})"
-        write_test_report(self, directory, rows, info, split, title)
+        self.test_results = self._compute("test")  # written by ProbeReports at test end
 
-    # -- W&B provenance -----------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        stats = getattr(dm, "stats", None)
-        if stats is not None:
-            mean, std = (torch.as_tensor(v, dtype=torch.float32) for v in stats)
-            self.input_mean.copy_(mean.reshape(self.input_mean.shape))
-            self.input_std.copy_(std.reshape(self.input_std.shape))
-        if dm is not None and getattr(dm, "meta", None):
-            self.hparams["feature_meta"] = feature_identity(dm.meta)
-        self._log_features()
-
-    def on_test_start(self) -> None:
-        self._log_features()
-
-    def _log_features(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "meta", None):
-            wandb_utils.log_config(self.trainer, "features", report.provenance(dm.meta))
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The writers of this probe's files: the test report and ``predictions.csv``."""
+        return [ProbeReports(), ProbePredictionWriter()]
 
     # -- predict --------------------------------------------------------------------------------------
-    def on_predict_epoch_start(self) -> None:
-        self._predictions = []
-
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Class probabilities ``[B, L, C]`` of every probe, with the batch's file rows and labels
+        (``predictions.csv`` by :class:`~probing.probes.callbacks.ProbePredictionWriter`)."""
         x, y, rows = batch
         out = {name: logits.softmax(-1) for name, logits in self(x).items()}
         out["rows"], out["label"] = rows, y
-        self._predictions.append({k: v.detach().cpu() for k, v in out.items()})
         return out
-
-    def on_predict_epoch_end(self) -> None:
-        if not self._predictions:
-            return
-        local = {k: torch.cat([p[k] for p in self._predictions]) for k in self._predictions[0]}
-        gathered = {k: self.all_gather(v.to(self.device)).cpu() for k, v in local.items()}
-        if self.trainer.world_size > 1:
-            gathered = {k: v.flatten(0, 1) for k, v in gathered.items()}
-        directory = wandb_utils.run_dir(self.trainer)
-        if self.trainer.is_global_zero:
-            predictions.write_predictions(
-                directory / predictions.CSV_NAME, gathered, self.probe_names, self.layers,
-                self.class_names, getattr(self.trainer.datamodule, "describe_rows", None),
-            )  # fmt: skip
-        self._predictions = []
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -36,11 +36,12 @@ def text_rows(text: dict[str, Any], dm: Any, split: str) -> list[dict[str, Any]]
 
 
 def write_test_report(
-    module: Any, directory: Path, rows: list[dict[str, Any]], info: dict[str, Any], split: str,
-    title: str,
+    module: Any, dm: Any, directory: Path, rows: list[dict[str, Any]], info: dict[str, Any],
+    split: str, title: str,
 ) -> Path:  # fmt: skip
-    """Write the run's test report into ``directory`` (rank zero only); returns it."""
-    trainer, dm = module.trainer, module.trainer.datamodule
+    """Write the test report of ``module`` on the data ``dm`` into ``directory`` (rank zero only);
+    returns it."""
+    trainer = module.trainer
     text = text_baseline(dm) if module.hparams.get("text_baseline", True) else None
     if text is not None:
         rows = rows + text_rows(text, dm, split)

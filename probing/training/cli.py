@@ -2,8 +2,9 @@
 
 The model is given as ``class_path``/``init_args`` (``probing.probes.LinearProbe``, ``MLPProbe``,
 ``LinearMLPProbe``); ``data`` is always :class:`~probing.data.ActivationDataModule`. The data's
-``num_layers``, ``hidden_size``, ``num_classes``, ``layers`` and ``class_names`` are linked into the
-model. ``fit`` tests the best checkpoint at the end unless ``--test_after_fit false``.
+``num_layers``, ``hidden_size``, ``num_classes``, ``layers``, ``class_names``, ``input_stats``,
+``feature_meta`` and ``full_batch`` are linked into the model at instantiation
+(:mod:`probing.probes.linked`). ``fit`` tests the best checkpoint at the end unless ``--test_after_fit false``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from probing.data.selection import check_split_rows
 from probing.errors import ProbingError
 from probing.probes import wandb_utils
 from probing.probes.checkpoint import probe_class, read_checkpoint
-from probing.probes.linked import LINKED
+from probing.probes.linked import LINKED, LINKED_UNCHECKED
 from probing.probes.module import ProbeModule
 from probing.training.help import full_help_argv
 from probing.training.summary import best_layers, fit_summary
@@ -132,7 +133,7 @@ class ProbingSaveConfig(SaveConfigCallback):
 
 class ProbingCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in LINKED:
+        for name in (*LINKED, *LINKED_UNCHECKED):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit",
