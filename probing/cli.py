@@ -70,17 +70,17 @@ COMMANDS: dict[str, Command] = {
     ),
     "generalize": Command(
         "probing.generalize.config:parse",
-        "probing.generalize.cli:generalize",
+        "probing.generalize.run:generalize",
         "leave-one-source-out / train→test matrices: do probes generalise to unseen sources?",
     ),
     "directions": Command(
         "probing.directions.config:parse",
-        "probing.directions.cli:directions",
+        "probing.directions.run:directions",
         "difference-in-means directions per layer, position and label set, their held-out AUROC",
     ),
     "lens": Command(
         "probing.lens.config:parse",
-        "probing.lens.cli:lens",
+        "probing.lens.run:lens",
         "logit-lens emotion analysis and Top-K Intermediate Consistency",
     ),
     "refusal": Command(
@@ -95,7 +95,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "monitor": Command(
         "probing.monitor.config:parse",
-        "probing.monitor.cli:monitor",
+        "probing.monitor.run:monitor",
         "screen prompts with a trained probe before generating",
         report="probing.monitor.output:report",
     ),
@@ -103,7 +103,7 @@ COMMANDS: dict[str, Command] = {
         "probing.compare.spec:parse",
         "probing.compare.run:compare",
         "the paper's accuracy grid across models and prompt formats",
-        report="probing.compare.cli:report",
+        report="probing.compare.output:report",
     ),
     "demo": Command(
         "probing.demo_config:parse",

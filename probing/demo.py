@@ -88,7 +88,7 @@ def probing_side(demo: Demo) -> None:
         write(rows, demo.out / "jailbreak", f"{cfg.model}: probes trained on normal vs malicious")
 
     def do_lens() -> None:
-        from probing.lens.cli import LensConfig, lens
+        from probing.lens.run import LensConfig, lens
 
         classes = ["normal", "malicious", "jailbreak"]
         lens(
@@ -197,7 +197,7 @@ def alignment_side(demo: Demo) -> None:
     )
 
     def do_lens() -> None:
-        from probing.lens.cli import LensConfig, lens
+        from probing.lens.run import LensConfig, lens
 
         lens(LensConfig(features=str(feats), output=str(out / "lens")), tokenizer=lm.tokenizer)
 
@@ -220,9 +220,9 @@ def alignment_side(demo: Demo) -> None:
     state.clear()
 
     def do_locate() -> None:
-        from probing.directions.cli import directions
         from probing.directions.config import DirectionsConfig
         from probing.directions.locate import zhao_or_zhou
+        from probing.directions.run import directions
 
         found = directions(
             DirectionsConfig(
@@ -236,8 +236,7 @@ def alignment_side(demo: Demo) -> None:
 
 
 def compare_side(demo: Demo) -> None:
-    from probing.compare.cli import run_compare
-    from probing.compare.run import CompareConfig
+    from probing.compare.run import CompareConfig, run_compare
     from probing.prompts import PromptSource
 
     out = demo.out / "compare"

@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from probing.generalize.cli import GeneralizeConfig, generalize
+from probing.generalize.config import GeneralizeConfig
+from probing.generalize.run import generalize
 from probing.prompts import PromptSource
 
 HELD_OUT = {

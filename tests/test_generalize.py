@@ -203,9 +203,9 @@ def test_monitor_chooses_layer_and_threshold_on_held_out_sources(tmp_path):
 
     from probing.data import ActivationDataModule
     from probing.monitor import load_probe
-    from probing.monitor.cli import monitor
     from probing.monitor.config import MonitorConfig
     from probing.monitor.probe import choose_layer
+    from probing.monitor.run import monitor
     from probing.probes import LinearProbe
 
     L.seed_everything(0)

@@ -17,7 +17,6 @@ from probing.errors import ProbingError
 from probing.features.extract import ExtractConfig, extract
 from probing.features.store import RowTable
 from probing.features.writer import FeatureWriter
-from probing.lens import cli
 from probing.lens.analysis import analyse, analyse_arrays, decode_tokens, label, softmax
 from probing.lens.config import parse
 from probing.lens.emotions import (
@@ -28,6 +27,7 @@ from probing.lens.emotions import (
 )
 from probing.lens.plots import heatmap_figure, plot_all
 from probing.lens.report import CONSISTENCY_COLUMNS, TOP_TOKEN_COLUMNS, write_csvs
+from probing.lens.run import lens
 from probing.plotting import ESCAPED_NOTE
 from probing.prompts import PromptSource
 
@@ -343,7 +343,7 @@ def test_cli_end_to_end_on_a_tiny_model(tiny_file, tmp_path):
     assert sum(x.startswith("| 1 | ") for x in lines) == 2
     # a tokenizer object passed in (tests, notebooks) does the same without --tokenizer
     out2 = tmp_path / "out2"
-    cli.lens(parse([str(path), "--output", str(out2), "--top", "4"]), tiny_tokenizer())
+    lens(parse([str(path), "--output", str(out2), "--top", "4"]), tiny_tokenizer())
     assert (out2 / "lens_top_tokens.csv").read_text() == (out / "lens_top_tokens.csv").read_text()
 
 
@@ -372,7 +372,7 @@ def test_in_memory_model_needs_a_tokenizer_and_wrong_tokenizer_is_caught(tiny_fi
     with pytest.raises(ProbingError, match="in-memory model 'tiny-llama'.*--model.name"):
         run_command("lens", [str(path), "--output", str(tmp_path)])
     with pytest.raises(ProbingError, match=r"lens token id \d+ but the tokenizer has only 11"):
-        cli.lens(parse([str(path), "--output", str(tmp_path)]), StubTokenizer())
+        lens(parse([str(path), "--output", str(tmp_path)]), StubTokenizer())
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from probing.cli import main
 
 LOADERS = {
     "extract": ["probing.features.extract.load_tokenizer", "probing.features.extract.load_model"],
-    "lens": ["probing.lens.cli.file_tokenizer"],
+    "lens": ["probing.lens.run.file_tokenizer"],
     "refusal": ["probing.generation.refusal.load_model"],
     "graft": ["probing.grafting.run.load_model"],
     "compare": ["probing.compare.run.load_tokenizer", "probing.compare.run.load_model"],

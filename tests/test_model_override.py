@@ -57,7 +57,7 @@ def _configs_of_every_command(tmp_path, monkeypatch, capsys, override: ModelOver
         train_probe(feat, tmp_path / "p.ckpt")
     seen: list = []
     monkeypatch.setattr("probing.grafting.run.load_model", _stop(seen))
-    monkeypatch.setattr("probing.monitor.cli.load_model", _stop(seen))
+    monkeypatch.setattr("probing.monitor.run.load_model", _stop(seen))
     monkeypatch.setattr("probing.models.load.load_tokenizer", _stop(seen))
     monkeypatch.setattr("probing.models.load.load_model", _stop(seen))
     graft = ["graft", "--features", str(feat), "--output", str(tmp_path / "g")]

@@ -33,9 +33,9 @@ from probing.monitor import (
     tpr_at_fpr,
 )
 from probing.monitor.calibrate import STORE_NAME
-from probing.monitor.cli import monitor
 from probing.monitor.config import MonitorConfig, build_parser, parse
 from probing.monitor.labelled import calibrate_probe
+from probing.monitor.run import monitor
 from probing.probes import LinearMLPProbe
 from probing.prompts import PromptSource, load_prompts
 

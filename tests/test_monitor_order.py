@@ -25,7 +25,7 @@ def no_model(monkeypatch):
     def load_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the model-free checks")
 
-    monkeypatch.setattr("probing.monitor.cli.load_model", load_model)
+    monkeypatch.setattr("probing.monitor.run.load_model", load_model)
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,7 @@ def test_feature_metadata_never_switches_on_remote_code(tmp_path, monkeypatch, c
     assert seen[-1].trust_remote_code is True
     # monitor: the probe's training file asks for remote code; only --trust_remote_code gives it
     ckpt = train_probe(feat, tmp_path / "p.ckpt")
-    seen = _record_model_config(monkeypatch, "probing.monitor.cli")
+    seen = _record_model_config(monkeypatch, "probing.monitor.run")
     assert main(["monitor", "--ckpt", str(ckpt), "--prompt", "hello", "--layer", "1"]) == 2
     one_line_error(capsys, "stopped before loading the model")
     assert seen[-1].trust_remote_code is False

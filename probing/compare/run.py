@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from probing.compare import plots
+from probing.compare.output import report
 from probing.compare.spec import (
     GRID_PNG,
     GRID_RELATIVE_PNG,
@@ -327,6 +328,12 @@ def compare(cfg: CompareConfig) -> CompareResult:
     paths["runs"] = out / RUNS_JSON
     paths["runs"].write_text(json.dumps(_runs_record(result, cfg), indent=1, default=str) + "\n")
     return result
+
+
+def run_compare(cfg: CompareConfig) -> int:
+    """Compare and log each run's summary; returns 0, or 1 when some runs failed; raises
+    :class:`ProbingError` when every run failed."""
+    return report(cfg, compare(cfg))
 
 
 def _classes(results: list[RunResult]) -> list[str]:

@@ -1,7 +1,8 @@
-"""``probing directions FILE --output DIR``: difference-in-means directions per layer, stored position
-and label set, their held-out AUROC and the cosines between label sets (docs/directions.md).
+"""The directions run (``probing directions``): difference-in-means directions per layer, stored
+position and label set, their held-out AUROC and the cosines between label sets (docs/directions.md).
 
-Writes ``DIR/directions.csv``, ``DIR/directions.npz`` and ``DIR/directions.png``.
+Writes ``OUTPUT/directions.csv``, ``OUTPUT/directions.npz`` and ``OUTPUT/directions.png`` (with
+``--locate``, ``located.csv`` and ``located.png`` too).
 """
 
 from __future__ import annotations

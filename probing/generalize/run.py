@@ -1,4 +1,5 @@
-"""``probing generalize``: leave-one-source-out and explicit train→test matrices over prompt sources.
+"""The generalization run (``probing generalize``): leave-one-source-out and explicit train→test
+matrices over prompt sources, every fold and repeat.
 
 Writes ``OUTPUT/generalization.csv`` (``train, test, split, layer, probe, accuracy, auroc, tpr_at_1fpr,
 flagged_rate, rows, positives, threshold``), ``generalization.png`` and ``generalization.md``, and with the

@@ -1,4 +1,5 @@
-"""`probing lens FEATURES --output DIR`: logit-lens tokens, emotions and consistency of a feature file."""
+"""The logit-lens run (``probing lens``): a feature file's top tokens per layer, their emotions and
+consistency, written as tables, plots and a summary."""
 
 from __future__ import annotations
 

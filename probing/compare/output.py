@@ -1,4 +1,5 @@
-"""`probing compare --config configs/compare/NAME.yaml [--option value ...]`.
+"""What ``probing compare`` says when it is done: each run's summary on the log, each failed run on
+stderr, and the exit status.
 
 Exit status: 0 when every run finished, 1 when some failed (the others are still compared and written;
 each failure is one line on stderr and in ``compare_summary.csv``), 2 for a bad config or when every
@@ -10,20 +11,13 @@ from __future__ import annotations
 import logging
 import sys
 
-from probing.compare.run import CompareResult, compare
-from probing.compare.spec import CompareConfig
+from probing.compare.spec import CompareConfig, CompareResult
 from probing.errors import ProbingError
 
 log = logging.getLogger(__name__)
 
 
-__all__ = ["report", "run_compare"]
-
-
-def run_compare(cfg: CompareConfig) -> int:
-    """Compare and log each run's summary; returns 0, or 1 when some runs failed; raises
-    :class:`ProbingError` when every run failed."""
-    return report(cfg, compare(cfg))
+__all__ = ["report"]
 
 
 def report(cfg: CompareConfig, result: CompareResult) -> int:

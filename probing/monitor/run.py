@@ -1,4 +1,6 @@
-"""`probing monitor --ckpt CKPT [--layer auto|N] (--prompt TEXT | --prompts FILE | --eval)`."""
+"""The monitor run (``probing monitor``): the model-free checks, the probe and its layer (one
+checkpoint, or the best of several by the held-out rule), then screening, guarded generation or the
+per-layer evaluation."""
 
 from __future__ import annotations
 
