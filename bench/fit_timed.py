@@ -17,7 +17,7 @@ from pathlib import Path
 
 start = time.perf_counter()
 from probing.cli import main  # noqa: E402
-from probing.training import cli as _fit_imports  # noqa: E402, F401  (what `probing fit` imports)
+from probing.training import lightning as _fit_imports  # noqa: E402, F401  (what `probing fit` imports)
 
 imported = time.perf_counter()
 status = main(["fit", "--config", sys.argv[1]])

@@ -36,7 +36,7 @@ def probing_side(demo: Demo) -> None:
     from probing.features.extract import ExtractConfig, extract
     from probing.models import ModelConfig, load_model, resolve_model
     from probing.probes import weak, weak_config
-    from probing.training.cli import fit_probes
+    from probing.training.train import train
 
     cfg = demo.cfg
     feats = demo.out / "features" / f"{cfg.model}.h5"
@@ -64,7 +64,7 @@ def probing_side(demo: Demo) -> None:
 
     def fit(name: str, config: str, classes: list[str]) -> None:
         root = demo.out / name
-        fit_probes(
+        train(
             CONFIGS / "probe" / config,
             {
                 "data.path": feats,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from probing.training.cli import build_cli
+from probing.training.lightning import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

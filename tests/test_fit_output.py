@@ -15,7 +15,7 @@ from featurefactory import make_feature_file, single_thread  # noqa: F401 (autou
 
 from probing.cli import main
 from probing.probes.wandb_utils import set_wandb_mode
-from probing.training.cli import build_cli
+from probing.training.lightning import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = str(ROOT / "configs" / "probe" / "linear.yaml")
@@ -36,7 +36,7 @@ def test_fit_ends_with_a_summary_without_tables(workdir, feat, capsys, monkeypat
     assert "Trainable params" not in out + err  # Lightning's model summary is off by default
     assert "Run history" not in out + err and "Run summary" not in out + err  # W&B is quiet
     (run,) = (workdir / "runs" / "probing").iterdir()
-    tail = err[err.index("I probing.training.cli: done: run folder") :].splitlines()
+    tail = err[err.index("I probing.training: done: run folder") :].splitlines()
     assert tail[0].endswith(f"done: run folder {Path('runs') / 'probing' / run.name}")
     assert tail[1].startswith("  linear: best layer on val 3 (val acc ")
     assert "test acc" in tail[1] and tail[2].startswith("  mlp: best layer on val 3")

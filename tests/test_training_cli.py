@@ -18,7 +18,7 @@ from featurefactory import make_feature_file, single_thread  # noqa: F401 (autou
 from probing.cli import main
 from probing.errors import ProbingError
 from probing.probes.wandb_utils import wandb_mode
-from probing.training.cli import build_cli
+from probing.training.lightning import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = str(ROOT / "configs" / "probe" / "linear.yaml")
@@ -296,11 +296,11 @@ def test_resumed_fit_writes_into_its_own_run(workdir, feat):
     assert torch.load(last, weights_only=True)["epoch"] == 1
 
 
-def test_fit_probes_is_probing_fit_as_a_function(workdir, feat, caplog):
-    from probing.training.cli import fit_probes
+def test_train_is_probing_fit_as_a_function(workdir, feat, caplog):
+    from probing.training.train import train
 
     caplog.set_level(logging.INFO)
-    run = fit_probes(
+    run = train(
         LINEAR,
         {
             "data.path": Path(feat),
@@ -322,10 +322,10 @@ def test_fit_probes_is_probing_fit_as_a_function(workdir, feat, caplog):
     assert "litlogger" not in caplog.text
 
 
-def test_fit_probes_refuses_an_override_below_a_value(workdir):
-    from probing.training.cli import fit_probes
+def test_train_refuses_an_override_below_a_value(workdir):
+    from probing.training.train import train
 
     with pytest.raises(
         ProbingError, match=r"override 'trainer.max_epochs.x': 'max_epochs' in .* is not a mapping"
     ):
-        fit_probes(LINEAR, {"trainer.max_epochs.x": 1})
+        train(LINEAR, {"trainer.max_epochs.x": 1})

@@ -210,11 +210,11 @@ def probe_metrics(
     import shutil
 
     from probing.probes.report import read_metrics
-    from probing.training.cli import fit_probes
+    from probing.training.train import train
 
     shutil.rmtree(directory, ignore_errors=True)  # compare-owned: no stale checkpoints or reports
     f = cfg.test_fraction
-    fit_probes(
+    train(
         probe_config,
         {
             "data.path": path,

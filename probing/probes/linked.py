@@ -1,7 +1,7 @@
 """What a probe is given from the data at instantiation, and the check that a checkpoint shares it.
 
 ``probing fit|validate|test|predict`` links the data module's ``num_layers``, ``hidden_size``,
-``layers``, ``num_classes`` and ``class_names`` into the probe (:mod:`probing.training.cli`); a
+``layers``, ``num_classes`` and ``class_names`` into the probe (:mod:`probing.training.lightning`); a
 checkpoint evaluated on data must have been trained with the same values. ``LINKED_UNCHECKED`` are
 linked too but not compared: the train statistics and feature identity (a checkpoint's own are
 restored from it) and whether the training split comes as one batch.
