@@ -256,7 +256,6 @@ LAYOUT_MODULES = {
     "probing.features.atomic",  # opens the partial file to discard or finish it
     "probing.features.checks",
     "probing.features.labels",  # adds a label set to a copy of the file
-    "probing.features.shards",
     "probing.features.store",
     "probing.features.writer",
 }

@@ -12,17 +12,15 @@ import os
 import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from probing.errors import ProbingError
-from probing.features.atomic import discard_partial, failure_reason
+from probing.features.atomic import failure_reason
 from probing.features.merge_config import MergeConfig
-from probing.features.store import FORMAT, decode_attrs, encode_attr, read_meta
+from probing.features.store import FORMAT, read_meta
+from probing.features.writer import write_merged
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
-VIRTUAL = ("hidden", "lens_ids", "lens_logits")
-SHARD_ATTRS = ("shard_index", "shard_count", "shard_start", "total_rows", "fingerprint", "complete")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -148,67 +146,23 @@ def merge_shards(paths: list[str | Path], output: str | Path, overwrite: bool = 
     tmp = output.with_name(f"{output.name}.merging-{os.getpid()}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        out = h5py.File(tmp, "w")
-    except OSError as err:
-        raise ProbingError(f"cannot write {output}: {err}; choose another --output") from None
-    try:
-        _write_merged(out, paths, metas, output)
+        write_merged(tmp, paths, metas, output)
     except (OSError, RuntimeError) as err:  # h5py raises both for a failed write (disk full)
-        discard_partial(out, tmp, None)
         raise ProbingError(
-            f"cannot write {output}: {failure_reason(err)}; the unfinished {tmp.name} was removed: "
-            "free space there or choose another --output"
+            f"cannot write {output}: {failure_reason(err)}; nothing was left behind: free space "
+            "there or choose another --output"
         ) from None
-    except BaseException:
-        discard_partial(out, tmp, None)
-        raise
     os.replace(tmp, output)
     return output
-
-
-def _write_merged(out: h5py.File, paths: list[Path], metas: list[dict], output: Path) -> None:
-    """The merged file's datasets (virtual ones over ``paths``, in shard order) and attributes."""
-    total = metas[0]["total_rows"]
-    with out, h5py.File(paths[0], "r") as f0:
-        for name in VIRTUAL:
-            ds = f0[name]
-            layout = h5py.VirtualLayout(shape=(total, *ds.shape[1:]), dtype=ds.dtype)
-            for p, m in zip(paths, metas):
-                with h5py.File(p, "r") as f:
-                    rows = f[name].shape[0]
-                start = m["shard_start"]
-                rel = os.path.relpath(p.resolve(), output.resolve().parent)
-                layout[start : start + rows] = h5py.VirtualSource(
-                    rel, name, shape=(rows, *ds.shape[1:])
-                )
-            out.create_virtual_dataset(name, layout)
-        for name in f0:
-            if name in VIRTUAL or name == "rows_done":
-                continue
-            parts = []
-            for p in paths:
-                with h5py.File(p, "r") as f:
-                    parts.append(f[name][:])
-            out.create_dataset(name, data=np.concatenate(parts), dtype=f0[name].dtype)
-        out.create_dataset("rows_done", data=np.array([total], dtype=np.int64))
-        attrs = {k: v for k, v in decode_attrs(f0.attrs).items() if k not in SHARD_ATTRS}
-        attrs["fingerprint"] = metas[0]["plan_fingerprint"]
-        attrs["shards"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
-        attrs["skipped"] = metas[0].get("skipped", {})
-        for key, value in attrs.items():
-            out.attrs[key] = encode_attr(key, value)
-        if out["label"].shape[0] != total:
-            raise ProbingError(f"shards hold {out['label'].shape[0]} rows, expected {total}")
-        out.attrs["complete"] = True
 
 
 def all_shards_complete(output: str | Path, count: int) -> list[Path] | None:
     paths = [shard_path(output, i, count) for i in range(count)]
     for p in paths:
         try:
-            with h5py.File(p, "r") as f:
-                if f.attrs.get("format") != FORMAT or not f.attrs.get("complete"):
-                    return None
-        except OSError:
+            meta = read_meta(p)
+        except ProbingError:
+            return None
+        if meta.get("format") != FORMAT or not meta.get("complete"):
             return None
     return paths

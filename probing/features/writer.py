@@ -1,4 +1,5 @@
-"""The feature file's writer: a new file's layout, rows streamed in batches, atomic completion.
+"""The feature file's writers: a new file's layout, rows streamed in batches, atomic completion; and
+the merged file of a sharded extraction (virtual datasets over its shards).
 
 Rows go to ``OUTPUT.partial`` under ``OUTPUT.lock`` (:mod:`probing.features.atomic`); a failed write
 (a full disk) removes the unfinished file and says why; the layout is in ``docs/feature-format.md``.
@@ -22,7 +23,7 @@ from probing.features.atomic import (
     partial_path,
     write_error,
 )
-from probing.features.store import FORMAT, FORMAT_VERSION, RowTable, encode_attr
+from probing.features.store import FORMAT, FORMAT_VERSION, RowTable, decode_attrs, encode_attr
 
 FP16_MAX = 65504.0
 CHUNK_BYTES = 512 * 1024
@@ -224,3 +225,56 @@ class FeatureWriter:
             self.file.close()
         if self.lock is not None:
             self.lock.release()
+
+
+# -- the merged file of a sharded extraction (probing merge; features/shards.py checks the shards) ---
+VIRTUAL = ("hidden", "lens_ids", "lens_logits")  # stay in the shard files, mapped in row order
+SHARD_ATTRS = ("shard_index", "shard_count", "shard_start", "total_rows", "fingerprint", "complete")
+
+
+def write_merged(tmp: Path, paths: list[Path], metas: list[dict], output: Path) -> None:
+    """Write the merged file of ``paths`` (checked shards, in shard order) at ``tmp``, to be renamed to
+    ``output``: virtual datasets over the shards (paths relative to ``output``'s folder), the other
+    columns concatenated, the attributes; ``complete`` last. A failed write removes ``tmp``."""
+    out = h5py.File(tmp, "w")
+    try:
+        _fill_merged(out, paths, metas, output)
+    except BaseException:
+        discard_partial(out, tmp, None)
+        raise
+
+
+def _fill_merged(out: h5py.File, paths: list[Path], metas: list[dict], output: Path) -> None:
+    """The merged file's datasets (virtual ones over ``paths``, in shard order) and attributes."""
+    total = metas[0]["total_rows"]
+    with out, h5py.File(paths[0], "r") as f0:
+        for name in VIRTUAL:
+            ds = f0[name]
+            layout = h5py.VirtualLayout(shape=(total, *ds.shape[1:]), dtype=ds.dtype)
+            for p, m in zip(paths, metas):
+                with h5py.File(p, "r") as f:
+                    rows = f[name].shape[0]
+                start = m["shard_start"]
+                rel = os.path.relpath(p.resolve(), output.resolve().parent)
+                layout[start : start + rows] = h5py.VirtualSource(
+                    rel, name, shape=(rows, *ds.shape[1:])
+                )
+            out.create_virtual_dataset(name, layout)
+        for name in f0:
+            if name in VIRTUAL or name == "rows_done":
+                continue
+            parts = []
+            for p in paths:
+                with h5py.File(p, "r") as f:
+                    parts.append(f[name][:])
+            out.create_dataset(name, data=np.concatenate(parts), dtype=f0[name].dtype)
+        out.create_dataset("rows_done", data=np.array([total], dtype=np.int64))
+        attrs = {k: v for k, v in decode_attrs(f0.attrs).items() if k not in SHARD_ATTRS}
+        attrs["fingerprint"] = metas[0]["plan_fingerprint"]
+        attrs["shards"] = [os.path.relpath(p.resolve(), output.resolve().parent) for p in paths]
+        attrs["skipped"] = metas[0].get("skipped", {})
+        for key, value in attrs.items():
+            out.attrs[key] = encode_attr(key, value)
+        if out["label"].shape[0] != total:
+            raise ProbingError(f"shards hold {out['label'].shape[0]} rows, expected {total}")
+        out.attrs["complete"] = True
