@@ -280,3 +280,15 @@ def test_shared_prefix_batched_sweep_equals_one_prompt_at_a_time(
         torch.testing.assert_close(got.logits, logits, atol=1e-5, rtol=1e-4)
         assert got.texts == [lm.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
         assert got.first_ids == [t[:1] for t in tokens]
+
+
+def test_paired_donors_never_graft_a_prompt_onto_itself():
+    from probing.grafting.donors import paired_rows
+
+    rows = np.arange(40, 80)
+    for seed in range(20):  # the control: donors drawn from the targets' own class
+        got = paired_rows(rows, rows, seed)
+        assert not (got == rows).any() and sorted(got) == list(rows)  # still one donor each
+    other = paired_rows(np.arange(10), np.arange(100, 130), 3)  # another class: a plain draw
+    assert sorted(np.bincount(other, minlength=10)) == [3] * 10
+    assert paired_rows(np.array([5]), np.array([5]), 0).tolist() == [5]  # no other pairing exists

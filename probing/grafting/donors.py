@@ -69,13 +69,22 @@ def sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
 
 
-def paired_rows(pool: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """One donor row of ``pool`` per target (a seeded draw, without repeats while the pool lasts)."""
+def paired_rows(pool: np.ndarray, targets: np.ndarray, seed: int) -> np.ndarray:
+    """One donor row of ``pool`` per target row (a seeded draw, without repeats while the pool lasts).
+    A donor is never its own target while another pairing exists (a control whose donors come from
+    the targets' class would otherwise graft some prompts onto themselves): such pairs swap donors."""
     if len(pool) == 0:
         raise ProbingError("--source paired: the source class has no rows to draw donors from")
+    targets = np.asarray(targets)
     rng = np.random.default_rng(seed + 1)
-    draws = [rng.permutation(pool) for _ in range(-(-count // len(pool)))]
-    return np.concatenate(draws)[:count]
+    draws = [rng.permutation(pool) for _ in range(-(-len(targets) // len(pool)))]
+    donors = np.concatenate(draws)[: len(targets)]
+    for i in np.flatnonzero(donors == targets):
+        for j in rng.permutation(len(donors)):
+            if donors[j] != targets[i] and targets[j] != donors[i]:
+                donors[i], donors[j] = donors[j], donors[i]
+                break
+    return donors
 
 
 def target_sequences(

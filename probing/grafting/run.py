@@ -37,14 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def donors(
-    cfg: GraftConfig, ff: FeatureFile, position: int = -1, targets: int | None = None
+    cfg: GraftConfig, ff: FeatureFile, position: int = -1, targets: np.ndarray | None = None
 ) -> torch.Tensor:
-    """The donor states: ``[L, D]``, ``[D]``, or ``[targets, L, D]`` for ``paired``."""
+    """The donor states: ``[L, D]``, ``[D]``, or ``[len(targets), L, D]`` for ``paired`` (one per
+    target row; ``targets`` None: as many as the source class has rows)."""
     if cfg.source == "class_mean":
         return class_mean(ff, cfg.source_class, position)
     if cfg.source == "paired":
         pool = class_rows(ff, cfg.source_class)
-        return row_states(ff, paired_rows(pool, targets or len(pool), cfg.seed), position)
+        wanted = np.full(len(pool), -1) if targets is None else targets  # -1: no target row
+        rows = paired_rows(pool, wanted, cfg.seed)
+        return row_states(ff, rows, position)
     if cfg.source == "row":
         if not 0 <= cfg.source_row < ff.num_rows:
             raise ProbingError(
@@ -110,7 +113,7 @@ def sweep(cfg: GraftConfig, lm: LoadedModel | None = None, probe: Any = None) ->
     position, tail = graft_position(ff, cfg.position)
     targets = sample(class_rows(ff, cfg.target_class, "--target_class"), cfg.limit, cfg.seed)
     probe = probe if probe is not None else graft_probe(cfg.probe_ckpt, ff)
-    donor = donors(cfg, ff, position, len(targets))
+    donor = donors(cfg, ff, position, targets)
     judge, emotion = load_judge(cfg.judge), emotion_classifier(cfg.emotions)
     _check_writable(Path(cfg.output))
     if lm is None:
