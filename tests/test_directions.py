@@ -191,10 +191,19 @@ def test_directions_log_a_wandb_table_offline(tmp_path, monkeypatch):
         (False, "the harmfulness reading itself moves towards normal"),
     ],
 )
-def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog, harm_kept, reading):
+def test_locate_places_a_held_out_class_on_each_direction(
+    tmp_path, caplog, monkeypatch, harm_kept, reading
+):
     """Jailbreak rows planted with the harm signal at ``inst`` but no refusal signal: on the harm
     direction they sit near the malicious mean (placement ≈ 1), on the refusal direction near the
-    complied rows (≈ 0); they are fitted on by no label set."""
+    complied rows (≈ 0); they are fitted on by no label set. Each position is read once."""
+    from probing.features.store import FeatureFile
+
+    reads = []
+    layers = FeatureFile.layers
+    monkeypatch.setattr(
+        FeatureFile, "layers", lambda self, *a, **k: reads.append(k) or layers(self, *a, **k)
+    )
     rng = np.random.default_rng(1)
     n, jb = 200, 60
     y = np.r_[np.arange(n) % 2, np.full(jb, 2)]
@@ -213,6 +222,7 @@ def test_locate_places_a_held_out_class_on_each_direction(tmp_path, caplog, harm
     with caplog.at_level(logging.INFO, logger="probing"):
         args = ["directions", str(h5), "--output", str(out), "--locate", "[jailbreak]"]
         assert main(args) == 0
+    assert len(reads) == len(POSITIONS)  # one read per position for directions and placements
     rows = read_csv(out / "located.csv")
     assert list(rows[0]) == ["class", "label_set", "position", "layer", "n", "placement",
                              "auroc_vs_negative", "auroc_vs_positive"]  # fmt: skip

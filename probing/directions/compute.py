@@ -10,7 +10,7 @@ in-sample. The cosine between two label sets' directions compares them at the sa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,8 +93,11 @@ def compute(
     splits: Sequence[Split],
     layers: list[int],
     positions: dict[str, int],
+    visit: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> Directions:
-    """Every label set's direction and held-out AUROC at every chosen layer and position."""
+    """Every label set's direction and held-out AUROC at every chosen layer and position.
+    ``visit(p, block [N, L, D], directions [S, L, D])`` is called once per position after its
+    directions are fitted (the block is read once)."""
     shape = (len(sets), len(positions), len(layers))
     dirs = np.zeros((*shape, ff.hidden_size), np.float32)
     auroc = np.full(shape, math.nan)
@@ -110,6 +113,8 @@ def compute(
         for s, (label_set, split) in enumerate(zip(sets, splits, strict=True)):
             d, a = fit_and_score(x, label_set.values, split)
             dirs[s, p], auroc[s, p] = d, a
+        if visit is not None:
+            visit(p, x, dirs[:, p])
     test_y = [ls.values[sp.test] for ls, sp in zip(sets, splits, strict=True)]
     return Directions(
         label_sets=[s.name for s in sets],

@@ -81,30 +81,36 @@ def leave_out(sets: Sequence[LabelSet], rows: dict[str, np.ndarray]) -> list[Lab
     return result
 
 
-def locate(
-    ff: FeatureFile,
-    result: Directions,
-    sets: Sequence[LabelSet],
-    splits: Sequence[Split],
-    rows: dict[str, np.ndarray],
-    positions: dict[str, int],
-) -> Located:
-    shape = (len(rows), len(sets), len(positions), len(result.layers))
-    placement = np.full(shape, math.nan)
-    vs_neg, vs_pos = np.full(shape, math.nan), np.full(shape, math.nan)
-    for p, index in enumerate(positions.values()):
-        x = ff.layers(result.layers, position=index).astype(np.float64)
-        for s, (label_set, split) in enumerate(zip(sets, splits, strict=True)):
-            proj = np.einsum("nld,ld->nl", x, result.directions[s, p].astype(np.float64))
+class Locator:
+    """Places the located rows on each direction, position by position, as :func:`compute` visits
+    each position's block (one read of the file for the directions and the placements)."""
+
+    def __init__(
+        self, rows: dict[str, np.ndarray], sets: Sequence[LabelSet], splits: Sequence[Split],
+        positions: int, layers: int,
+    ):  # fmt: skip
+        self.rows, self.sets, self.splits = rows, list(sets), list(splits)
+        shape = (len(rows), len(self.sets), positions, layers)
+        self.placement = np.full(shape, math.nan)
+        self.vs_neg, self.vs_pos = np.full(shape, math.nan), np.full(shape, math.nan)
+
+    def visit(self, p: int, block: np.ndarray, directions: np.ndarray) -> None:
+        """Position ``p``: its block ``[N, L, D]`` and the label sets' directions there ``[S, L, D]``."""
+        x = block.astype(np.float64)
+        for s, (label_set, split) in enumerate(zip(self.sets, self.splits, strict=True)):
+            proj = np.einsum("nld,ld->nl", x, directions[s].astype(np.float64))
             test_y = label_set.values[split.test]
             neg, pos = proj[split.test[test_y == 0]], proj[split.test[test_y == 1]]
             span = pos.mean(0) - neg.mean(0)
-            for c, mine in enumerate(rows.values()):
+            for c, mine in enumerate(self.rows.values()):
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    placement[c, s, p] = (proj[mine].mean(0) - neg.mean(0)) / span
-                vs_neg[c, s, p] = _auroc(proj[mine], neg)
-                vs_pos[c, s, p] = _auroc(proj[mine], pos)
-    return Located(list(rows), [len(r) for r in rows.values()], placement, vs_neg, vs_pos)
+                    self.placement[c, s, p] = (proj[mine].mean(0) - neg.mean(0)) / span
+                self.vs_neg[c, s, p] = _auroc(proj[mine], neg)
+                self.vs_pos[c, s, p] = _auroc(proj[mine], pos)
+
+    def located(self) -> Located:
+        counts = [len(r) for r in self.rows.values()]
+        return Located(list(self.rows), counts, self.placement, self.vs_neg, self.vs_pos)
 
 
 def _auroc(located: np.ndarray, reference: np.ndarray) -> np.ndarray:

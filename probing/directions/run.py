@@ -67,8 +67,13 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
                 f"one position of the file needs {need:.1f} GB in memory (limit "
                 f"{cfg.memory_limit_gb} GB): choose fewer --layers or raise --memory_limit_gb"
             )
-        result = compute(ff, sets, splits, layers, positions)
-        found = located.locate(ff, result, sets, splits, held_out, positions) if held_out else None
+        locator = (
+            located.Locator(held_out, sets, splits, len(positions), len(layers))
+            if held_out
+            else None
+        )
+        result = compute(ff, sets, splits, layers, positions, locator.visit if locator else None)
+        found = locator.located() if locator else None
         model = ff.meta.get("model", "")
     out.mkdir(parents=True, exist_ok=True)
     title = (
