@@ -207,6 +207,7 @@ def test_full_batch_mlp_stops_early_and_checkpoints_load(synthetic, tmp_path):
 
 def test_full_batch_falls_back_to_mini_batches_out_of_memory(synthetic):
     dm = ActivationDataModule(str(synthetic), batch_size="full", in_memory="never")
+    assert not LinearProbe(**dm.probe_args()).full_batch_requested  # the probe is told at once
     dm.setup()
     assert not dm.full_batch
     assert dm.train_dataloader().batch_size >= 1

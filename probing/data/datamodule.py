@@ -188,7 +188,8 @@ class ActivationDataModule(L.LightningDataModule):
     def full_batch(self) -> bool:
         """``batch_size: full`` and the layer block in memory: the training split as one batch (one
         process only; see :func:`~probing.data.options.full_batch_applies`)."""
-        return self.batch_size == "full" and self.fits_in_memory()
+        in_memory = self.sources["main"].x is not None if self._ready else self.fits_in_memory()
+        return self.batch_size == "full" and in_memory
 
     def probe_args(self) -> dict[str, Any]:
         """Everything a probe takes from this data, as keyword arguments of a probe class."""
@@ -265,12 +266,6 @@ class ActivationDataModule(L.LightningDataModule):
         else:
             self._prepare_chunked()
         self._ready = True
-        if self.batch_size == "full" and not self._one_batch():
-            log.info(
-                "--data.batch_size full needs the layer block in memory and one process; "
-                "using mini-batches of %d rows",
-                FULL_FALLBACK_BATCH,
-            )
 
     def _one_batch(self) -> bool:
         """The training split as one batch in this run (the probe applies the same rule)."""
@@ -355,6 +350,12 @@ class ActivationDataModule(L.LightningDataModule):
         if self.batch_size == "full" and self._one_batch():
             batch = FullBatch(self._dataset("train"), self._dataset("val"))
             return DataLoader(batch, batch_size=None)  # its one item is the batch
+        if self.batch_size == "full":
+            log.info(
+                "--data.batch_size full needs the layer block in memory and one process; "
+                "using mini-batches of %d rows",
+                FULL_FALLBACK_BATCH,
+            )
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
