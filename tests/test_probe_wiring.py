@@ -141,3 +141,23 @@ def test_checkpoint_keeps_split_rows_and_the_monitor_reads_them(sourced, tmp_pat
         rows, _ = labelled.split_rows(old_probe, sourced, name, 240)
         from_new, _ = labelled.split_rows(loaded, sourced, name, 240)
         np.testing.assert_array_equal(rows, from_new)
+
+
+def test_split_rows_that_lie_are_refused_in_one_line(sourced, tmp_path, capsys):
+    from probing.cli import main
+    from probing.monitor.probe import DATA_STATE_KEY
+
+    dm = ActivationDataModule(str(sourced), batch_size=32)
+    t = trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
+    t.fit(LinearProbe(**dm.probe_args()), datamodule=dm)
+    ckpt = tmp_path / "p.ckpt"
+    t.save_checkpoint(ckpt)
+    raw = torch.load(ckpt, weights_only=True)
+    raw[DATA_STATE_KEY]["split_rows"]["val"] = torch.tensor([3, 3, 9999])
+    torch.save(raw, ckpt)
+    argv = ["monitor", "--ckpt", str(ckpt), "--eval", "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert last.startswith("probing monitor: error: p.ckpt records val rows that are not distinct")
+    assert "Traceback" not in err

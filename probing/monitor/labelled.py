@@ -100,6 +100,13 @@ def split_rows(probe: LoadedProbe, path: Path, split: str, n: int) -> tuple[np.n
     """The file rows of the training run's ``split`` (``train``, ``val``, ``test``, ``heldout``), as
     its checkpoint saved them (rebuilt from its data options for an older checkpoint)."""
     saved = probe.split_rows if probe.split_rows is not None else rebuilt_split_rows(probe, path)
+    for name, part in saved.items():
+        if len(part) and (part.min() < 0 or part.max() >= n or len(np.unique(part)) != len(part)):
+            raise ProbingError(
+                f"{probe.path.name} records {name} rows that are not distinct rows of its training "
+                f"file {path} ({n} rows): the checkpoint does not belong to that file; give a "
+                "labelled set with --calibrate, or fit the probe again"
+            )
     if split == "heldout":
         if not len(saved.get("heldout", ())):
             raise ProbingError(
