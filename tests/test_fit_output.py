@@ -35,6 +35,7 @@ def test_fit_ends_with_a_summary_without_tables(workdir, feat, capsys, monkeypat
     assert err.count("linear: best layer on val") == err.count("mlp: best layer on val") == 1
     assert "Trainable params" not in out + err  # Lightning's model summary is off by default
     assert "Run history" not in out + err and "Run summary" not in out + err  # W&B is quiet
+    assert "configure_callbacks" not in out + err  # the test after fit keeps the fit's writers
     (run,) = (workdir / "runs" / "probing").iterdir()
     tail = err[err.index("I probing.training: done: run folder") :].splitlines()
     assert tail[0].endswith(f"done: run folder {Path('runs') / 'probing' / run.name}")

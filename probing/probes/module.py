@@ -280,8 +280,10 @@ class ProbeModule(L.LightningModule):
         self.test_results = self._compute("test")  # written by ProbeReports at test end
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The writers of this probe's files: the test report and ``predictions.csv``."""
-        return [ProbeReports(), ProbePredictionWriter()]
+        """The writers of this probe's files: the test report and ``predictions.csv`` (those the
+        trainer does not hold yet: a test after fit keeps the ones attached for the fit)."""
+        present = {type(c) for c in self.trainer.callbacks} if self._trainer is not None else set()
+        return [c() for c in (ProbeReports, ProbePredictionWriter) if c not in present]
 
     # -- predict --------------------------------------------------------------------------------------
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
