@@ -57,10 +57,21 @@ def test_test_ends_with_the_summary(workdir, feat, capsys):
         main(["test", *common, *quiet, "--ckpt_path", "fit", "--trainer.default_root_dir", "t"])
         == 0
     )
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     tail = err[err.index("done: run folder t") :].splitlines()
     assert tail[1].startswith("  linear: best layer on val 3 (val acc ") and "test acc" in tail[1]
     assert err.count("best layer on val") == 1
+    assert "layer_03" not in out + err  # no Lightning table of every metric (--verbose true)
+    argv = ["test", *common, *quiet, "--ckpt_path", "fit", "--trainer.default_root_dir", "tv"]
+    assert main([*argv, "--verbose", "true"]) == 0
+    assert "test/acc/layer_03" in capsys.readouterr().out
+    # validate ends with the best layer of the validation it ran, not a table
+    argv = ["validate", *common, *quiet, "--ckpt_path", "fit", "--trainer.default_root_dir", "v"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    summary = err[err.index("done: run folder v") :].splitlines()
+    assert summary[1].startswith("  linear: best layer on val 3 (val acc ")
+    assert "test acc" not in summary[1] and "layer_03" not in out + err
 
 
 def test_summary_without_test(workdir, feat, caplog):

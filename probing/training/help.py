@@ -46,6 +46,7 @@ TRAINER = [
     ("--trainer.default_root_dir DIR", "where runs go when there is no logger"),
     ("--seed_everything N", "seed of initialisation and shuffling"),
 ]
+EVALUATE = [("--verbose true", "also print Lightning's table of every logged metric")]
 FIT_ONLY = [
     ("--test_after_fit BOOL", "test the best checkpoint after training (default true)"),
     ("--ckpt_path PATH", "resume from this checkpoint of an earlier `probing fit`"),
@@ -90,7 +91,8 @@ def short_help(subcommand: str) -> str:
     common = COMMON + ([] if subcommand == "fit" else [CKPT])
     lines += _section("common options", common)
     lines += _section("data (the feature file; --data.path is required)", data_options())
-    lines += _section("trainer", TRAINER + (FIT_ONLY if subcommand == "fit" else []))
+    extra = {"fit": FIT_ONLY, "validate": EVALUATE, "test": EVALUATE}.get(subcommand, [])
+    lines += _section("trainer", TRAINER + extra)
     more = [
         (f"probing {subcommand} --help all", "every option, the Trainer's (~560 lines)"),
         (f"probing {subcommand} --model.help LinearProbe", "the options of one probe class"),

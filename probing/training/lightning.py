@@ -71,6 +71,14 @@ class ProbingCLI(LightningCLI):
             help="After `fit`, test the best checkpoint and write the per-layer metrics and plot.",
         )
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> Any:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            # Lightning's results table has ~8 rows per layer and head; the report and the closing
+            # summary say what matters (`--verbose true` prints the table)
+            parser.set_defaults(verbose=False)
+        return parser
+
     def _parse_ckpt_path(self) -> None:
         # before Lightning reads the checkpoint's hyperparameters into the config: resolve
         # best/last/run directories (a new process has no trainer state), check the file, and
@@ -138,11 +146,16 @@ class ProbingCLI(LightningCLI):
     def after_test(self) -> None:
         self._summary(None)
 
-    def _summary(self, best_ckpt: str | None) -> None:
-        """The run folder, each probe's best layer and the files written: the last lines."""
+    def after_validate(self) -> None:
+        self._summary(None, this_validation=True)
+
+    def _summary(self, best_ckpt: str | None, this_validation: bool = False) -> None:
+        """The run folder, each probe's best layer and the files written: the last lines
+        (``this_validation``: the best layers of the validation just run, not of a tested run)."""
         directory = wandb_utils.run_dir(self.trainer)  # a collective: on every rank
         if self.trainer.is_global_zero:
-            best = best_layers(directory, self.model.best_layers())
+            own = self.model.best_layers()
+            best = own if this_validation else best_layers(directory, own)
             summary_log.info("%s", fit_summary(directory, best, best_ckpt))
 
 
