@@ -39,6 +39,8 @@ class DirectionsConfig:
         locate: classes of the file (e.g. ``[jailbreak]``) left out of every label set and placed
             on each direction: ``located.csv`` and ``located.png`` (0 = like the negatives, 1 = like
             the positives).
+        bootstrap: resamples behind each placement's 95 % interval (``placement_lo``/``_hi``; the
+            located rows and the held-out rows of each class resampled); 0 = none.
     """
 
     features: str
@@ -53,6 +55,7 @@ class DirectionsConfig:
     memory_limit_gb: float = 8.0
     wandb_project: str | None = None
     locate: list[str] = field(default_factory=list)
+    bootstrap: int = 1000
 
 
 def parse(argv: Sequence[str]) -> DirectionsConfig:

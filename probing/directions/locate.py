@@ -9,15 +9,18 @@ the direction are placed between the label set's held-out negatives and positive
 0 means "like the negatives" (normal prompts, replies that complied), 1 "like the positives" (harmful
 prompts, refusals); values outside [0, 1] lie beyond either class mean. ``auroc_vs_negative`` and
 ``auroc_vs_positive`` say how well the projection tells the located rows from each class (0.5: not at
-all). Zhao et al. (2025) predict that jailbreaks keep the harmfulness placement near 1 at ``inst`` while
-the refusal placement drops at the template tokens; Zhou et al. (2024) that the early harmfulness
-classification itself moves.
+all). ``placement_lo``/``placement_hi``: a 95 % percentile bootstrap interval of the placement
+(located rows, held-out negatives and positives each resampled; ``--bootstrap``). Zhao et al. (2025)
+predict that jailbreaks keep the harmfulness placement near 1 at ``inst`` while the refusal placement
+drops at the template tokens; Zhou et al. (2024) that the early harmfulness classification itself
+moves.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,20 +39,23 @@ from probing.tables import write_csv as write_table
 LOCATED_CSV = "located.csv"
 WEAK_AUROC = 0.75  # below it the sentence says that the placements are loose
 LOCATED_PLOT = "located.png"
-COLUMNS = ("class", "label_set", "position", "layer", "n", "placement", "auroc_vs_negative",
-           "auroc_vs_positive")  # fmt: skip
+COLUMNS = ("class", "label_set", "position", "layer", "n", "placement", "placement_lo",
+           "placement_hi", "auroc_vs_negative", "auroc_vs_positive")  # fmt: skip
 
 
 @dataclass
 class Located:
-    """``placement``, ``auroc_vs_negative``, ``auroc_vs_positive``: ``[C, S, P, L]`` for located
-    classes C, label sets S, positions P, layers L (those of the :class:`Directions`)."""
+    """``placement`` (with its bootstrap interval ``placement_lo``/``_hi``, NaN without resamples),
+    ``auroc_vs_negative``, ``auroc_vs_positive``: ``[C, S, P, L]`` for located classes C, label sets
+    S, positions P, layers L (those of the :class:`Directions`)."""
 
     classes: list[str]
     counts: list[int]
     placement: np.ndarray
     auroc_vs_negative: np.ndarray
     auroc_vs_positive: np.ndarray
+    placement_lo: np.ndarray
+    placement_hi: np.ndarray
 
 
 def located_rows(ff: FeatureFile, classes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -87,12 +93,14 @@ class Locator:
 
     def __init__(
         self, rows: dict[str, np.ndarray], sets: Sequence[LabelSet], splits: Sequence[Split],
-        positions: int, layers: int,
+        positions: int, layers: int, bootstrap: int = 0, seed: int = 0,
     ):  # fmt: skip
         self.rows, self.sets, self.splits = rows, list(sets), list(splits)
+        self.bootstrap, self.seed = bootstrap, seed
         shape = (len(rows), len(self.sets), positions, layers)
         self.placement = np.full(shape, math.nan)
         self.vs_neg, self.vs_pos = np.full(shape, math.nan), np.full(shape, math.nan)
+        self.lo, self.hi = np.full(shape, math.nan), np.full(shape, math.nan)
 
     def visit(self, p: int, block: np.ndarray, directions: np.ndarray) -> None:
         """Position ``p``: its block ``[N, L, D]`` and the label sets' directions there ``[S, L, D]``."""
@@ -107,10 +115,45 @@ class Locator:
                     self.placement[c, s, p] = (proj[mine].mean(0) - neg.mean(0)) / span
                 self.vs_neg[c, s, p] = _auroc(proj[mine], neg)
                 self.vs_pos[c, s, p] = _auroc(proj[mine], pos)
+                if self.bootstrap:
+                    rng = np.random.default_rng([self.seed, c, s, p])  # the same draws every run
+                    lo, hi = placement_interval(proj[mine], neg, pos, self.bootstrap, rng)
+                    self.lo[c, s, p], self.hi[c, s, p] = lo, hi
 
     def located(self) -> Located:
         counts = [len(r) for r in self.rows.values()]
-        return Located(list(self.rows), counts, self.placement, self.vs_neg, self.vs_pos)
+        return Located(
+            list(self.rows), counts, self.placement, self.vs_neg, self.vs_pos, self.lo, self.hi
+        )
+
+
+def placement_interval(
+    mine: np.ndarray, neg: np.ndarray, pos: np.ndarray, resamples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """95 % percentile bootstrap interval ``[L]`` of the placement of projections ``mine [n, L]``
+    between ``neg`` and ``pos``: each group resampled with replacement (multinomial counts, so the
+    memory is ``resamples × n``), the same draws for every layer."""
+
+    def means(x: np.ndarray) -> np.ndarray:
+        counts = rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=resamples)
+        return counts @ x / len(x)  # [resamples, L]
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b_neg = means(neg)
+        b = (means(mine) - b_neg) / (means(pos) - b_neg)
+    b = np.where(np.isfinite(b), b, np.nan)
+    with warnings.catch_warnings():  # a layer where the classes do not differ: NaN, said as such
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(b, 2.5, axis=0), np.nanpercentile(b, 97.5, axis=0)
+
+
+def _ci(found: Located, index: tuple[int, ...]) -> str:
+    lo, hi = found.placement_lo[index], found.placement_hi[index]
+    return f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+
+
+def _crosses_half(found: Located, *indices: tuple[int, ...]) -> bool:
+    return any(found.placement_lo[i] < 0.5 < found.placement_hi[i] for i in indices)
 
 
 def _auroc(located: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -133,6 +176,8 @@ def rows_of(found: Located, result: Directions) -> list[dict[str, Any]]:
                             "layer": layer,
                             "n": found.counts[c],
                             "placement": float(found.placement[c, s, p, j]),
+                            "placement_lo": float(found.placement_lo[c, s, p, j]),
+                            "placement_hi": float(found.placement_hi[c, s, p, j]),
                             "auroc_vs_negative": float(found.auroc_vs_negative[c, s, p, j]),
                             "auroc_vs_positive": float(found.auroc_vs_positive[c, s, p, j]),
                         }
@@ -176,8 +221,9 @@ def sentences(found: Located, result: Directions, harm: str = "label") -> list[s
             p, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
             what = "harmfulness" if label_set == harm else label_set
             parts.append(
-                f"{found.placement[c, s, p, j]:.2f} of the way from negatives to positives on the "
-                f"{what} direction at layer {result.layers[j]}, position {result.positions[p]}"
+                f"{found.placement[c, s, p, j]:.2f}{_ci(found, (c, s, p, j))} of the way from "
+                f"negatives to positives on the {what} direction at layer {result.layers[j]}, "
+                f"position {result.positions[p]}"
             )
         out.append(f"{name} ({found.counts[c]} rows, never fitted on) sits " + "; ".join(parts))
         located = zhao_or_zhou(found, result, name)
@@ -224,17 +270,22 @@ def zhao_or_zhou(
     belief, signal = found.placement[c, h, hp, hj], found.placement[c, r, rp, rj]
     later = found.placement[c, h, rp, rj]  # the harm reading where refusal is read
     post = result.positions[rp]
+    at_belief, at_signal, at_later = (c, h, hp, hj), (c, r, rp, rj), (c, h, rp, rj)
     where = (
         f"On the harmfulness direction at {inst} (layer {result.layers[hj]}, AUROC "
-        f"{result.auroc[h, hp, hj]:.2f}) {name} prompts sit {belief:.2f} of the way from normal to "
-        f"harmful, at {post} (layer {result.layers[rj]}) {later:.2f}; on the refusal direction "
-        f"there (AUROC {result.auroc[r, rp, rj]:.2f}) {signal:.2f} of the way from complied to refused"
+        f"{result.auroc[h, hp, hj]:.2f}) {name} prompts sit {belief:.2f}{_ci(found, at_belief)} of "
+        f"the way from normal to harmful, at {post} (layer {result.layers[rj]}) "
+        f"{later:.2f}{_ci(found, at_later)}; on the refusal direction there (AUROC "
+        f"{result.auroc[r, rp, rj]:.2f}) {signal:.2f}{_ci(found, at_signal)} of the way from "
+        "complied to refused"
     )
     weak = min(result.auroc[h, hp, hj], result.auroc[r, rp, rj])
     if weak < WEAK_AUROC:
         where = (
             f"{where} (a direction separating at AUROC {weak:.2f} places rows loosely: few rows?)"
         )
+    if _crosses_half(found, at_belief, at_signal):
+        where = f"{where} (an interval spans 0.5: these rows do not settle the reading below)"
     if belief >= 0.5 and signal < 0.5:
         return f"{where}: the harm belief persists while the refusal signal drops (as Zhao et al. find)."
     if belief < 0.5 and belief - later >= 0.25:

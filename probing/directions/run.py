@@ -50,6 +50,8 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
         raise ProbingError(
             f"--test_fraction must be strictly between 0 and 1 (e.g. 0.3), got {cfg.test_fraction}"
         )
+    if cfg.bootstrap < 0:
+        raise ProbingError(f"--bootstrap must be >= 0 (0 = no intervals), got {cfg.bootstrap}")
     out = _check_output(cfg.output)
     if not Path(cfg.features).is_file():
         raise ProbingError(f"--features {cfg.features} is not a file; give a feature file (.h5)")
@@ -68,7 +70,9 @@ def directions(cfg: DirectionsConfig) -> dict[str, Any]:
                 f"{cfg.memory_limit_gb} GB): choose fewer --layers or raise --memory_limit_gb"
             )
         locator = (
-            located.Locator(held_out, sets, splits, len(positions), len(layers))
+            located.Locator(
+                held_out, sets, splits, len(positions), len(layers), cfg.bootstrap, cfg.seed
+            )
             if held_out
             else None
         )
