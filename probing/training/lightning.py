@@ -33,9 +33,8 @@ from probing.training.checkpoint_path import resolve_ckpt_path
 from probing.training.summary import best_layers, fit_summary
 
 log = logging.getLogger(__name__)
-summary_log = logging.getLogger(
-    "probing.training"
-)  # the run's last lines: "I probing.training: done"
+# the run's last lines ("I probing.training: done: run folder ...")
+summary_log = logging.getLogger("probing.training")
 NEEDS_CHECKPOINT = ("validate", "test", "predict")
 
 
