@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import save_tiny, tiny_lm
+from tiny import CONFIGS, save_tiny, tiny_lm
 
 import probing.generation.refusal as refusal_mod
 from probing.cli import run_command
@@ -23,6 +23,7 @@ from probing.generation.refusal import (
     table,
 )
 from probing.generation.refusal_config import parse
+from probing.models.lookup import ARCHITECTURES
 from probing.prompts import PromptSource, load_prompts, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,3 +228,22 @@ def test_refusal_configs_parse(name):
     if (REPO / "datasets" / "malicious.csv").exists():
         _, labels, _, names = load_prompts(cfg.prompts)
         assert names == ["malicious", "normal"] and len(labels) == 100
+
+
+@pytest.mark.parametrize("arch", sorted(set(CONFIGS) & set(ARCHITECTURES)))
+def test_last_logits_index_gives_the_logits_of_the_last_position(arch):
+    """``logits_to_keep`` as an index tensor (contiguous last states; the bfloat16 CPU matmul is
+    slow on the int form's strided view) gives what the int form gives, on every architecture."""
+    from probing.models.batching import last_logits
+
+    lm = tiny_lm(arch)
+    ids = torch.randint(4, 60, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded row
+    with torch.no_grad():
+        as_int = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits
+        as_index = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=last_logits("cpu"))
+        full = lm.model(input_ids=ids, attention_mask=mask).logits
+    assert as_index.logits.shape == as_int.shape == (3, 1, full.shape[-1])
+    torch.testing.assert_close(as_index.logits, as_int, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(as_index.logits[:, 0], full[:, -1], rtol=1e-5, atol=1e-5)

@@ -21,6 +21,7 @@ from probing.models.batching import (
     common_prefix,
     copy_cache,
     inputs_after_head,
+    last_logits,
     left_pad,
     pad_token_id,
     plain_cache,
@@ -84,7 +85,11 @@ def prefill(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> Prefilled:
     ids, mask = ids.to(device), mask.to(device)
     positions = position_ids_from_mask(mask)
     out = lm.model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=last_logits(device),
     )
     return Prefilled(cache_of(out), mask, positions[:, -1:], out.logits[:, -1])
 
@@ -93,7 +98,7 @@ def prefill(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> Prefilled:
 def _prefill_after(lm: LoadedModel, head: Prefilled, tails: Sequence[Sequence[int]]) -> Prefilled:
     """Rows ``head + tail``: the shared head's cache repeated, the tails left-padded after it."""
     inputs = inputs_after_head(lm.model, head.cache, head.mask, tails, pad_token_id(lm.tokenizer))
-    out = lm.model(**inputs, logits_to_keep=1)
+    out = lm.model(**inputs, logits_to_keep=last_logits(lm.input_device))
     positions = inputs["position_ids"]
     return Prefilled(cache_of(out), inputs["attention_mask"], positions[:, -1:], out.logits[:, -1])
 

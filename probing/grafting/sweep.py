@@ -28,7 +28,7 @@ from probing.generation.generate import (
 )
 from probing.generation.judge import KeywordJudge
 from probing.grafting.hooks import check_graft, graft
-from probing.models.batching import cache_arg_name, cache_of
+from probing.models.batching import cache_arg_name, cache_of, last_logits
 from probing.models.load import LoadedModel
 from probing.models.lookup import ModelParts
 from probing.progress import progress_bar
@@ -246,7 +246,7 @@ class GraftSweep:
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=last_logits(device),
                 **kwargs,
             )
         logits = out.logits[:, -1]
