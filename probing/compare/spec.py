@@ -11,6 +11,7 @@ from typing import Any, Literal
 from probing.config import parse_config
 from probing.errors import ProbingError
 from probing.features.layout import Positions
+from probing.models.config import DtypeOption
 from probing.outputs import check_output_folder
 from probing.prompts.sources import PromptSource
 
@@ -80,7 +81,8 @@ class CompareConfig:
         features_dir: where each run's feature file ``<run>.h5`` goes (identical finished files are
             reused).
         output_dir: where the CSVs, plots and Markdown summary go.
-        dtype: compute dtype of every model.
+        dtype: compute dtype of every model (``auto``: bfloat16 where the hardware computes it
+            natively, else float32).
         device: ``cpu`` or ``cuda``.
         batch_size: prompts per forward pass.
         positions: token position(s) stored per prompt.
@@ -104,7 +106,7 @@ class CompareConfig:
     seed: int = 42
     features_dir: str = "features/compare"
     output_dir: str = "runs/compare"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: DtypeOption = "float32"
     device: str = "cpu"
     batch_size: int = 16
     positions: Positions = "last"

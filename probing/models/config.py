@@ -8,6 +8,7 @@ from typing import Literal, get_args
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 DTYPE_NAMES = get_args(Dtype)  # the compute dtypes a model loads in
+DtypeOption = Literal["auto", "float32", "bfloat16", "float16"]  # auto: probing.models.precision
 
 
 @dataclass
@@ -19,7 +20,9 @@ class ModelConfig:
             path to a ``.gguf`` file.
         gguf_file: GGUF file name inside the hub repo or folder given by ``name``.
         revision: hub branch, tag or commit.
-        dtype: compute dtype.
+        dtype: compute dtype; ``auto``: bfloat16 where the hardware computes it natively (a GPU
+            that supports it; a CPU with AVX512-BF16 or AMX), float32 elsewhere (logged; files record
+            the dtype chosen).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (ignored when ``device_map`` is set).
         device_map: e.g. ``auto`` to spread a large model over GPUs and CPU (needs accelerate).
         trust_remote_code: allow model code from the hub repo.
@@ -28,7 +31,7 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"
     gguf_file: str | None = None
     revision: str | None = None
-    dtype: Dtype = "float32"
+    dtype: DtypeOption = "float32"
     device: str = "cpu"
     device_map: str | None = None
     trust_remote_code: bool = False
@@ -42,12 +45,12 @@ class ModelOverride:
         name: load the model from here instead of the recorded ``model`` (a built-in name, hub id,
             folder or ``.gguf`` file holding the same weights: it is checked).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default: the one recorded at extraction).
-        dtype: compute dtype (default: the extraction's).
+        dtype: compute dtype (default: the extraction's; ``auto`` as in ``ModelConfig``).
         trust_remote_code: allow model code from the hub repo. Only ever from here (the command line
             or its config), never from a file's metadata.
     """
 
     name: str | None = None
     device: str | None = None
-    dtype: Dtype | None = None
+    dtype: DtypeOption | None = None
     trust_remote_code: bool = False

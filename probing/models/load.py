@@ -19,6 +19,7 @@ from probing.models.builtin import BUILTIN_MODELS
 from probing.models.config import ModelConfig
 from probing.models.hub import offline_folder
 from probing.models.lookup import ModelParts, model_parts
+from probing.models.precision import auto_dtype
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ def resolve_model(cfg: ModelConfig | ModelSource) -> ModelSource:
     """
     if isinstance(cfg, ModelSource):
         return cfg
+    if cfg.dtype == "auto":
+        dtype, why = auto_dtype(cfg.device, cfg.device_map)
+        log.info("--model.dtype auto: %s (%s)", dtype, why)
+        cfg = dataclasses.replace(cfg, dtype=dtype)
     where, gguf, kind = _locate(cfg)
     if kind == "hub":
         where = offline_folder(where, gguf, cfg.revision) or where
