@@ -69,7 +69,7 @@ def main() -> None:
         "unembedding, strided [B,1,D] view": lambda: head(strided),
         "unembedding, contiguous copy": lambda: head(contiguous),
         "prompt pass, logits_to_keep=1": lambda: forward(1),
-        "prompt pass, logits_to_keep=last_logits()": lambda: forward(last_logits("cpu")),
+        "prompt pass, logits_to_keep=last_logits()": lambda: forward(last_logits()),
     }
     for fn in cases.values():  # warm-up: oneDNN builds its kernels on the first call of a shape
         fn()
@@ -83,7 +83,7 @@ def main() -> None:
           f"threads  [{cpu}]")  # fmt: skip
     for name, ts in times.items():
         print(f"  {name:45s} best {min(ts):8.3f} s")
-    a, b = forward(1), forward(last_logits("cpu"))
+    a, b = forward(1), forward(last_logits())
     print(
         f"  prompt pass: int form / index form = "
         f"{min(times['prompt pass, logits_to_keep=1']) / min(times['prompt pass, logits_to_keep=last_logits()']):.1f}x; "

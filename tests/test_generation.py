@@ -242,7 +242,7 @@ def test_last_logits_index_gives_the_logits_of_the_last_position(arch):
     mask[0, :2] = 0  # a left-padded row
     with torch.no_grad():
         as_int = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits
-        as_index = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=last_logits("cpu"))
+        as_index = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=last_logits())
         full = lm.model(input_ids=ids, attention_mask=mask).logits
     assert as_index.logits.shape == as_int.shape == (3, 1, full.shape[-1])
     torch.testing.assert_close(as_index.logits, as_int, rtol=1e-5, atol=1e-5)

@@ -89,7 +89,7 @@ def prefill(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> Prefilled:
         attention_mask=mask,
         position_ids=positions,
         use_cache=True,
-        logits_to_keep=last_logits(device),
+        logits_to_keep=last_logits(),
     )
     return Prefilled(cache_of(out), mask, positions[:, -1:], out.logits[:, -1])
 
@@ -98,7 +98,7 @@ def prefill(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> Prefilled:
 def _prefill_after(lm: LoadedModel, head: Prefilled, tails: Sequence[Sequence[int]]) -> Prefilled:
     """Rows ``head + tail``: the shared head's cache repeated, the tails left-padded after it."""
     inputs = inputs_after_head(lm.model, head.cache, head.mask, tails, pad_token_id(lm.tokenizer))
-    out = lm.model(**inputs, logits_to_keep=last_logits(lm.input_device))
+    out = lm.model(**inputs, logits_to_keep=last_logits())
     positions = inputs["position_ids"]
     return Prefilled(cache_of(out), inputs["attention_mask"], positions[:, -1:], out.logits[:, -1])
 

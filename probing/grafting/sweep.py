@@ -246,7 +246,7 @@ class GraftSweep:
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
-                logits_to_keep=last_logits(device),
+                logits_to_keep=last_logits(),
                 **kwargs,
             )
         logits = out.logits[:, -1]

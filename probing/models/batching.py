@@ -19,13 +19,14 @@ import torch
 MIN_SHARED = 4  # a shorter common head is not worth a forward pass of its own
 
 
-def last_logits(device: torch.device | str) -> torch.Tensor:
+def last_logits() -> torch.Tensor:
     """``logits_to_keep`` for the last position only, as an index (transformers' documented tensor
     form): the last hidden states are then gathered into a contiguous ``[B, 1, D]`` before the
     unembedding. The int form (``logits_to_keep=1``) slices a strided view, which the CPU's bfloat16
-    matmul multiplies about 200× slower for a batch of 8 (7.8 s against 0.03 s for a 151,936-token
-    vocabulary; torch 2.13, ``bench/last_logits.py``); the values are the same."""
-    return torch.tensor([-1], device=device)
+    matmul multiplies about 300× slower for a batch of 8 (3.6 s against 0.012 s for a 151,936-token
+    vocabulary; torch 2.13, ``bench/last_logits.py``); the values are the same. The index stays on the
+    CPU, which indexes a tensor on any device (a model spread over several GPUs included)."""
+    return torch.tensor([-1])
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
