@@ -161,7 +161,8 @@ def alignment_side(demo: Demo) -> None:
     n = cfg.alignment_per_class
 
     def do_load() -> None:
-        state["source"] = resolve_model(ModelConfig(name=name))  # once, for every stage
+        model = ModelConfig(name=name, dtype=cfg.alignment_dtype)
+        state["source"] = resolve_model(model)  # once, for every stage
         state["lm"] = load_model(state["source"])
 
     demo.stage("alignment model", do_load, optional=True)
@@ -232,7 +233,7 @@ def alignment_side(demo: Demo) -> None:
         state["located"] = zhao_or_zhou(found["located"], found["result"])
 
     demo.stage("jailbreak located", do_locate, optional=True)
-    alignment_report(demo, name, out, state.get("located"))
+    alignment_report(demo, f"{name} ({model.dtype})", out, state.get("located"))
 
 
 def compare_side(demo: Demo) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from probing.config import parse_config
+from probing.models.config import DtypeOption
 
 
 @dataclass
@@ -16,6 +17,8 @@ class DemoConfig:
         output: folder of the report and every stage's files.
         model: model of the probing side.
         alignment_model: model of the alignment side (refusal, emotions, grafting).
+        alignment_dtype: its compute dtype; ``auto``: bfloat16 where the CPU (AVX512-BF16, AMX) or
+            GPU computes it natively, float32 elsewhere (the same choice on every run of a machine).
         normal: built-in normal prompts used.
         malicious: built-in malicious prompts used.
         jailbreak: built-in jailbreak prompts used.
@@ -42,6 +45,7 @@ class DemoConfig:
     output: str = "demo_out"
     model: str = "smollm2-135m-instruct"
     alignment_model: str = "qwen2.5-coder-0.5b-instruct"
+    alignment_dtype: DtypeOption = "auto"
     normal: int = 200
     malicious: int = 200
     jailbreak: int = 100

@@ -180,7 +180,12 @@ class ModelParts:
         The last layer's stored state is already after the final norm (HF convention), so it is
         not normalised again.
         """
-        return self._cap(self.unembed(self._normed(hidden, layer)).float())
+        return self._cap(self.unembed(self._lens_input(hidden, layer)).float())
+
+    def _lens_input(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+        # contiguous: the CPU's bfloat16 matmul is ~300x slower on a strided view (a slice of the
+        # stacked layers; BENCHMARKS.md, "The prompt pass's last logits")
+        return self._normed(hidden, layer).contiguous()
 
     def lens_topk(
         self, hidden: torch.Tensor, layer: int, k: int
@@ -194,7 +199,7 @@ class ModelParts:
         returned logits are exact and ids differ from a float32 top-k only for near-ties below
         bfloat16 resolution. Elsewhere it is one float32 (or the model's dtype) matmul.
         """
-        x = self._normed(hidden, layer)
+        x = self._lens_input(hidden, layer)
         weight = self.unembed.weight
         if not (
             weight.device.type == "cpu"
