@@ -118,3 +118,26 @@ def test_forcing_overrides_auto(tmp_path, monkeypatch, fresh_auto):
 
 def test_measurement_runs():
     assert choice.measure_bf16_speedup(rows=4, dim=16, vocab=64, repeats=1) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_unembedding_gets_a_contiguous_input_from_a_slice(parts, dtype):
+    """Extraction hands the lens slices of its stacked layers (``stacked[:, :-1]``): the unembedding
+    must see a contiguous copy (the CPU's bfloat16 matmul is ~300x slower on a strided view), with
+    the top-k of the contiguous input."""
+    parts.unembed.to(dtype)
+    parts.final_norm.to(dtype)
+    stacked = (torch.randn(4, LAYERS, 2, 32) * 3).to(dtype)
+    seen = []
+    hook = parts.unembed.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        for layer in (0, LAYERS - 1):
+            view = stacked[:, :-1] if layer == 0 else stacked[:, -1:]
+            assert not view.is_contiguous()
+            parts.lens(view, layer)
+            ids, values = parts.lens_topk(view, layer, 3)
+            ref_ids, ref_values = parts.lens_topk(view.contiguous(), layer, 3)
+            assert torch.equal(ids, ref_ids) and torch.equal(values, ref_values)
+    finally:
+        hook.remove()
+    assert seen and all(x.is_contiguous() for x in seen)
