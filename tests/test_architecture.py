@@ -12,6 +12,7 @@ private (``_name``) names: what a module shares is public.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "probing"
@@ -204,6 +205,17 @@ def test_the_graph_sees_the_package():
     assert "probing.probes.module" in edges and "probing.probes.heads" in edges
     assert "probing.probes.heads" in edges["probing.probes.module"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+def test_models_keep_their_last_logits_through_the_index_form():
+    """``logits_to_keep=1`` slices a strided view that the CPU's bfloat16 matmul multiplies ~300x
+    slower; every call passes ``probing.models.batching.last_logits()`` instead."""
+    found = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in PACKAGE.rglob("*.py")
+        if re.search(r"logits_to_keep\s*=\s*1\s*[,)\n]", path.read_text(encoding="utf-8"))
+    ]
+    assert not found, f"logits_to_keep=1 in {found}: pass last_logits() (probing/models/batching.py)"
 
 
 def test_no_module_over_400_lines():
