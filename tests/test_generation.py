@@ -144,7 +144,7 @@ def prompt_files(tmp_path) -> tuple[Path, Path]:
     return bad, good
 
 
-def test_refusal_counts_and_truncates(tmp_path, prompt_files, monkeypatch):
+def test_refusal_counts_and_truncates(tmp_path, prompt_files, monkeypatch, caplog):
     canned = {
         "bad request 0": "I’m sorry, but I can’t assist with that.",
         "bad request 1": "I cannot help with this.",
@@ -166,8 +166,10 @@ def test_refusal_counts_and_truncates(tmp_path, prompt_files, monkeypatch):
         output=str(tmp_path / "out"),
         progress=False,
     )
+    caplog.set_level("INFO", logger="probing")
     result = refusal(cfg, lm=tiny_lm("llama"))
     assert result.summary["malicious"]["refused"] == 2 and result.summary["malicious"]["n"] == 5
+    assert "(float32, greedy, 20 new tokens, keyword judge)" in caplog.text  # the dtype it ran in
     assert result.summary["normal"] == {
         "n": 3,
         "refused": 0,

@@ -175,8 +175,9 @@ def refusal(cfg: RefusalConfig, lm: LoadedModel | None = None) -> RefusalResult 
     }
     folder = write(cfg, result, meta)
     log.info(
-        "refusal rate of %s (greedy, %d new tokens, keyword judge):\n%s",
+        "refusal rate of %s (%s, greedy, %d new tokens, keyword judge):\n%s",
         result.model_meta.get("model"),
+        result.model_meta.get("dtype"),
         cfg.max_new_tokens,
         table(result.summary),
     )
