@@ -215,7 +215,9 @@ def test_models_keep_their_last_logits_through_the_index_form():
         for path in PACKAGE.rglob("*.py")
         if re.search(r"logits_to_keep\s*=\s*1\s*[,)\n]", path.read_text(encoding="utf-8"))
     ]
-    assert not found, f"logits_to_keep=1 in {found}: pass last_logits() (probing/models/batching.py)"
+    assert not found, (
+        f"logits_to_keep=1 in {found}: pass last_logits() (probing/models/batching.py)"
+    )
 
 
 def test_no_module_over_400_lines():
